@@ -1,0 +1,227 @@
+"""``prepare``: raw input -> prepared dataset directory (see docs/DATA.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from solidrec.data.io import atomic_directory, content_hash, sha256_file, write_json, write_npz
+from solidrec.data.protocol import build_sequences, interaction_keys, make_eval, make_train, split_positions
+from solidrec.data.readers import read_dataset
+from solidrec.data.semantic import SemanticConfig, assign_semantic_ids
+
+FORMAT_VERSION = 1
+ARRAY_FILES = ("items.npz", "users.npz", "semantic.npz", "train.npz", "valid.npz", "test.npz")
+log = logging.getLogger("solidrec.data")
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Everything that determines a prepared dataset."""
+
+    format: str
+    input: Path
+    out: Path
+    items: Path | None = None
+    seed: int = 2024
+    history_len: int = 10
+    neg_train: int = 4
+    neg_eval: int = 99
+    kcore: int = 0
+    semantic: SemanticConfig = field(default_factory=SemanticConfig)
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.history_len < 1 or self.neg_train < 1 or self.neg_eval < 1:
+            raise ValueError("history_len, neg_train and neg_eval must be >= 1")
+
+
+@dataclass
+class PrepareResult:
+    out: Path
+    manifest: dict[str, Any]
+    skipped: bool  # True when an up-to-date dataset was already there
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _arrays(obj: Any) -> dict[str, np.ndarray]:
+    """A sample dataclass's fields as a dict, without copying (unlike ``asdict``)."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+def _input_files(cfg: PrepareConfig) -> list[Path]:
+    """Files whose bytes determine the output (for the fingerprint), without parsing."""
+    p = Path(cfg.input)
+    files: list[Path] = []
+    if p.is_dir():
+        files = sorted(x for x in p.iterdir() if x.is_file() and not x.name.startswith("."))
+    else:
+        files = [p]
+        if cfg.format == "atomic":
+            stem = p.name
+            for s in (".train.inter", ".valid.inter", ".test.inter"):
+                stem = stem.removesuffix(s)
+            files = sorted(x for x in p.parent.iterdir() if x.is_file() and x.name.startswith(stem + "."))
+        elif cfg.format == "movielens" and (p.parent / "movies.csv").exists():
+            files.append(p.parent / "movies.csv")
+    if cfg.items is not None:
+        files.append(Path(cfg.items))
+    if cfg.semantic.item_embeddings is not None:
+        files.append(Path(cfg.semantic.item_embeddings))
+    return files
+
+
+def _params(cfg: PrepareConfig) -> dict[str, Any]:
+    return {
+        "history_len": cfg.history_len,
+        "neg_train": cfg.neg_train,
+        "neg_eval": cfg.neg_eval,
+        "seed": cfg.seed,
+        "kcore": cfg.kcore,
+        "semantic": _jsonable(cfg.semantic),
+    }
+
+
+def _fingerprint(source: dict[str, Any], params: dict[str, Any]) -> str:
+    blob = json.dumps({"v": FORMAT_VERSION, "source": source, "params": params}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def is_up_to_date(out: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The existing manifest if ``out`` holds a complete dataset with this fingerprint."""
+    mpath = Path(out) / "manifest.json"
+    if not mpath.exists():
+        return None
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if manifest.get("fingerprint") != fingerprint:
+        return None
+    if not all((Path(out) / f).exists() for f in ARRAY_FILES):
+        return None
+    if content_hash(out, list(ARRAY_FILES)) != manifest.get("content_hash"):
+        return None
+    return manifest
+
+
+@contextmanager
+def _step(name: str, verbose: bool) -> Iterator[None]:
+    t = time.perf_counter()
+    if verbose:
+        log.info("%s ...", name)
+    yield
+    if verbose:
+        log.info("%s done in %.1fs", name, time.perf_counter() - t)
+
+
+def _progress(total: int, desc: str, enabled: bool) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
+    if not enabled or total == 0:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="row", unit_scale=True, leave=False)
+    return bar.update, bar.close
+
+
+def prepare(cfg: PrepareConfig, *, force: bool = False, progress: bool = False, verbose: bool = False) -> PrepareResult:
+    """Prepare ``cfg.input`` into ``cfg.out``; a no-op if ``cfg.out`` is already up to date."""
+    out = Path(cfg.out)
+    files = _input_files(cfg)
+    for f in files:
+        if not f.exists():
+            from solidrec.data.errors import DataFormatError
+
+            raise DataFormatError(f, None, "file not found")
+    with _step("hashing inputs", verbose):
+        inputs = [{"path": str(f.resolve()), "sha256": sha256_file(f), "bytes": f.stat().st_size} for f in files]
+    source = {"format": cfg.format, "input": str(Path(cfg.input).resolve()), "items": str(Path(cfg.items).resolve()) if cfg.items else None}
+    params = _params(cfg)
+    # paths are recorded but only file contents and names decide "unchanged"
+    fp = _fingerprint(
+        {"format": cfg.format, "files": [(Path(i["path"]).name, i["sha256"]) for i in inputs]}, params
+    )
+    if not force and (existing := is_up_to_date(out, fp)) is not None:
+        return PrepareResult(out, existing, True)
+
+    with _step("reading", verbose):
+        raw = read_dataset(cfg.format, cfg.input, cfg.items)
+    with _step("sequences", verbose):
+        seq = build_sequences(raw, cfg.kcore)
+    with _step("semantic ids", verbose):
+        titles = [raw.titles[i] for i in seq.item_index.tolist()] if raw.titles is not None else None
+        cats = [raw.categories[i] for i in seq.item_index.tolist()] if raw.categories is not None else None
+        sem = assign_semantic_ids(titles, cats, cfg.semantic, cfg.seed)
+
+    ss = np.random.SeedSequence(cfg.seed)
+    rng_train, rng_valid, rng_test = (np.random.default_rng(s) for s in ss.spawn(3))
+    keys = interaction_keys(seq)
+    train_pos, valid_pos, test_pos = split_positions(seq)
+    L = cfg.history_len
+    with _step("train samples", verbose):
+        upd, close = _progress(len(train_pos), "train negatives", progress)
+        train = make_train(seq, train_pos, L, cfg.neg_train, rng_train, keys, upd)
+        close()
+    with _step("valid samples", verbose):
+        upd, close = _progress(len(valid_pos), "valid negatives", progress)
+        valid = make_eval(seq, valid_pos, L, cfg.neg_eval, rng_valid, keys, upd)
+        close()
+    with _step("test samples", verbose):
+        upd, close = _progress(len(test_pos), "test negatives", progress)
+        test = make_eval(seq, test_pos, L, cfg.neg_eval, rng_test, keys, upd)
+        close()
+
+    counts = {
+        "users": seq.num_users,
+        "items": seq.num_items,
+        "interactions": len(seq.item),
+        "semantic_ids": len(sem.names) - 1,
+        "train_positives": len(train_pos),
+        "train_rows": len(train.label),
+        "valid_rows": len(valid.user),
+        "test_rows": len(test.user),
+    }
+    with _step("writing", verbose), atomic_directory(out) as tmp:
+        item_arrays = {
+            "semantic_id": sem.semantic_id,
+            "original_id": np.concatenate([np.asarray([""]), raw.item_ids[seq.item_index]]),
+        }
+        if titles is not None:
+            item_arrays["title"] = np.asarray([""] + titles, dtype=str)
+        write_npz(tmp / "items.npz", item_arrays)
+        del item_arrays
+        write_npz(tmp / "users.npz", {"original_id": raw.user_ids[seq.user_index]})
+        write_npz(tmp / "semantic.npz", {"name": sem.names})
+        write_npz(tmp / "train.npz", _arrays(train))
+        del train
+        write_npz(tmp / "valid.npz", _arrays(valid))
+        write_npz(tmp / "test.npz", _arrays(test))
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "name": cfg.name or out.name,
+            "source": {**source, "files": inputs},
+            "params": {**params, "semantic_method_used": sem.method, "embedding_used": sem.embedding_used},
+            "counts": counts,
+            "files": list(ARRAY_FILES),
+            "fingerprint": fp,
+            "content_hash": content_hash(tmp, list(ARRAY_FILES)),
+        }
+        write_json(tmp / "manifest.json", manifest)
+    return PrepareResult(out, manifest, False)

