@@ -137,7 +137,7 @@ def _progress(total: int, desc: str, enabled: bool) -> tuple[Callable[[int], Non
         return None, lambda: None
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="row", unit_scale=True, leave=False)
+    bar = tqdm(total=total, desc=desc, unit="row", unit_scale=True, leave=False, disable=None)
     return bar.update, bar.close
 
 

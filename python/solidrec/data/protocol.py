@@ -15,7 +15,7 @@ import numpy as np
 from solidrec.data.raw import RawDataset
 
 #: Rows sampled per vectorised chunk; a constant so results never depend on the machine.
-CHUNK_ROWS = 1 << 18
+CHUNK_ROWS = 1 << 16
 
 
 @dataclass

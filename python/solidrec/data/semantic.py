@@ -85,9 +85,9 @@ def hashed_bow(texts: list[str], dim: int = 256) -> np.ndarray:
             rows.append(r)
             cols.append(hit[0])
             vals.append(hit[1] * (1.0 + np.log(c)))
-    out = np.zeros((len(texts), dim), dtype=np.float64)
-    np.add.at(out, (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)), vals)
-    return _l2(out).astype(np.float32)
+    out = np.zeros((len(texts), dim), dtype=np.float32)
+    np.add.at(out, (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)), np.asarray(vals, np.float32))
+    return _l2(out)
 
 
 def minilm_embed(texts: list[str], batch_size: int = 256) -> np.ndarray:
@@ -150,7 +150,7 @@ def load_item_embeddings(path: Path, num_items: int, key: str | None = None) -> 
 
 def _l2(x: np.ndarray) -> np.ndarray:
     n = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(n > 0, n, 1.0)
+    return x / np.where(n > 0, n, 1).astype(x.dtype)
 
 
 def item_embeddings(titles: list[str] | None, num_items: int, cfg: SemanticConfig) -> np.ndarray:
@@ -295,11 +295,12 @@ def assign_semantic_ids(
     need_emb = bool(multi.any() or (unl.any() and cfg.unlabeled == "nearest"))
     names = list(vocab)
     if need_emb:
-        emb = item_embeddings(titles, num_items, cfg).astype(np.float64)
+        emb = item_embeddings(titles, num_items, cfg)
         counts = np.bincount(pair_cat, minlength=len(vocab)).astype(np.float64)
         cent = np.zeros((len(vocab), emb.shape[1]), dtype=np.float64)
-        np.add.at(cent, pair_cat, emb[pair_item])
-        cent /= counts[:, None]
+        for lo in range(0, len(pair_item), 1 << 16):  # chunked: bounded float64 temporaries
+            np.add.at(cent, pair_cat[lo : lo + (1 << 16)], emb[pair_item[lo : lo + (1 << 16)]].astype(np.float64))
+        cent = (cent / counts[:, None]).astype(np.float32)
         if multi.any():
             sel = multi[pair_item]
             pi, pc_ = pair_item[sel], pair_cat[sel]

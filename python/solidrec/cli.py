@@ -1,0 +1,56 @@
+"""The ``solidrec`` command line.
+
+Subcommands live in separate modules; each exposes ``add_parser(subparsers)`` that
+registers one or more subcommands and sets ``func`` (a callable taking the parsed
+``argparse.Namespace`` and returning an exit code) with ``set_defaults``. To add a
+subcommand module, append its import path to ``COMMAND_MODULES``; modules listed in
+``OPTIONAL_COMMAND_MODULES`` are skipped while they do not exist yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from solidrec import __version__
+
+COMMAND_MODULES: list[str] = ["solidrec.data.commands"]
+OPTIONAL_COMMAND_MODULES: list[str] = [
+    "solidrec.train_cli",
+    "solidrec.evaluate_cli",
+    "solidrec.report_cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every available subcommand registered."""
+    parser = argparse.ArgumentParser(prog="solidrec", description="SOLID recommender: data, training, evaluation.")
+    parser.add_argument("--version", action="version", version=f"solidrec {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress of each step")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub)
+    for name in OPTIONAL_COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``solidrec`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""CLI subcommands of the data layer: ``prepare``, ``stats``, ``synth``, ``download``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from solidrec.data.errors import DataFormatError
+from solidrec.data.readers import FORMATS
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the data subcommands on ``sub``."""
+    p = sub.add_parser("prepare", help="turn raw data into a prepared dataset directory")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--input", required=True, type=Path, help="interactions file or dataset directory")
+    p.add_argument("--items", type=Path, help="items / meta file (titles, categories)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--name", help="dataset name shown by stats (default: OUT's name)")
+    p.add_argument("--seed", type=int, default=2024)
+    p.add_argument("--history-len", type=int, default=10)
+    p.add_argument("--neg-train", type=int, default=4)
+    p.add_argument("--neg-eval", type=int, default=99)
+    p.add_argument("--kcore", type=int, default=0, help="k-core filter (0 = off)")
+    p.add_argument("--semantic", choices=("auto", "category", "kmeans"), default="auto")
+    p.add_argument("--clusters", type=int, default=64, help="k for --semantic kmeans")
+    p.add_argument("--embedding", choices=("text", "id", "fusion"), default="text")
+    p.add_argument("--text-encoder", choices=("hashed", "minilm"), default="hashed")
+    p.add_argument("--item-embeddings", type=Path, help=".npy/.npz/.pt item-ID embeddings (rows = item index)")
+    p.add_argument("--embedding-key", help="array/tensor name inside --item-embeddings")
+    p.add_argument("--category-level", default="leaf", help="'leaf' or a depth (1 = root)")
+    p.add_argument("--unlabeled", choices=("nearest", "unknown"), default="nearest")
+    p.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_prepare)
+
+    s = sub.add_parser("stats", help="Table-6-style statistics of a prepared dataset")
+    s.add_argument("dir", type=Path)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=run_stats)
+
+    y = sub.add_parser("synth", help="write a synthetic dataset in the generic format")
+    y.add_argument("--out", required=True, type=Path)
+    y.add_argument("--users", type=int, default=2000)
+    y.add_argument("--items", type=int, default=1000)
+    y.add_argument("--mean-len", type=float, default=12.0)
+    y.add_argument("--min-len", type=int, default=5)
+    y.add_argument("--departments", type=int, default=4)
+    y.add_argument("--leaves", type=int, default=6, help="leaf categories per department")
+    y.add_argument("--drift", type=float, default=0.15)
+    y.add_argument("--seed", type=int, default=0)
+    y.add_argument("--interactions-format", choices=("csv", "tsv", "parquet"), default="csv")
+    y.set_defaults(func=run_synth)
+
+    d = sub.add_parser("download", help="download a public dataset (resumable, checksummed)")
+    d.add_argument("source", help="movielens-latest-small | movielens-25m | amazon2018:CATEGORY | amazon2014:CATEGORY")
+    d.add_argument("--out", required=True, type=Path)
+    d.add_argument("--base-url", help="mirror base URL replacing the source's")
+    d.add_argument("--no-progress", action="store_true")
+    d.set_defaults(func=run_download)
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from solidrec.data.prepare import PrepareConfig, prepare
+    from solidrec.data.prepared import dataset_stats, format_stats
+    from solidrec.data.semantic import SemanticConfig
+
+    sem = SemanticConfig(
+        method=args.semantic,
+        embedding=args.embedding,
+        text_encoder=args.text_encoder,
+        item_embeddings=args.item_embeddings,
+        embedding_key=args.embedding_key,
+        category_level=args.category_level,
+        unlabeled=args.unlabeled,
+        clusters=args.clusters,
+    )
+    cfg = PrepareConfig(
+        format=args.format, input=args.input, out=args.out, items=args.items, seed=args.seed,
+        history_len=args.history_len, neg_train=args.neg_train, neg_eval=args.neg_eval,
+        kcore=args.kcore, semantic=sem, name=args.name,
+    )
+    try:
+        res = prepare(cfg, force=args.force, progress=not args.no_progress, verbose=args.verbose)
+    except (DataFormatError, ValueError, RuntimeError) as e:
+        print(f"solidrec prepare: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{res.out}: {'up to date, nothing to do' if res.skipped else 'written'}")
+    print(format_stats(dataset_stats(res.out)))
+    return 0
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from solidrec.data.prepared import dataset_stats, format_stats
+
+    if not (args.dir / "manifest.json").exists():
+        print(f"solidrec stats: error: {args.dir} is not a prepared dataset (no manifest.json)", file=sys.stderr)
+        return 2
+    s = dataset_stats(args.dir)
+    print(json.dumps(s, indent=2, sort_keys=True) if args.json else format_stats(s))
+    return 0
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from solidrec.data.synth import SynthConfig, generate, write_generic
+
+    cfg = SynthConfig(
+        users=args.users, items=args.items, mean_len=args.mean_len, min_len=args.min_len,
+        departments=args.departments, leaves_per_department=args.leaves, drift=args.drift, seed=args.seed,
+    )
+    inter, items = write_generic(generate(cfg), args.out, args.interactions_format)
+    print(f"wrote {inter} and {items}")
+    print(f"prepare with: solidrec prepare --format generic --input {inter} --items {items} --out DIR")
+    return 0
+
+
+def run_download(args: argparse.Namespace) -> int:
+    from solidrec.data.download import ChecksumError, download, resolve_source
+
+    try:
+        files = download(args.source, args.out, base_url=args.base_url, progress=not args.no_progress)
+    except (ChecksumError, ValueError, OSError) as e:
+        print(f"solidrec download: error: {e}", file=sys.stderr)
+        return 2
+    for f in files:
+        print(f)
+    print(f"prepare with --format {resolve_source(args.source).prepare_format}")
+    return 0
