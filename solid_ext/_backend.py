@@ -1,0 +1,149 @@
+"""Backend selection: which implementation of the ops runs for a given device.
+
+Backends:
+- ``reference``: pure PyTorch (any device, any float dtype); oracle and fallback.
+- ``cpu``: the C++ kernels of the compiled extension (CPU tensors, float32/float64).
+- ``triton``: Triton kernels (CUDA tensors; CPU tensors when ``TRITON_INTERPRET=1``).
+- ``cuda``: the CUDA C++ kernels of the compiled extension (CUDA tensors).
+
+``auto`` (the default) picks, for CPU tensors, ``cpu`` then ``reference``; for CUDA
+tensors, ``cuda`` then ``triton`` then ``reference``. Force a backend with the
+environment variable ``SOLID_EXT_BACKEND`` or, taking precedence, the context
+manager :func:`use_backend`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import os
+import warnings
+from collections.abc import Iterator
+from types import ModuleType
+
+import torch
+
+BACKENDS = ("reference", "cpu", "triton", "cuda")
+_CHOICES = ("auto", *BACKENDS)
+# A plain module-level stack rather than a ContextVar: torch.compile can trace (and
+# guard on) a global, not ContextVar.get. The override is process-wide, not per thread.
+_forced: list[str] = []
+_KERNEL_DTYPES = (torch.float32, torch.float64)
+
+
+@functools.cache
+def compiled_extension() -> ModuleType | None:
+    """The compiled ``solid_ext._C`` module, or None (with one warning) if absent."""
+    try:
+        return importlib.import_module("solid_ext._C")
+    except (ImportError, OSError) as exc:
+        warnings.warn(
+            f"solid_ext: compiled kernels unavailable ({exc}); using the pure-PyTorch "
+            "reference. Build them with `pip install --no-build-isolation -e .`.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
+
+def _has_kernel(key: str) -> bool:
+    if compiled_extension() is None:
+        return False
+    return torch._C._dispatch_has_kernel_for_dispatch_key("solid_ext::dynamic_linear", key)
+
+
+@functools.cache
+def _triton_module() -> ModuleType | None:
+    try:
+        return importlib.import_module("solid_ext.triton_kernels")
+    except ImportError:
+        return None
+
+
+def triton_usable() -> bool:
+    """Triton kernels can run here: a GPU, or the interpreter on CPU tensors."""
+    mod = _triton_module()
+    return mod is not None and mod.is_available()
+
+
+def available_backends() -> list[str]:
+    """Names of the backends that are built and usable on this machine."""
+    out = ["reference"]
+    if _has_kernel("CPU"):
+        out.append("cpu")
+    if triton_usable():
+        out.append("triton")
+    if torch.cuda.is_available() and _has_kernel("CUDA"):
+        out.append("cuda")
+    return out
+
+
+def _check_name(name: str) -> str:
+    name = name.strip().lower()
+    if name not in _CHOICES:
+        raise ValueError(f"unknown solid_ext backend {name!r}; choose one of {_CHOICES}")
+    return name
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Force a backend (``auto`` restores device-based choice) inside a ``with`` block."""
+    name = _check_name(name)
+    if name != "auto" and name not in available_backends():
+        raise RuntimeError(
+            f"solid_ext backend {name!r} is not available here; available: "
+            f"{available_backends()}"
+        )
+    _forced.append(name)
+    try:
+        yield
+    finally:
+        _forced.pop()
+
+
+def requested_backend() -> str:
+    """The backend asked for by :func:`use_backend` or ``SOLID_EXT_BACKEND``."""
+    if _forced:
+        return _forced[-1]
+    return _check_name(os.environ.get("SOLID_EXT_BACKEND", "auto") or "auto")
+
+
+@torch.compiler.assume_constant_result
+def resolve(device: torch.device, dtype: torch.dtype) -> str:
+    """The backend that will run an op on tensors of this device and dtype.
+
+    Under ``torch.compile`` this runs once at trace time: the choice is baked into
+    the compiled graph (changing the backend later does not recompile).
+    """
+    name = requested_backend()
+    if name == "auto":
+        if device.type == "cuda":
+            if dtype in _KERNEL_DTYPES and "cuda" in available_backends():
+                return "cuda"
+            return "triton" if triton_usable() else "reference"
+        if device.type == "cpu" and dtype in _KERNEL_DTYPES and _has_kernel("CPU"):
+            return "cpu"
+        return "reference"
+    if name not in available_backends():
+        raise RuntimeError(
+            f"solid_ext backend {name!r} was requested but is not available here; "
+            f"available: {available_backends()}"
+        )
+    if name in ("cpu", "cuda"):
+        if device.type != name:
+            raise RuntimeError(
+                f"solid_ext backend {name!r} cannot run on {device.type} tensors"
+            )
+        if dtype not in _KERNEL_DTYPES:
+            raise TypeError(
+                f"solid_ext backend {name!r} supports float32 and float64, got {dtype}"
+            )
+    return name
+
+
+def triton_module() -> ModuleType:
+    mod = _triton_module()
+    if mod is None:
+        raise RuntimeError("solid_ext.triton_kernels could not be imported")
+    return mod

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+import solid_ext
+
+# Backends that run on CPU tensors in this process. Triton (interpreter) has its own
+# test module; CUDA has no device here and is covered by the compile/host checks.
+CPU_BACKENDS = [b for b in ("reference", "cpu") if b in solid_ext.available_backends()]
+
+
+@pytest.fixture(params=CPU_BACKENDS)
+def backend(request):
+    with solid_ext.use_backend(request.param):
+        yield request.param
+
+
+@contextlib.contextmanager
+def poisoned_empty():
+    """Make every uninitialised allocation NaN, so an output element a kernel
+    forgets to write shows up as NaN instead of stale memory."""
+    old_det = torch.are_deterministic_algorithms_enabled()
+    old_fill = torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        yield
+    finally:
+        torch.utils.deterministic.fill_uninitialized_memory = old_fill
+        torch.use_deterministic_algorithms(old_det)
+
+
+def assert_close_to_truth(out, ref32, truth, atol=1e-6, factor=4.0):
+    """flash-attention-style tolerance: our float32 error against the float64 truth
+    may be at most ``factor`` times PyTorch's own float32 error, plus ``atol``."""
+    ours = (out.double() - truth).abs().max().item()
+    theirs = (ref32.double() - truth).abs().max().item()
+    assert ours <= factor * theirs + atol, f"error {ours:.3e} vs PyTorch's {theirs:.3e}"
