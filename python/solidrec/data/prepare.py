@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import resource
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -129,7 +130,8 @@ def _step(name: str, verbose: bool) -> Iterator[None]:
         log.info("%s ...", name)
     yield
     if verbose:
-        log.info("%s done in %.1fs", name, time.perf_counter() - t)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        log.info("%s done in %.1fs (peak RSS so far %.2f GiB)", name, time.perf_counter() - t, peak)
 
 
 def _progress(total: int, desc: str, enabled: bool) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
@@ -168,7 +170,7 @@ def prepare(cfg: PrepareConfig, *, force: bool = False, progress: bool = False, 
     with _step("semantic ids", verbose):
         titles = [raw.titles[i] for i in seq.item_index.tolist()] if raw.titles is not None else None
         cats = [raw.categories[i] for i in seq.item_index.tolist()] if raw.categories is not None else None
-        sem = assign_semantic_ids(titles, cats, cfg.semantic, cfg.seed)
+        sem = assign_semantic_ids(seq.num_items, titles, cats, cfg.semantic, cfg.seed)
 
     ss = np.random.SeedSequence(cfg.seed)
     rng_train, rng_valid, rng_test = (np.random.default_rng(s) for s in ss.spawn(3))

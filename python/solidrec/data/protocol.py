@@ -124,8 +124,9 @@ def sample_negatives(
     seq: Sequences,
     keys: np.ndarray,
     progress: Callable[[int], None] | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(len(users), k) distinct items per row, uniform over items the row's user never
+    """(len(users), k) distinct items per row (written into ``out`` if given), uniform over items the row's user never
     interacted with. Rejection sampling in fixed-size chunks; rows that keep failing
     (users who interacted with most items) are drawn exactly from their complement."""
     n_items = seq.num_items
@@ -137,7 +138,8 @@ def sample_negatives(
         raise ValueError(
             f"user {u} interacted with {int(lengths[u])} of {n_items} items: cannot sample {k} distinct negatives"
         )
-    out = np.empty((len(users), k), dtype=np.int64)
+    if out is None:
+        out = np.empty((len(users), k), dtype=np.int64)
     for lo in range(0, len(users), CHUNK_ROWS):
         hi = min(lo + CHUNK_ROWS, len(users))
         u = users[lo:hi]
@@ -230,5 +232,5 @@ def make_eval(
     hist, hist_len = histories(seq, positions, length)
     cands = np.empty((len(positions), neg + 1), dtype=np.int64)
     cands[:, 0] = seq.item[positions]
-    cands[:, 1:] = sample_negatives(rng, users, neg, seq, keys, progress)
+    sample_negatives(rng, users, neg, seq, keys, progress, out=cands[:, 1:])
     return EvalSamples(user=users, hist=hist, hist_len=hist_len, candidates=cands)

@@ -99,11 +99,11 @@ def read_delimited(
     _check_exists(path)
     delimiter = delimiter or _sniff_delimiter(path)
     if names is None:
-        with _open_text(path) as f:
-            try:
-                first = f.readline()
-            except UnicodeDecodeError as e:
-                raise DataFormatError(path, 1, f"invalid UTF-8 ({e.reason})") from None
+        first_raw = next(_binary_lines(path), b"")
+        try:
+            first = first_raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataFormatError(path, 1, f"invalid UTF-8 ({e.reason})") from None
         first = first.lstrip("\ufeff").rstrip("\r\n")
         if not first.strip():
             raise DataFormatError(path, 1, "empty header line")
@@ -156,7 +156,8 @@ def read_delimited(
         empty = pc.equal(pc.utf8_trim_whitespace(out[c]), "")
         if pc.any(empty).as_py():
             i = int(np.flatnonzero(empty.to_numpy(zero_copy_only=False))[0])
-            raise DataFormatError(path, i + first_data, f"empty value in column {c!r}")
+            blank = all(not str(out[w][i].as_py()).strip() for w in wanted)
+            raise DataFormatError(path, i + first_data, "empty line" if blank else f"empty value in column {c!r}")
     return out, first_data
 
 

@@ -19,6 +19,7 @@ of each cluster's first item); only ids used by at least one item exist.
 
 from __future__ import annotations
 
+import logging
 import re
 import zlib
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ EmbeddingSource = Literal["text", "id", "fusion"]
 TextEncoder = Literal["hashed", "minilm"]
 Unlabeled = Literal["nearest", "unknown"]
 
+log = logging.getLogger("solidrec.data")
 UNKNOWN = "<unknown>"
 PAD = "<pad>"
 
@@ -255,13 +257,13 @@ def _compact(raw_ids: np.ndarray, names: list[str]) -> SemanticResult:
 
 
 def assign_semantic_ids(
+    num_items: int,
     titles: list[str] | None,
     categories: list[tuple[CategoryPath, ...]] | None,
     cfg: SemanticConfig,
     seed: int,
 ) -> SemanticResult:
     """Semantic id of every item (items 1..num_items; inputs are aligned with them)."""
-    num_items = len(titles) if titles is not None else len(categories or [])
     labels = item_labels(categories, cfg.category_level) if categories is not None else [[] for _ in range(num_items)]
     has_labels = any(labels)
     method = cfg.method
@@ -272,6 +274,8 @@ def assign_semantic_ids(
 
     if method == "kmeans":
         emb = item_embeddings(titles, num_items, cfg)
+        if not np.abs(emb).sum(axis=1).any():
+            log.warning("k-means: all item embeddings are zero (no titles?); every item gets one id")
         lab = kmeans(emb, cfg.clusters, seed, cfg.kmeans_iters)
         # number clusters by their first item
         _, first = np.unique(lab, return_index=True)
