@@ -25,7 +25,7 @@ def _extensions() -> list:
 
     native = os.environ.get("SOLID_EXT_NATIVE", "1") != "0"
     cxx = ["-O3", "-fopenmp"] + (["-march=native"] if native else [])
-    sources = ["csrc/ops.cpp", *sorted(glob.glob("csrc/cpu/*.cpp"))]
+    sources = ["csrc/module.cpp", "csrc/ops.cpp", *sorted(glob.glob("csrc/cpu/*.cpp"))]
     cuda_sources = sorted(glob.glob("csrc/cuda/*.cu"))
     want_cuda = (
         os.environ.get("SOLID_EXT_CUDA", "1") != "0"

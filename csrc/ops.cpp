@@ -2,18 +2,7 @@
 // CPU kernels live in cpu/*.cpp, CUDA kernels in cuda/*.cu; each registers itself
 // with TORCH_LIBRARY_IMPL for its dispatch key. Fake kernels and autograd are
 // registered from Python (solid_ext/ops.py).
-#include <Python.h>
 #include <torch/library.h>
-
-extern "C" {
-// Importing solid_ext._C loads this shared object, which runs the static
-// registrations below; the module itself exposes nothing.
-PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {
-      PyModuleDef_HEAD_INIT, "_C", "solid_ext compiled kernels", -1, nullptr};
-  return PyModule_Create(&module_def);
-}
-}
 
 TORCH_LIBRARY(solid_ext, m) {
   m.def(

@@ -1,0 +1,51 @@
+# The two quickstart commands:  `make demo`  and  `make test`.
+# Both create .venv on first use (torch 2.13.0 CPU build + tools) and build the
+# kernels with `pip install --no-build-isolation -e .`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SETUP_STAMP := $(VENV)/.setup-stamp
+BUILD_STAMP := $(VENV)/.build-stamp
+KERNEL_SOURCES := setup.py $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
+CMAKE_DIR := build/cmake
+
+.PHONY: setup demo test lint ctest pytest bench bench-quick clean
+
+setup: $(BUILD_STAMP)
+
+$(SETUP_STAMP): requirements/dev.txt requirements/constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c requirements/constraints.txt -r requirements/dev.txt
+	touch $@
+
+$(BUILD_STAMP): $(SETUP_STAMP) $(KERNEL_SOURCES)
+	$(BIN)/python -m pip install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+demo: setup
+	$(BIN)/python -m solid_ext.demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+ctest: setup
+	$(BIN)/cmake -S . -B $(CMAKE_DIR) -DCMAKE_PREFIX_PATH="$$($(BIN)/python -c 'import torch; print(torch.utils.cmake_prefix_path)')" > /dev/null
+	$(BIN)/cmake --build $(CMAKE_DIR) -j2
+	$(BIN)/ctest --test-dir $(CMAKE_DIR) --output-on-failure
+
+pytest: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test: lint ctest pytest
+
+bench: setup
+	$(BIN)/python -m benchmarks.run --out benchmarks/results
+
+bench-quick: setup
+	$(BIN)/python -m benchmarks.run --quick --out benchmarks/results-quick
+
+clean:
+	rm -rf build $(CMAKE_DIR) *.egg-info $(BUILD_STAMP)
