@@ -28,7 +28,9 @@ ELECTRONICS_INTERACTIONS = 7_824_482
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/solidrec_bench_prepare"))
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of Electronics' users/items")
     ap.add_argument("--seed", type=int, default=0)
@@ -45,16 +47,37 @@ def main() -> int:
 
     t = time.perf_counter()
     cfg = SynthConfig(
-        users=users, items=items, mean_len=mean_len, min_len=1,
-        departments=12, leaves_per_department=40, seed=args.seed,
+        users=users,
+        items=items,
+        mean_len=mean_len,
+        min_len=1,
+        departments=12,
+        leaves_per_department=40,
+        seed=args.seed,
     )
     inter, items_file = write_generic(generate(cfg), raw_dir)
     synth_s = time.perf_counter() - t
-    print(f"synthetic data written in {synth_s:.1f}s: {inter} ({inter.stat().st_size / 2**20:.0f} MiB)", flush=True)
+    print(
+        f"synthetic data written in {synth_s:.1f}s: {inter} "
+        f"({inter.stat().st_size / 2**20:.0f} MiB)",
+        flush=True,
+    )
 
     cmd = [
-        sys.executable, "-m", "solidrec", "-v", "prepare", "--format", "generic",
-        "--input", str(inter), "--items", str(items_file), "--out", str(out_dir), "--force",
+        sys.executable,
+        "-m",
+        "solidrec",
+        "-v",
+        "prepare",
+        "--format",
+        "generic",
+        "--input",
+        str(inter),
+        "--items",
+        str(items_file),
+        "--out",
+        str(out_dir),
+        "--force",
     ]
     t = time.perf_counter()
     subprocess.run(cmd, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -70,7 +93,8 @@ def main() -> int:
         "prepare_peak_rss_gib": round(peak_kib / 2**20, 2),
         "synth_wall_s": round(synth_s, 1),
         "output_bytes": sizes,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, "
+        f"Python {platform.python_version()}",
     }
     print(json.dumps(result, indent=2))
     if args.json:

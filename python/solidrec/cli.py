@@ -27,7 +27,9 @@ OPTIONAL_COMMAND_MODULES: list[str] = [
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every available subcommand registered."""
-    parser = argparse.ArgumentParser(prog="solidrec", description="SOLID recommender: data, training, evaluation.")
+    parser = argparse.ArgumentParser(
+        prog="solidrec", description="SOLID recommender: data, training, evaluation."
+    )
     parser.add_argument("--version", action="version", version=f"solidrec {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress of each step")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -48,7 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``solidrec`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
+    )
     return int(args.func(args) or 0)
 
 

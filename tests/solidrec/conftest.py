@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(os.environ.get("SOLIDREC_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
+SHARED_DATA = Path(
+    os.environ.get(
+        "SOLIDREC_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    )
+)
 SCIENTIFIC = SHARED_DATA / "amazon-scientific"
 MOVIELENS = SHARED_DATA / "movielens-latest-small"
 

@@ -10,7 +10,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from solidrec.data import DataFormatError, PrepareConfig, load_prepared, prepare
 from solidrec.data.protocol import build_sequences
 from solidrec.data.readers import parse_categories, read_dataset
@@ -22,7 +21,11 @@ def _write(path: Path, text: str) -> Path:
 
 
 def _sequences(raw) -> dict[str, list[str]]:
-    order = np.lexsort((np.arange(len(raw.user)), raw.time, raw.user)) if raw.time is not None else np.argsort(raw.user, kind="stable")
+    order = (
+        np.lexsort((np.arange(len(raw.user)), raw.time, raw.user))
+        if raw.time is not None
+        else np.argsort(raw.user, kind="stable")
+    )
     out: dict[str, list[str]] = {}
     for i in order.tolist():
         out.setdefault(str(raw.user_ids[raw.user[i]]), []).append(str(raw.item_ids[raw.item[i]]))
@@ -33,7 +36,8 @@ def test_generic_csv_with_timestamps_and_items(tmp_path: Path) -> None:
     inter = _write(tmp_path / "i.csv", "user_id,item_id,timestamp\na,x,30\na,y,10\nb,x,5\na,z,20\n")
     items = _write(
         tmp_path / "items.csv",
-        'item_id,title,categories\nx,Red pen,Office|Pens\ny,"Blue, ink","[""Office"", ""Ink""]"\nq,unused,\n',
+        "item_id,title,categories\nx,Red pen,Office|Pens\n"
+        'y,"Blue, ink","[""Office"", ""Ink""]"\nq,unused,\n',
     )
     raw = read_dataset("generic", inter, items)
     assert _sequences(raw) == {"a": ["y", "z", "x"], "b": ["x"]}
@@ -46,14 +50,22 @@ def test_generic_csv_with_timestamps_and_items(tmp_path: Path) -> None:
 def test_generic_without_timestamp_uses_file_order_tsv_and_parquet(tmp_path: Path) -> None:
     tsv = _write(tmp_path / "i.tsv", "user_id\titem_id\nu1\tb\nu2\ta\nu1\ta\nu1\tc\n")
     assert _sequences(read_dataset("generic", tsv)) == {"u1": ["b", "a", "c"], "u2": ["a"]}
-    pq.write_table(pa.table({"user_id": [1, 2, 1], "item_id": [9, 8, 7], "timestamp": [3, 1, 2]}), tmp_path / "i.parquet")
-    assert _sequences(read_dataset("generic", tmp_path / "i.parquet")) == {"1": ["7", "9"], "2": ["8"]}
+    pq.write_table(
+        pa.table({"user_id": [1, 2, 1], "item_id": [9, 8, 7], "timestamp": [3, 1, 2]}),
+        tmp_path / "i.parquet",
+    )
+    assert _sequences(read_dataset("generic", tmp_path / "i.parquet")) == {
+        "1": ["7", "9"],
+        "2": ["8"],
+    }
 
 
 def test_items_jsonl_multiple_paths(tmp_path: Path) -> None:
     inter = _write(tmp_path / "i.csv", "user_id,item_id\nu,a\n")
     items = tmp_path / "items.jsonl"
-    items.write_text(json.dumps({"item_id": "a", "title": "A", "categories": [["R", "S"], ["R", "T"]]}) + "\n\n")
+    items.write_text(
+        json.dumps({"item_id": "a", "title": "A", "categories": [["R", "S"], ["R", "T"]]}) + "\n\n"
+    )
     raw = read_dataset("generic", inter, items)
     assert raw.categories == [(("R", "S"), ("R", "T"))]
 
@@ -81,7 +93,10 @@ def test_amazon2014_reviews_and_literal_meta(tmp_path: Path) -> None:
         {"reviewerID": "R2", "asin": "A", "unixReviewTime": 15},
     ]
     reviews.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    meta = _write(tmp_path / "meta.json", "{'asin': 'A', 'title': 'Alpha', 'categories': [['Cat', 'X'], ['Cat', 'Y']]}\n")
+    meta = _write(
+        tmp_path / "meta.json",
+        "{'asin': 'A', 'title': 'Alpha', 'categories': [['Cat', 'X'], ['Cat', 'Y']]}\n",
+    )
     raw = read_dataset("amazon2014", reviews, meta)
     assert _sequences(raw) == {"R1": ["B", "A"], "R2": ["A"]}
     assert raw.categories[list(raw.item_ids).index("A")] == (("Cat", "X"), ("Cat", "Y"))
@@ -90,9 +105,15 @@ def test_amazon2014_reviews_and_literal_meta(tmp_path: Path) -> None:
 def test_generic_prepare_small_users(tmp_path: Path) -> None:
     """Users with 1 or 2 interactions: no empty-history rows; counts still include them."""
     rows = ["user_id,item_id"]
-    rows += [f"long,i{k}" for k in range(6)] + ["two,i0", "two,i1", "one,i2"] + [f"other,i{k}" for k in range(6, 10)]
+    rows += (
+        [f"long,i{k}" for k in range(6)]
+        + ["two,i0", "two,i1", "one,i2"]
+        + [f"other,i{k}" for k in range(6, 10)]
+    )
     inter = _write(tmp_path / "i.csv", "\n".join(rows) + "\n")
-    prepare(PrepareConfig(format="generic", input=inter, out=tmp_path / "p", neg_eval=3, neg_train=2))
+    prepare(
+        PrepareConfig(format="generic", input=inter, out=tmp_path / "p", neg_eval=3, neg_train=2)
+    )
     ds = load_prepared(tmp_path / "p")
     assert ds.manifest["counts"]["users"] == 4 and ds.manifest["counts"]["interactions"] == 13
     uid = {u: i for i, u in enumerate(ds.user_original_id.tolist())}
@@ -105,7 +126,11 @@ def test_generic_prepare_small_users(tmp_path: Path) -> None:
 
 
 def test_kcore_filter(tmp_path: Path) -> None:
-    rows = ["user_id,item_id"] + [f"u{u},i{i}" for u in range(3) for i in range(3)] + ["u9,i0", "u0,i7"]
+    rows = (
+        ["user_id,item_id"]
+        + [f"u{u},i{i}" for u in range(3) for i in range(3)]
+        + ["u9,i0", "u0,i7"]
+    )
     inter = _write(tmp_path / "i.csv", "\n".join(rows) + "\n")
     seq = build_sequences(read_dataset("generic", inter), kcore=3)
     assert (seq.num_users, seq.num_items, len(seq.item)) == (3, 3, 9)
@@ -125,7 +150,9 @@ def test_kcore_filter(tmp_path: Path) -> None:
         ("empty.csv", "", None, "empty file"),
     ],
 )
-def test_generic_malformed(tmp_path: Path, name: str, text: str, line: int | None, problem: str) -> None:
+def test_generic_malformed(
+    tmp_path: Path, name: str, text: str, line: int | None, problem: str
+) -> None:
     path = _write(tmp_path / name, text)
     with pytest.raises(DataFormatError) as e:
         read_dataset("generic", path)
@@ -141,7 +168,10 @@ def test_invalid_utf8_line(tmp_path: Path) -> None:
 
 
 def test_malformed_json_lines(tmp_path: Path) -> None:
-    reviews = _write(tmp_path / "r.json", '{"reviewerID": "a", "asin": "b", "unixReviewTime": 1}\n{"reviewerID": "a",\n')
+    reviews = _write(
+        tmp_path / "r.json",
+        '{"reviewerID": "a", "asin": "b", "unixReviewTime": 1}\n{"reviewerID": "a",\n',
+    )
     with pytest.raises(DataFormatError, match=r"r\.json, line 2: invalid JSON"):
         read_dataset("amazon2014", reviews)
     reviews = _write(tmp_path / "r2.json", '{"reviewerID": "a", "asin": "b"}\n')
@@ -164,13 +194,21 @@ def _atomic(tmp_path: Path, train: str, valid: str, test: str) -> Path:
 
 
 def test_atomic_reconstruction_and_errors(tmp_path: Path) -> None:
-    d = _atomic(tmp_path, "0\t0 1\t2\n0\t0\t1\n", "0\t0 1 2\t3\n1\t2\t1\n", "0\t0 1 2 3\t0\n1\t2 1\t3\n")
+    d = _atomic(
+        tmp_path, "0\t0 1\t2\n0\t0\t1\n", "0\t0 1 2\t3\n1\t2\t1\n", "0\t0 1 2 3\t0\n1\t2 1\t3\n"
+    )
     raw = read_dataset("atomic", d)
     assert _sequences(raw) == {"0": ["A", "B", "C", "D", "A"], "1": ["C", "B", "D"]}
-    _write(tmp_path / "D.test.inter", "user_id:token\titem_id_list:token_seq\titem_id:token\n0\t0 1 2 3\t9\n1\t2 1\t3\n")
+    _write(
+        tmp_path / "D.test.inter",
+        "user_id:token\titem_id_list:token_seq\titem_id:token\n0\t0 1 2 3\t9\n1\t2 1\t3\n",
+    )
     with pytest.raises(DataFormatError, match=r"D\.test\.inter, line 2: unknown item id '9'"):
         read_dataset("atomic", d)
-    _write(tmp_path / "D.test.inter", "user_id:token\titem_id_list:token_seq\titem_id:token\n0\t0 3 2 3\t0\n1\t2 1\t3\n")
+    _write(
+        tmp_path / "D.test.inter",
+        "user_id:token\titem_id_list:token_seq\titem_id:token\n0\t0 3 2 3\t0\n1\t2 1\t3\n",
+    )
     with pytest.raises(DataFormatError, match=r"line 2: history of user '0' disagrees"):
         read_dataset("atomic", d)
     _write(tmp_path / "D.valid.inter", "user_id:token\titem_id:token\n")

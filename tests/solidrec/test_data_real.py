@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from solidrec.data import PrepareConfig, dataset_stats, load_prepared, prepare
 from solidrec.data.readers import read_dataset
 
@@ -46,7 +45,9 @@ def test_scientific_counts_match_table6(scientific_prepared: Path) -> None:
     assert s["train_rows"] == 5 * s["train_positives"]
 
 
-def test_scientific_leave_one_out_matches_atomic_files(scientific_prepared: Path, scientific_dir: Path) -> None:
+def test_scientific_leave_one_out_matches_atomic_files(
+    scientific_prepared: Path, scientific_dir: Path
+) -> None:
     ds = load_prepared(scientific_prepared)
     # atomic item token t is prepared item t + 1; user token u is prepared user u
     for split, fname in ((ds.valid, "Scientific.valid.inter"), (ds.test, "Scientific.test.inter")):
@@ -63,7 +64,9 @@ def test_scientific_leave_one_out_matches_atomic_files(scientific_prepared: Path
             assert not split.hist[row, : ds.history_len - len(want)].any()
     # the test history ends with the valid target
     v = dict(zip(ds.valid.user.tolist(), ds.valid.candidates[:, 0].tolist(), strict=True))
-    assert all(v[u] == h[-1] for u, h in zip(ds.test.user.tolist(), ds.test.hist.tolist(), strict=True))
+    assert all(
+        v[u] == h[-1] for u, h in zip(ds.test.user.tolist(), ds.test.hist.tolist(), strict=True)
+    )
 
 
 def test_scientific_train_rows_structure(scientific_prepared: Path) -> None:
@@ -92,7 +95,11 @@ def test_negatives_never_interacted(which: str, request: pytest.FixtureRequest) 
     assert _interacted(ds).keys() <= full.keys()
     tr = ds.train
     neg = tr.label == 0
-    bad = [(u, i) for u, i in zip(tr.user[neg].tolist(), tr.item[neg].tolist(), strict=True) if i in full[u]]
+    bad = [
+        (u, i)
+        for u, i in zip(tr.user[neg].tolist(), tr.item[neg].tolist(), strict=True)
+        if i in full[u]
+    ]
     assert not bad
     for split in (ds.valid, ds.test):
         assert split.candidates.shape[1] == 100
@@ -111,7 +118,13 @@ def test_semantic_ids_cover_items(scientific_prepared: Path, movielens_prepared:
     ml = load_prepared(movielens_prepared)
     assert ml.num_semantic <= 19 and ml.semantic_name[0] == "<pad>"
     toy = int(np.flatnonzero(ml.item_title == "Toy Story (1995)")[0])
-    assert ml.semantic_name[ml.semantic_id[toy]] in {"Adventure", "Animation", "Children", "Comedy", "Fantasy"}
+    assert ml.semantic_name[ml.semantic_id[toy]] in {
+        "Adventure",
+        "Animation",
+        "Children",
+        "Comedy",
+        "Fantasy",
+    }
 
 
 def test_movielens_counts(movielens_prepared: Path) -> None:
@@ -124,7 +137,9 @@ def test_movielens_counts(movielens_prepared: Path) -> None:
 
 def test_movielens_test_target_is_latest(movielens_dir: Path, movielens_prepared: Path) -> None:
     ds = load_prepared(movielens_prepared)
-    rows = np.loadtxt(movielens_dir / "ratings.csv", delimiter=",", skiprows=1, usecols=(0, 1, 3), dtype=np.int64)
+    rows = np.loadtxt(
+        movielens_dir / "ratings.csv", delimiter=",", skiprows=1, usecols=(0, 1, 3), dtype=np.int64
+    )
     item_of = {int(x): i for i, x in enumerate(ds.item_original_id.tolist()) if x}
     user_of = {int(x): i for i, x in enumerate(ds.user_original_id.tolist())}
     order = np.lexsort((np.arange(len(rows)), rows[:, 2], rows[:, 0]))
@@ -135,7 +150,9 @@ def test_movielens_test_target_is_latest(movielens_dir: Path, movielens_prepared
     assert got == last
 
 
-def test_reproducible_byte_for_byte_and_idempotent(scientific_dir: Path, scientific_prepared: Path, tmp_path: Path) -> None:
+def test_reproducible_byte_for_byte_and_idempotent(
+    scientific_dir: Path, scientific_prepared: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "again"
     res = prepare(PrepareConfig(format="atomic", input=scientific_dir, out=out))
     assert not res.skipped

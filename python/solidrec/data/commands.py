@@ -15,7 +15,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the data subcommands on ``sub``."""
     p = sub.add_parser("prepare", help="turn raw data into a prepared dataset directory")
     p.add_argument("--format", required=True, choices=FORMATS)
-    p.add_argument("--input", required=True, type=Path, help="interactions file or dataset directory")
+    p.add_argument(
+        "--input", required=True, type=Path, help="interactions file or dataset directory"
+    )
     p.add_argument("--items", type=Path, help="items / meta file (titles, categories)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--name", help="dataset name shown by stats (default: OUT's name)")
@@ -28,7 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clusters", type=int, default=64, help="k for --semantic kmeans")
     p.add_argument("--embedding", choices=("text", "id", "fusion"), default="text")
     p.add_argument("--text-encoder", choices=("hashed", "minilm"), default="hashed")
-    p.add_argument("--item-embeddings", type=Path, help=".npy/.npz/.pt item-ID embeddings (rows = item index)")
+    p.add_argument(
+        "--item-embeddings", type=Path, help=".npy/.npz/.pt item-ID embeddings (rows = item index)"
+    )
     p.add_argument("--embedding-key", help="array/tensor name inside --item-embeddings")
     p.add_argument("--category-level", default="leaf", help="'leaf' or a depth (1 = root)")
     p.add_argument("--unlabeled", choices=("nearest", "unknown"), default="nearest")
@@ -55,7 +59,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     y.set_defaults(func=run_synth)
 
     d = sub.add_parser("download", help="download a public dataset (resumable, checksummed)")
-    d.add_argument("source", help="movielens-latest-small | movielens-25m | amazon2018:CATEGORY | amazon2014:CATEGORY")
+    d.add_argument(
+        "source",
+        help="movielens-latest-small | movielens-25m | amazon2018:CATEGORY | amazon2014:CATEGORY",
+    )
     d.add_argument("--out", required=True, type=Path)
     d.add_argument("--base-url", help="mirror base URL replacing the source's")
     d.add_argument("--no-progress", action="store_true")
@@ -63,7 +70,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from solidrec.data.prepare import PrepareConfig, prepare
+    from solidrec.data.pipeline import PrepareConfig, prepare
     from solidrec.data.prepared import dataset_stats, format_stats
     from solidrec.data.semantic import SemanticConfig
 
@@ -78,9 +85,17 @@ def run_prepare(args: argparse.Namespace) -> int:
         clusters=args.clusters,
     )
     cfg = PrepareConfig(
-        format=args.format, input=args.input, out=args.out, items=args.items, seed=args.seed,
-        history_len=args.history_len, neg_train=args.neg_train, neg_eval=args.neg_eval,
-        kcore=args.kcore, semantic=sem, name=args.name,
+        format=args.format,
+        input=args.input,
+        out=args.out,
+        items=args.items,
+        seed=args.seed,
+        history_len=args.history_len,
+        neg_train=args.neg_train,
+        neg_eval=args.neg_eval,
+        kcore=args.kcore,
+        semantic=sem,
+        name=args.name,
     )
     try:
         res = prepare(cfg, force=args.force, progress=not args.no_progress, verbose=args.verbose)
@@ -96,7 +111,10 @@ def run_stats(args: argparse.Namespace) -> int:
     from solidrec.data.prepared import dataset_stats, format_stats
 
     if not (args.dir / "manifest.json").exists():
-        print(f"solidrec stats: error: {args.dir} is not a prepared dataset (no manifest.json)", file=sys.stderr)
+        print(
+            f"solidrec stats: error: {args.dir} is not a prepared dataset (no manifest.json)",
+            file=sys.stderr,
+        )
         return 2
     s = dataset_stats(args.dir)
     print(json.dumps(s, indent=2, sort_keys=True) if args.json else format_stats(s))
@@ -107,12 +125,20 @@ def run_synth(args: argparse.Namespace) -> int:
     from solidrec.data.synth import SynthConfig, generate, write_generic
 
     cfg = SynthConfig(
-        users=args.users, items=args.items, mean_len=args.mean_len, min_len=args.min_len,
-        departments=args.departments, leaves_per_department=args.leaves, drift=args.drift, seed=args.seed,
+        users=args.users,
+        items=args.items,
+        mean_len=args.mean_len,
+        min_len=args.min_len,
+        departments=args.departments,
+        leaves_per_department=args.leaves,
+        drift=args.drift,
+        seed=args.seed,
     )
     inter, items = write_generic(generate(cfg), args.out, args.interactions_format)
     print(f"wrote {inter} and {items}")
-    print(f"prepare with: solidrec prepare --format generic --input {inter} --items {items} --out DIR")
+    print(
+        f"prepare with: solidrec prepare --format generic --input {inter} --items {items} --out DIR"
+    )
     return 0
 
 
@@ -120,7 +146,9 @@ def run_download(args: argparse.Namespace) -> int:
     from solidrec.data.download import ChecksumError, download, resolve_source
 
     try:
-        files = download(args.source, args.out, base_url=args.base_url, progress=not args.no_progress)
+        files = download(
+            args.source, args.out, base_url=args.base_url, progress=not args.no_progress
+        )
     except (ChecksumError, ValueError, OSError) as e:
         print(f"solidrec download: error: {e}", file=sys.stderr)
         return 2

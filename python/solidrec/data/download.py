@@ -56,19 +56,30 @@ def resolve_source(spec: str) -> Source:
         variant = spec.removeprefix("movielens-")
         if variant not in ("latest-small", "25m", "32m"):
             raise ValueError(f"unknown MovieLens variant {variant!r}")
-        return Source(spec, _MOVIELENS, (f"ml-{variant}.zip",), extract_zip=True, prepare_format="movielens")
+        return Source(
+            spec, _MOVIELENS, (f"ml-{variant}.zip",), extract_zip=True, prepare_format="movielens"
+        )
     kind, _, category = spec.partition(":")
     if not category or "/" in category:
-        raise ValueError(f"unknown source {spec!r}; e.g. movielens-latest-small, amazon2018:Electronics")
+        raise ValueError(
+            f"unknown source {spec!r}; e.g. movielens-latest-small, amazon2018:Electronics"
+        )
     if kind == "amazon2018":
         files = (f"categoryFilesSmall/{category}.csv", f"metaFiles2/meta_{category}.json.gz")
         return Source(spec, _AMAZON2018, files, prepare_format="amazon2018")
     if kind == "amazon2014":
-        return Source(spec, _AMAZON2014, (f"reviews_{category}_5.json.gz", f"meta_{category}.json.gz"), prepare_format="amazon2014")
+        return Source(
+            spec,
+            _AMAZON2014,
+            (f"reviews_{category}_5.json.gz", f"meta_{category}.json.gz"),
+            prepare_format="amazon2014",
+        )
     raise ValueError(f"unknown source {spec!r}")
 
 
-def fetch(url: str, dest: Path, *, progress: bool = False, chunk: int = 1 << 20, timeout: float = 60.0) -> Path:
+def fetch(
+    url: str, dest: Path, *, progress: bool = False, chunk: int = 1 << 20, timeout: float = 60.0
+) -> Path:
     """Download ``url`` to ``dest``, resuming ``dest.part`` with a Range request."""
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
@@ -92,7 +103,15 @@ def fetch(url: str, dest: Path, *, progress: bool = False, chunk: int = 1 << 20,
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=dest.name, leave=False, disable=None)
+            bar = tqdm(
+                total=total,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                desc=dest.name,
+                leave=False,
+                disable=None,
+            )
         with open(part, "ab" if have else "wb") as f:
             while block := resp.read(chunk):
                 f.write(block)
@@ -101,7 +120,10 @@ def fetch(url: str, dest: Path, *, progress: bool = False, chunk: int = 1 << 20,
         if bar is not None:
             bar.close()
     if total is not None and part.stat().st_size != total:
-        raise OSError(f"{url}: incomplete download ({part.stat().st_size} of {total} bytes); run again to resume")
+        raise OSError(
+            f"{url}: incomplete download ({part.stat().st_size} of {total} bytes); "
+            "run again to resume"
+        )
     os.replace(part, dest)
     return dest
 
@@ -116,7 +138,9 @@ def _safe_extract(zpath: Path, out: Path) -> None:
         zf.extractall(out)
 
 
-def download(spec: str, out: str | Path, *, base_url: str | None = None, progress: bool = False) -> list[Path]:
+def download(
+    spec: str, out: str | Path, *, base_url: str | None = None, progress: bool = False
+) -> list[Path]:
     """Download (and verify, and for zips extract) source ``spec`` into ``out``."""
     src = resolve_source(spec)
     out = Path(out)
@@ -135,7 +159,9 @@ def download(spec: str, out: str | Path, *, base_url: str | None = None, progres
         if expected is not None and digest != expected:
             bad = dest.with_name(dest.name + ".bad")
             os.replace(dest, bad)
-            raise ChecksumError(f"{name}: sha256 {digest} != expected {expected} (moved to {bad.name})")
+            raise ChecksumError(
+                f"{name}: sha256 {digest} != expected {expected} (moved to {bad.name})"
+            )
         if name not in record:
             record[name] = digest
             write_json(record_path, record)

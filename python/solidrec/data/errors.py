@@ -8,7 +8,9 @@ from pathlib import Path
 class DataFormatError(ValueError):
     """Malformed input: names the file, the 1-based line (or row) and the problem."""
 
-    def __init__(self, path: str | Path, line: int | None, problem: str, unit: str = "line") -> None:
+    def __init__(
+        self, path: str | Path, line: int | None, problem: str, unit: str = "line"
+    ) -> None:
         self.path = str(path)
         self.line = line
         self.problem = problem

@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 
 from solidrec.data.io import atomic_directory, content_hash, sha256_file, write_json, write_npz
-from solidrec.data.protocol import build_sequences, interaction_keys, make_eval, make_train, split_positions
+from solidrec.data.protocol import (
+    build_sequences,
+    interaction_keys,
+    make_eval,
+    make_train,
+    split_positions,
+)
 from solidrec.data.readers import read_dataset
 from solidrec.data.semantic import SemanticConfig, assign_semantic_ids
 
@@ -79,7 +85,9 @@ def _input_files(cfg: PrepareConfig) -> list[Path]:
             stem = p.name
             for s in (".train.inter", ".valid.inter", ".test.inter"):
                 stem = stem.removesuffix(s)
-            files = sorted(x for x in p.parent.iterdir() if x.is_file() and x.name.startswith(stem + "."))
+            files = sorted(
+                x for x in p.parent.iterdir() if x.is_file() and x.name.startswith(stem + ".")
+            )
         elif cfg.format == "movielens" and (p.parent / "movies.csv").exists():
             files.append(p.parent / "movies.csv")
     if cfg.items is not None:
@@ -134,7 +142,9 @@ def _step(name: str, verbose: bool) -> Iterator[None]:
         log.info("%s done in %.1fs (peak RSS so far %.2f GiB)", name, time.perf_counter() - t, peak)
 
 
-def _progress(total: int, desc: str, enabled: bool) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
+def _progress(
+    total: int, desc: str, enabled: bool
+) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
     if not enabled or total == 0:
         return None, lambda: None
     from tqdm import tqdm
@@ -143,7 +153,9 @@ def _progress(total: int, desc: str, enabled: bool) -> tuple[Callable[[int], Non
     return bar.update, bar.close
 
 
-def prepare(cfg: PrepareConfig, *, force: bool = False, progress: bool = False, verbose: bool = False) -> PrepareResult:
+def prepare(
+    cfg: PrepareConfig, *, force: bool = False, progress: bool = False, verbose: bool = False
+) -> PrepareResult:
     """Prepare ``cfg.input`` into ``cfg.out``; a no-op if ``cfg.out`` is already up to date."""
     out = Path(cfg.out)
     files = _input_files(cfg)
@@ -153,12 +165,20 @@ def prepare(cfg: PrepareConfig, *, force: bool = False, progress: bool = False, 
 
             raise DataFormatError(f, None, "file not found")
     with _step("hashing inputs", verbose):
-        inputs = [{"path": str(f.resolve()), "sha256": sha256_file(f), "bytes": f.stat().st_size} for f in files]
-    source = {"format": cfg.format, "input": str(Path(cfg.input).resolve()), "items": str(Path(cfg.items).resolve()) if cfg.items else None}
+        inputs = [
+            {"path": str(f.resolve()), "sha256": sha256_file(f), "bytes": f.stat().st_size}
+            for f in files
+        ]
+    source = {
+        "format": cfg.format,
+        "input": str(Path(cfg.input).resolve()),
+        "items": str(Path(cfg.items).resolve()) if cfg.items else None,
+    }
     params = _params(cfg)
     # paths are recorded but only file contents and names decide "unchanged"
     fp = _fingerprint(
-        {"format": cfg.format, "files": [(Path(i["path"]).name, i["sha256"]) for i in inputs]}, params
+        {"format": cfg.format, "files": [(Path(i["path"]).name, i["sha256"]) for i in inputs]},
+        params,
     )
     if not force and (existing := is_up_to_date(out, fp)) is not None:
         return PrepareResult(out, existing, True)
@@ -168,8 +188,14 @@ def prepare(cfg: PrepareConfig, *, force: bool = False, progress: bool = False, 
     with _step("sequences", verbose):
         seq = build_sequences(raw, cfg.kcore)
     with _step("semantic ids", verbose):
-        titles = [raw.titles[i] for i in seq.item_index.tolist()] if raw.titles is not None else None
-        cats = [raw.categories[i] for i in seq.item_index.tolist()] if raw.categories is not None else None
+        titles = (
+            [raw.titles[i] for i in seq.item_index.tolist()] if raw.titles is not None else None
+        )
+        cats = (
+            [raw.categories[i] for i in seq.item_index.tolist()]
+            if raw.categories is not None
+            else None
+        )
         sem = assign_semantic_ids(seq.num_items, titles, cats, cfg.semantic, cfg.seed)
 
     ss = np.random.SeedSequence(cfg.seed)
@@ -219,7 +245,11 @@ def prepare(cfg: PrepareConfig, *, force: bool = False, progress: bool = False, 
             "format_version": FORMAT_VERSION,
             "name": cfg.name or out.name,
             "source": {**source, "files": inputs},
-            "params": {**params, "semantic_method_used": sem.method, "embedding_used": sem.embedding_used},
+            "params": {
+                **params,
+                "semantic_method_used": sem.method,
+                "embedding_used": sem.embedding_used,
+            },
             "counts": counts,
             "files": list(ARRAY_FILES),
             "fingerprint": fp,

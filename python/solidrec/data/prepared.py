@@ -74,7 +74,9 @@ def load_prepared(directory: str | Path) -> PreparedDataset:
     d = Path(directory)
     mpath = d / "manifest.json"
     if not mpath.exists():
-        raise FileNotFoundError(f"{d}: no manifest.json (not a prepared dataset, or preparation did not finish)")
+        raise FileNotFoundError(
+            f"{d}: no manifest.json (not a prepared dataset, or preparation did not finish)"
+        )
     manifest = json.loads(mpath.read_text())
     items = _load(d / "items.npz")
     return PreparedDataset(
@@ -125,7 +127,10 @@ def format_stats(s: dict[str, Any]) -> str:
         f"{s['semantic_ids']:,}",
     ]
     w = [max(len(a), len(b)) for a, b in zip(head, row, strict=True)]
-    lines = ["  ".join(h.ljust(n) for h, n in zip(head, w, strict=True)), "  ".join(r.ljust(n) for r, n in zip(row, w, strict=True))]
+    lines = [
+        "  ".join(h.ljust(n) for h, n in zip(head, w, strict=True)),
+        "  ".join(r.ljust(n) for r, n in zip(row, w, strict=True)),
+    ]
     lines.append(
         f"samples: train {s['train_rows']:,} rows ({s['train_positives']:,} positives), "
         f"valid {s['valid_rows']:,}, test {s['test_rows']:,}; history length {s['history_len']}; "

@@ -126,9 +126,10 @@ def sample_negatives(
     progress: Callable[[int], None] | None = None,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(len(users), k) distinct items per row (written into ``out`` if given), uniform over items the row's user never
-    interacted with. Rejection sampling in fixed-size chunks; rows that keep failing
-    (users who interacted with most items) are drawn exactly from their complement."""
+    """(len(users), k) distinct items per row (into ``out`` if given), uniform over
+    items the row's user never interacted with. Rejection sampling in fixed-size
+    chunks; rows that keep failing (users who interacted with most items) are drawn
+    exactly from their complement."""
     n_items = seq.num_items
     stride = np.int64(n_items + 1)
     lengths = np.diff(np.searchsorted(keys, np.arange(seq.num_users + 1, dtype=np.int64) * stride))
@@ -136,7 +137,8 @@ def sample_negatives(
     if short.any():
         u = int(users[np.flatnonzero(short)[0]])
         raise ValueError(
-            f"user {u} interacted with {int(lengths[u])} of {n_items} items: cannot sample {k} distinct negatives"
+            f"user {u} interacted with {int(lengths[u])} of {n_items} items: "
+            f"cannot sample {k} distinct negatives"
         )
     if out is None:
         out = np.empty((len(users), k), dtype=np.int64)
@@ -161,8 +163,13 @@ def sample_negatives(
             rows = rows[bad_rows]
         for r in rows.tolist():  # rare: exact draw from the complement
             uu = int(u[r])
-            seen = keys[np.searchsorted(keys, uu * stride) : np.searchsorted(keys, (uu + 1) * stride)] - uu * stride
-            allowed = np.setdiff1d(np.arange(1, n_items + 1, dtype=np.int64), seen, assume_unique=True)
+            seen = (
+                keys[np.searchsorted(keys, uu * stride) : np.searchsorted(keys, (uu + 1) * stride)]
+                - uu * stride
+            )
+            allowed = np.setdiff1d(
+                np.arange(1, n_items + 1, dtype=np.int64), seen, assume_unique=True
+            )
             cand[r] = rng.choice(allowed, size=k, replace=False)
         out[lo:hi] = cand
         if progress is not None:
@@ -204,7 +211,12 @@ def split_positions(seq: Sequences) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def make_train(
-    seq: Sequences, positions: np.ndarray, length: int, neg: int, rng: np.random.Generator, keys: np.ndarray,
+    seq: Sequences,
+    positions: np.ndarray,
+    length: int,
+    neg: int,
+    rng: np.random.Generator,
+    keys: np.ndarray,
     progress: Callable[[int], None] | None = None,
 ) -> TrainSamples:
     """Each positive followed by its ``neg`` negatives, all sharing the positive's history."""
@@ -224,7 +236,12 @@ def make_train(
 
 
 def make_eval(
-    seq: Sequences, positions: np.ndarray, length: int, neg: int, rng: np.random.Generator, keys: np.ndarray,
+    seq: Sequences,
+    positions: np.ndarray,
+    length: int,
+    neg: int,
+    rng: np.random.Generator,
+    keys: np.ndarray,
     progress: Callable[[int], None] | None = None,
 ) -> EvalSamples:
     """One row per target: column 0 of ``candidates`` is the positive, then ``neg`` negatives."""

@@ -51,7 +51,9 @@ def _binary_lines(path: Path) -> Iterator[bytes]:
         yield from f
 
 
-def _locate_bad_row(path: Path, delimiter: str, ncols: int, first_line: int) -> DataFormatError | None:
+def _locate_bad_row(
+    path: Path, delimiter: str, ncols: int, first_line: int
+) -> DataFormatError | None:
     """Slow path, only run after the fast parser failed: find the first bad line."""
     for lineno, raw in enumerate(_binary_lines(path), start=1):
         if lineno < first_line:
@@ -157,7 +159,9 @@ def read_delimited(
         if pc.any(empty).as_py():
             i = int(np.flatnonzero(empty.to_numpy(zero_copy_only=False))[0])
             blank = all(not str(out[w][i].as_py()).strip() for w in wanted)
-            raise DataFormatError(path, i + first_data, "empty line" if blank else f"empty value in column {c!r}")
+            raise DataFormatError(
+                path, i + first_data, "empty line" if blank else f"empty value in column {c!r}"
+            )
     return out, first_data
 
 
@@ -177,7 +181,9 @@ def _to_int64(path: Path, name: str, arr: pa.Array, first: int, unit: str = "lin
             if not np.isfinite(float(v)):
                 raise ValueError
         except (TypeError, ValueError):
-            raise DataFormatError(path, i + first, f"column {name!r}: {v!r} is not a number", unit) from None
+            raise DataFormatError(
+                path, i + first, f"column {name!r}: {v!r} is not a number", unit
+            ) from None
     raise DataFormatError(path, None, f"column {name!r} is not numeric")
 
 
@@ -192,7 +198,9 @@ def factorize(values: pa.Array | list[str]) -> tuple[np.ndarray, np.ndarray]:
     return codes, uniques
 
 
-def iter_json_lines(path: Path, *, literal_fallback: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_json_lines(
+    path: Path, *, literal_fallback: bool = False
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) for each non-blank line of a JSON-lines file (.gz ok).
 
     With ``literal_fallback`` a line that is not JSON may be a Python dict literal (the
@@ -239,11 +247,15 @@ def parse_categories(value: Any, path: Path, line: int) -> tuple[CategoryPath, .
             try:
                 value = json.loads(s)
             except json.JSONDecodeError as e:
-                raise DataFormatError(path, line, f"categories: invalid JSON list ({e.msg})") from None
+                raise DataFormatError(
+                    path, line, f"categories: invalid JSON list ({e.msg})"
+                ) from None
         else:
             value = [p.strip() for p in s.split("|")]
     if not isinstance(value, list):
-        raise DataFormatError(path, line, f"categories: expected a list or string, got {type(value).__name__}")
+        raise DataFormatError(
+            path, line, f"categories: expected a list or string, got {type(value).__name__}"
+        )
     if all(isinstance(v, str) for v in value):
         p = tuple(v.strip() for v in value if v.strip())
         return (p,) if p else ()
@@ -256,7 +268,9 @@ def parse_categories(value: Any, path: Path, line: int) -> tuple[CategoryPath, .
 Meta = dict[str, tuple[str, tuple[CategoryPath, ...]]]
 
 
-def _align_meta(item_ids: np.ndarray, meta: Meta | None) -> tuple[list[str] | None, list[tuple[CategoryPath, ...]] | None]:
+def _align_meta(
+    item_ids: np.ndarray, meta: Meta | None
+) -> tuple[list[str] | None, list[tuple[CategoryPath, ...]] | None]:
     if meta is None:
         return None, None
     titles: list[str] = []
@@ -291,7 +305,10 @@ def read_items_file(path: Path) -> Meta:
                 raise DataFormatError(path, lineno, "empty item_id")
             if item in meta:
                 raise DataFormatError(path, lineno, f"duplicate item_id {item!r}")
-            meta[item] = (_text(obj.get("title")), parse_categories(obj.get("categories"), path, lineno))
+            meta[item] = (
+                _text(obj.get("title")),
+                parse_categories(obj.get("categories"), path, lineno),
+            )
         return meta
     cols, first = read_delimited(path, required=["item_id"], optional=("title", "categories"))
     items = cols["item_id"].to_pylist()
@@ -308,7 +325,9 @@ def read_items_file(path: Path) -> Meta:
 # ---------------------------------------------------------------------------- generic
 
 
-def _read_parquet(path: Path, required: list[str], optional: tuple[str, ...]) -> dict[str, pa.Array]:
+def _read_parquet(
+    path: Path, required: list[str], optional: tuple[str, ...]
+) -> dict[str, pa.Array]:
     import pyarrow.parquet as pq
 
     _check_exists(path)
@@ -389,7 +408,9 @@ def read_movielens(path: Path, items: Path | None = None) -> RawDataset:
     meta: Meta | None = None
     if items is not None:
         items = Path(items)
-        mcols, mfirst = read_delimited(items, required=["movieId", "title"], optional=("genres",), delimiter=",")
+        mcols, mfirst = read_delimited(
+            items, required=["movieId", "title"], optional=("genres",), delimiter=","
+        )
         meta = {}
         ids = mcols["movieId"].to_pylist()
         titles = mcols["title"].to_pylist()
@@ -397,7 +418,9 @@ def read_movielens(path: Path, items: Path | None = None) -> RawDataset:
         for i, (m, t, g) in enumerate(zip(ids, titles, genres, strict=True)):
             if m in meta:
                 raise DataFormatError(items, i + mfirst, f"duplicate movieId {m!r}")
-            labels = [x.strip() for x in g.split("|") if x.strip() and x.strip() != "(no genres listed)"]
+            labels = [
+                x.strip() for x in g.split("|") if x.strip() and x.strip() != "(no genres listed)"
+            ]
             meta[m] = (_text(t), tuple((x,) for x in labels))
     titles_, cats = _align_meta(item_ids, meta)
     inputs = [path] + ([items] if items is not None else [])
@@ -416,7 +439,12 @@ def _read_amazon_meta(path: Path, wanted: set[str], key: str) -> Meta:
         if asin not in wanted or asin in meta:
             continue
         cats = obj.get(key)
-        if key == "categories" and isinstance(cats, list) and cats and all(isinstance(c, list) for c in cats):
+        if (
+            key == "categories"
+            and isinstance(cats, list)
+            and cats
+            and all(isinstance(c, list) for c in cats)
+        ):
             paths = parse_categories(cats, path, lineno)
         else:
             paths = parse_categories(cats if isinstance(cats, list) else None, path, lineno)
@@ -429,13 +457,20 @@ def read_amazon2018(path: Path, items: Path | None = None) -> RawDataset:
     optionally .gz) and optional meta JSON lines (``asin``, ``title``, ``category``)."""
     path = Path(path)
     cols, first = read_delimited(
-        path, required=["item", "user", "timestamp"], optional=("rating",), delimiter=",",
+        path,
+        required=["item", "user", "timestamp"],
+        optional=("rating",),
+        delimiter=",",
         names=["item", "user", "rating", "timestamp"],
     )
     user, user_ids = factorize(cols["user"])
     item, item_ids = factorize(cols["item"])
     time = _to_int64(path, "timestamp", cols["timestamp"], first)
-    meta = _read_amazon_meta(Path(items), set(item_ids.tolist()), "category") if items is not None else None
+    meta = (
+        _read_amazon_meta(Path(items), set(item_ids.tolist()), "category")
+        if items is not None
+        else None
+    )
     titles, cats = _align_meta(item_ids, meta)
     inputs = [path] + ([Path(items)] if items is not None else [])
     return RawDataset(user, item, time, user_ids, item_ids, titles, cats, inputs)
@@ -464,7 +499,11 @@ def read_amazon2014(path: Path, items: Path | None = None) -> RawDataset:
     user, user_ids = factorize(users)
     item, item_ids = factorize(asins)
     time = np.asarray(times, dtype=np.int64)
-    meta = _read_amazon_meta(Path(items), set(item_ids.tolist()), "categories") if items is not None else None
+    meta = (
+        _read_amazon_meta(Path(items), set(item_ids.tolist()), "categories")
+        if items is not None
+        else None
+    )
     titles, cats = _align_meta(item_ids, meta)
     inputs = [path] + ([Path(items)] if items is not None else [])
     return RawDataset(user, item, time, user_ids, item_ids, titles, cats, inputs)
@@ -483,15 +522,21 @@ def _read_index(path: Path) -> dict[str, int]:
                 continue
             parts = line.rstrip("\r\n").split("\t")
             if len(parts) != 2:
-                raise DataFormatError(path, lineno, f"expected 2 tab-separated fields, found {len(parts)}")
+                raise DataFormatError(
+                    path, lineno, f"expected 2 tab-separated fields, found {len(parts)}"
+                )
             try:
                 out[parts[0]] = int(parts[1])
             except ValueError:
-                raise DataFormatError(path, lineno, f"index {parts[1]!r} is not an integer") from None
+                raise DataFormatError(
+                    path, lineno, f"index {parts[1]!r} is not an integer"
+                ) from None
     return out
 
 
-def _read_inter(path: Path, item_ok: Callable[[str], bool]) -> list[tuple[int, str, list[str], str]]:
+def _read_inter(
+    path: Path, item_ok: Callable[[str], bool]
+) -> list[tuple[int, str, list[str], str]]:
     _check_exists(path)
     rows: list[tuple[int, str, list[str], str]] = []
     with _open_text(path) as f:
@@ -499,11 +544,15 @@ def _read_inter(path: Path, item_ok: Callable[[str], bool]) -> list[tuple[int, s
         if len(set(header)) != len(header):
             raise DataFormatError(path, 1, f"duplicate column in header {list(header)}")
         if header != _ATOMIC_HEADER:
-            raise DataFormatError(path, 1, f"expected header {list(_ATOMIC_HEADER)}, found {list(header)}")
+            raise DataFormatError(
+                path, 1, f"expected header {list(_ATOMIC_HEADER)}, found {list(header)}"
+            )
         for lineno, line in enumerate(f, start=2):
             parts = line.rstrip("\r\n").split("\t")
             if len(parts) != 3:
-                raise DataFormatError(path, lineno, f"expected 3 tab-separated fields, found {len(parts)}")
+                raise DataFormatError(
+                    path, lineno, f"expected 3 tab-separated fields, found {len(parts)}"
+                )
             u, hist, target = parts[0].strip(), parts[1].split(), parts[2].strip()
             if not u or not target:
                 raise DataFormatError(path, lineno, "empty user or item token")
@@ -518,7 +567,9 @@ def _atomic_prefix(path: Path) -> Path:
     if path.is_dir():
         found = sorted(path.glob("*.train.inter"))
         if len(found) != 1:
-            raise DataFormatError(path, None, f"expected exactly one *.train.inter file, found {len(found)}")
+            raise DataFormatError(
+                path, None, f"expected exactly one *.train.inter file, found {len(found)}"
+            )
         return found[0].parent / found[0].name.removesuffix(".train.inter")
     name = path.name
     for suffix in (".train.inter", ".valid.inter", ".test.inter"):
@@ -539,8 +590,12 @@ def read_atomic(path: Path, items: Path | None = None) -> RawDataset:
     """
     prefix = _atomic_prefix(Path(path))
     pfx = str(prefix)
-    item2index = _read_index(Path(pfx + ".item2index")) if Path(pfx + ".item2index").exists() else None
-    user2index = _read_index(Path(pfx + ".user2index")) if Path(pfx + ".user2index").exists() else None
+    item2index = (
+        _read_index(Path(pfx + ".item2index")) if Path(pfx + ".item2index").exists() else None
+    )
+    user2index = (
+        _read_index(Path(pfx + ".user2index")) if Path(pfx + ".user2index").exists() else None
+    )
     if item2index is not None:
         index_to_item = {str(v): k for k, v in item2index.items()}
 
@@ -594,21 +649,34 @@ def read_atomic(path: Path, items: Path | None = None) -> RawDataset:
         seq += [vrow[3], trow[3]]
         hist = trow[2]
         if hist and seq[-1 - len(hist) : -1] != hist:
-            raise DataFormatError(pfx + ".test.inter", trow[0], f"history of user {u!r} disagrees with its train/valid rows")
+            raise DataFormatError(
+                pfx + ".test.inter",
+                trow[0],
+                f"history of user {u!r} disagrees with its train/valid rows",
+            )
         seq_user.extend([ui] * len(seq))
         seq_item.extend(seq)
 
     if item2index is not None:
-        item_ids = np.asarray([a for a, _ in sorted(item2index.items(), key=lambda kv: kv[1])], dtype=str)
-        pos = {str(v): i for i, (_, v) in enumerate(sorted(item2index.items(), key=lambda kv: kv[1]))}
+        item_ids = np.asarray(
+            [a for a, _ in sorted(item2index.items(), key=lambda kv: kv[1])], dtype=str
+        )
+        pos = {
+            str(v): i for i, (_, v) in enumerate(sorted(item2index.items(), key=lambda kv: kv[1]))
+        }
         item = np.asarray([pos[t] for t in seq_item], dtype=np.int64)
     else:
         item, item_ids = factorize(seq_item)
-    user_ids = np.asarray([index_to_user[u] for u in users] if user2index is not None else users, dtype=str)
+    user_ids = np.asarray(
+        [index_to_user[u] for u in users] if user2index is not None else users, dtype=str
+    )
     user = np.asarray(seq_user, dtype=np.int64)
 
     meta: Meta | None = None
-    inputs = [Path(pfx + s) for s in (".train.inter", ".valid.inter", ".test.inter", ".item2index", ".user2index")]
+    inputs = [
+        Path(pfx + s)
+        for s in (".train.inter", ".valid.inter", ".test.inter", ".item2index", ".user2index")
+    ]
     inputs = [p for p in inputs if p.exists()]
     if items is not None:
         meta = read_items_file(Path(items))
@@ -620,14 +688,19 @@ def read_atomic(path: Path, items: Path | None = None) -> RawDataset:
             asin = obj.get("asin")
             if not isinstance(asin, str):
                 raise DataFormatError(p, lineno, "missing key 'asin'")
-            meta[asin] = (_text(obj.get("title")), parse_categories(obj.get("categories"), p, lineno))
+            meta[asin] = (
+                _text(obj.get("title")),
+                parse_categories(obj.get("categories"), p, lineno),
+            )
         inputs.append(p)
     elif Path(pfx + ".text").exists():
         p = Path(pfx + ".text")
         cols, _ = read_delimited(p, required=["item_id:token", "text:token_seq"], delimiter="\t")
         meta = {
             a: (_text(t), ())
-            for a, t in zip(cols["item_id:token"].to_pylist(), cols["text:token_seq"].to_pylist(), strict=True)
+            for a, t in zip(
+                cols["item_id:token"].to_pylist(), cols["text:token_seq"].to_pylist(), strict=True
+            )
         }
         inputs.append(p)
     titles, cats = _align_meta(item_ids, meta)

@@ -88,7 +88,11 @@ def hashed_bow(texts: list[str], dim: int = 256) -> np.ndarray:
             cols.append(hit[0])
             vals.append(hit[1] * (1.0 + np.log(c)))
     out = np.zeros((len(texts), dim), dtype=np.float32)
-    np.add.at(out, (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)), np.asarray(vals, np.float32))
+    np.add.at(
+        out,
+        (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)),
+        np.asarray(vals, np.float32),
+    )
     return _l2(out)
 
 
@@ -142,11 +146,16 @@ def load_item_embeddings(path: Path, num_items: int, key: str | None = None) -> 
         else:
             match = [k for k, v in found.items() if v.shape[0] in (num_items, num_items + 1)]
             if len(match) != 1:
-                raise ValueError(f"{path}: {len(match)} candidate item-embedding tensors {match}; pass --embedding-key")
+                raise ValueError(
+                    f"{path}: {len(match)} candidate item-embedding tensors {match}; "
+                    "pass --embedding-key"
+                )
             arr = found[match[0]]
     arr = np.asarray(arr, dtype=np.float32)
     if arr.ndim != 2 or arr.shape[0] not in (num_items, num_items + 1):
-        raise ValueError(f"{path}: item embeddings of shape {arr.shape}, expected ({num_items}(+1), D)")
+        raise ValueError(
+            f"{path}: item embeddings of shape {arr.shape}, expected ({num_items}(+1), D)"
+        )
     return arr[1:] if arr.shape[0] == num_items + 1 else arr
 
 
@@ -164,7 +173,9 @@ def item_embeddings(titles: list[str] | None, num_items: int, cfg: SemanticConfi
 
     def ids() -> np.ndarray:
         if cfg.item_embeddings is None:
-            raise ValueError(f"embedding source {cfg.embedding!r} needs item_embeddings (--item-embeddings PATH)")
+            raise ValueError(
+                f"embedding source {cfg.embedding!r} needs item_embeddings (--item-embeddings PATH)"
+            )
         return load_item_embeddings(cfg.item_embeddings, num_items, cfg.embedding_key)
 
     if cfg.embedding == "text":
@@ -172,7 +183,9 @@ def item_embeddings(titles: list[str] | None, num_items: int, cfg: SemanticConfi
     if cfg.embedding == "id":
         return ids()
     if cfg.embedding == "fusion":
-        return np.concatenate([_l2(ids().astype(np.float64)), _l2(text().astype(np.float64))], axis=1).astype(np.float32)
+        return np.concatenate(
+            [_l2(ids().astype(np.float64)), _l2(text().astype(np.float64))], axis=1
+        ).astype(np.float32)
     raise ValueError(f"unknown embedding source {cfg.embedding!r}")
 
 
@@ -187,7 +200,9 @@ def item_labels(categories: list[tuple[CategoryPath, ...]], level: str) -> list[
         try:
             depth = int(level)
         except ValueError:
-            raise ValueError(f"category_level must be 'leaf' or a positive integer, got {level!r}") from None
+            raise ValueError(
+                f"category_level must be 'leaf' or a positive integer, got {level!r}"
+            ) from None
         if depth < 1:
             raise ValueError(f"category_level must be >= 1, got {depth}")
     out: list[list[str]] = []
@@ -197,7 +212,9 @@ def item_labels(categories: list[tuple[CategoryPath, ...]], level: str) -> list[
     return out
 
 
-def _sq_dist_argmin(x: np.ndarray, c: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+def _sq_dist_argmin(
+    x: np.ndarray, c: np.ndarray, chunk: int = 8192
+) -> tuple[np.ndarray, np.ndarray]:
     """Nearest row of ``c`` for each row of ``x`` (ties -> lowest index), chunked."""
     cn = (c * c).sum(axis=1)
     idx = np.empty(len(x), dtype=np.int64)
@@ -264,18 +281,26 @@ def assign_semantic_ids(
     seed: int,
 ) -> SemanticResult:
     """Semantic id of every item (items 1..num_items; inputs are aligned with them)."""
-    labels = item_labels(categories, cfg.category_level) if categories is not None else [[] for _ in range(num_items)]
+    labels = (
+        item_labels(categories, cfg.category_level)
+        if categories is not None
+        else [[] for _ in range(num_items)]
+    )
     has_labels = any(labels)
     method = cfg.method
     if method == "auto":
         method = "category" if has_labels else "kmeans"
     if method == "category" and not has_labels:
-        raise ValueError("semantic method 'category' needs category labels; none of the items has any")
+        raise ValueError(
+            "semantic method 'category' needs category labels; none of the items has any"
+        )
 
     if method == "kmeans":
         emb = item_embeddings(titles, num_items, cfg)
         if not np.abs(emb).sum(axis=1).any():
-            log.warning("k-means: all item embeddings are zero (no titles?); every item gets one id")
+            log.warning(
+                "k-means: all item embeddings are zero (no titles?); every item gets one id"
+            )
         lab = kmeans(emb, cfg.clusters, seed, cfg.kmeans_iters)
         # number clusters by their first item
         _, first = np.unique(lab, return_index=True)
@@ -290,7 +315,9 @@ def assign_semantic_ids(
     col = {name: i for i, name in enumerate(vocab)}
     n_labels = np.fromiter((len(ls) for ls in labels), dtype=np.int64, count=num_items)
     pair_item = np.repeat(np.arange(num_items, dtype=np.int64), n_labels)
-    pair_cat = np.fromiter((col[lab] for ls in labels for lab in ls), dtype=np.int64, count=int(n_labels.sum()))
+    pair_cat = np.fromiter(
+        (col[lab] for ls in labels for lab in ls), dtype=np.int64, count=int(n_labels.sum())
+    )
     raw = np.full(num_items, -1, dtype=np.int64)
     single = n_labels == 1
     raw[single] = pair_cat[np.flatnonzero(single[pair_item])]
@@ -303,7 +330,11 @@ def assign_semantic_ids(
         counts = np.bincount(pair_cat, minlength=len(vocab)).astype(np.float64)
         cent = np.zeros((len(vocab), emb.shape[1]), dtype=np.float64)
         for lo in range(0, len(pair_item), 1 << 16):  # chunked: bounded float64 temporaries
-            np.add.at(cent, pair_cat[lo : lo + (1 << 16)], emb[pair_item[lo : lo + (1 << 16)]].astype(np.float64))
+            np.add.at(
+                cent,
+                pair_cat[lo : lo + (1 << 16)],
+                emb[pair_item[lo : lo + (1 << 16)]].astype(np.float64),
+            )
         cent = (cent / counts[:, None]).astype(np.float32)
         if multi.any():
             sel = multi[pair_item]

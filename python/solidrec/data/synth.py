@@ -16,8 +16,38 @@ from pathlib import Path
 
 import numpy as np
 
-_DEPARTMENTS = ["Lab", "Home", "Garden", "Audio", "Office", "Sports", "Toys", "Auto", "Tools", "Books", "Music", "Health"]
-_SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "zu", "per", "dan", "gol", "tri", "qua", "bel", "nor"]
+_DEPARTMENTS = [
+    "Lab",
+    "Home",
+    "Garden",
+    "Audio",
+    "Office",
+    "Sports",
+    "Toys",
+    "Auto",
+    "Tools",
+    "Books",
+    "Music",
+    "Health",
+]
+_SYLLABLES = [
+    "ka",
+    "lo",
+    "mi",
+    "ne",
+    "ru",
+    "sa",
+    "to",
+    "vi",
+    "zu",
+    "per",
+    "dan",
+    "gol",
+    "tri",
+    "qua",
+    "bel",
+    "nor",
+]
 
 
 @dataclass(frozen=True)
@@ -91,13 +121,18 @@ def generate(cfg: SynthConfig) -> SynthData:
     for i in range(cfg.items):
         c = int(item_cat[i])
         words = leaf_words[c]
-        titles.append(f"{brands[brand[i]]} {words[w_choice[i, 0]]} {words[w_choice[i, 1]]} {leaf_names[c].lower()} {model[i]}")
+        titles.append(
+            f"{brands[brand[i]]} {words[w_choice[i, 0]]} {words[w_choice[i, 1]]} "
+            f"{leaf_names[c].lower()} {model[i]}"
+        )
         dep = _DEPARTMENTS[c // cfg.leaves_per_department]
         paths.append([] if no_label[i] else ["Synthetic", dep, f"{dep} {leaf_names[c]}"])
 
     # users: sequence lengths, drifting interest, items
     extra = cfg.mean_len - cfg.min_len
-    lengths = cfg.min_len + (rng.geometric(1.0 / (extra + 1.0), size=cfg.users) - 1 if extra > 0 else 0)
+    lengths = cfg.min_len + (
+        rng.geometric(1.0 / (extra + 1.0), size=cfg.users) - 1 if extra > 0 else 0
+    )
     lengths = np.asarray(lengths, dtype=np.int64)
     n = int(lengths.sum())
     user = np.repeat(np.arange(cfg.users, dtype=np.int64), lengths)
@@ -119,7 +154,9 @@ def generate(cfg: SynthConfig) -> SynthData:
     return SynthData(user[by_time], item[by_time].astype(np.int64), ts[by_time], titles, paths)
 
 
-def write_generic(data: SynthData, out: Path, interactions_format: str = "csv") -> tuple[Path, Path]:
+def write_generic(
+    data: SynthData, out: Path, interactions_format: str = "csv"
+) -> tuple[Path, Path]:
     """Write ``interactions.{csv,tsv,parquet}`` (user_id,item_id,timestamp) and
     ``items.jsonl`` (item_id,title,categories) into ``out``."""
     import pyarrow as pa
@@ -127,9 +164,15 @@ def write_generic(data: SynthData, out: Path, interactions_format: str = "csv") 
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    user_tok = pc.binary_join_element_wise("u", pc.utf8_lpad(pc.cast(pa.array(data.user), pa.string()), 7, "0"), "")
-    item_tok = pc.binary_join_element_wise("i", pc.utf8_lpad(pc.cast(pa.array(data.item), pa.string()), 6, "0"), "")
-    table = pa.table({"user_id": user_tok, "item_id": item_tok, "timestamp": pa.array(data.timestamp)})
+    user_tok = pc.binary_join_element_wise(
+        "u", pc.utf8_lpad(pc.cast(pa.array(data.user), pa.string()), 7, "0"), ""
+    )
+    item_tok = pc.binary_join_element_wise(
+        "i", pc.utf8_lpad(pc.cast(pa.array(data.item), pa.string()), 6, "0"), ""
+    )
+    table = pa.table(
+        {"user_id": user_tok, "item_id": item_tok, "timestamp": pa.array(data.timestamp)}
+    )
     inter = out / f"interactions.{interactions_format}"
     if interactions_format == "parquet":
         import pyarrow.parquet as pq
@@ -138,7 +181,9 @@ def write_generic(data: SynthData, out: Path, interactions_format: str = "csv") 
     elif interactions_format in ("csv", "tsv"):
         import pyarrow.csv as pacsv
 
-        opts = pacsv.WriteOptions(delimiter="," if interactions_format == "csv" else "\t", quoting_style="none")
+        opts = pacsv.WriteOptions(
+            delimiter="," if interactions_format == "csv" else "\t", quoting_style="none"
+        )
         pacsv.write_csv(table, inter, write_options=opts)
     else:
         raise ValueError(f"unknown interactions format {interactions_format!r}")
