@@ -64,7 +64,7 @@ def _triton_module() -> ModuleType | None:
 def triton_usable() -> bool:
     """Triton kernels can run here: a GPU, or the interpreter on CPU tensors."""
     mod = _triton_module()
-    return mod is not None and mod.is_available()
+    return mod is not None and bool(getattr(mod, "is_available", lambda: False)())
 
 
 def available_backends() -> list[str]:
@@ -92,8 +92,7 @@ def use_backend(name: str) -> Iterator[None]:
     name = _check_name(name)
     if name != "auto" and name not in available_backends():
         raise RuntimeError(
-            f"solid_ext backend {name!r} is not available here; available: "
-            f"{available_backends()}"
+            f"solid_ext backend {name!r} is not available here; available: {available_backends()}"
         )
     _forced.append(name)
     try:
@@ -132,13 +131,9 @@ def resolve(device: torch.device, dtype: torch.dtype) -> str:
         )
     if name in ("cpu", "cuda"):
         if device.type != name:
-            raise RuntimeError(
-                f"solid_ext backend {name!r} cannot run on {device.type} tensors"
-            )
+            raise RuntimeError(f"solid_ext backend {name!r} cannot run on {device.type} tensors")
         if dtype not in _KERNEL_DTYPES:
-            raise TypeError(
-                f"solid_ext backend {name!r} supports float32 and float64, got {dtype}"
-            )
+            raise TypeError(f"solid_ext backend {name!r} supports float32 and float64, got {dtype}")
     return name
 
 

@@ -76,8 +76,7 @@ def check_dynamic_linear(
         _check_same("weight", weight, "branch_weight", branch_weight)
         if branch_weight.shape != weight.shape:
             raise ValueError(
-                f"branch_weight must match weight {tuple(weight.shape)}, "
-                f"got {_desc(branch_weight)}"
+                f"branch_weight must match weight {tuple(weight.shape)}, got {_desc(branch_weight)}"
             )
     for name, t in (("bias", bias), ("branch_bias", branch_bias)):
         if t is None:
@@ -86,8 +85,7 @@ def check_dynamic_linear(
         _check_same("weight", weight, name, t)
         if tuple(t.shape) != (b, n_out):
             raise ValueError(
-                f"{name} must be (B, N_out) = {(b, n_out)} to match weight, "
-                f"got {_desc(t)}"
+                f"{name} must be (B, N_out) = {(b, n_out)} to match weight, got {_desc(t)}"
             )
     return check_tau(tau)
 

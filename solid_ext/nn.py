@@ -165,10 +165,7 @@ class DynamicLinear(nn.Module):
             return y
         if not trunk_is_total:
             static_w = self.weight.t()
-            if weight is None:
-                weight = static_w.expand(x.shape[0], -1, -1)
-            else:
-                weight = weight + static_w
+            weight = static_w.expand(x.shape[0], -1, -1) if weight is None else weight + static_w
             if self.bias is not None:
                 bias = self.bias.expand(x.shape[0], -1) if bias is None else bias + self.bias
         return ops.dynamic_linear(x, weight, bias, branch_weight, branch_bias, self.tau)
@@ -232,7 +229,11 @@ class SemanticCodebook(nn.Module):
         if num_codes <= 0 or dim <= 0:
             raise ValueError(f"num_codes and dim must be positive, got {num_codes}, {dim}")
         self.num_codes, self.dim = num_codes, dim
-        self.lam, self.codebook_weight, self.commitment_weight = lam, codebook_weight, commitment_weight
+        self.lam, self.codebook_weight, self.commitment_weight = (
+            lam,
+            codebook_weight,
+            commitment_weight,
+        )
         self.straight_through_codebook = straight_through_codebook
         self.codebook = nn.Parameter(torch.empty(num_codes, dim, device=device, dtype=dtype))
         if isinstance(init, Tensor):

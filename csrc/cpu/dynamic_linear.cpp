@@ -23,23 +23,29 @@ inline T clip(T v, T tau) {
   return std::min(std::max(v, -tau), tau);
 }
 
-// Row r (length n) = w + clamp(bw, ±tau); returns w itself when there is no branch.
 template <typename T>
-inline const T* combined_row(const T* w, const T* bw, T tau, T* scratch, int64_t n) {
-  if (bw == nullptr) return w;
-  for (int64_t o = 0; o < n; ++o) scratch[o] = w[o] + clip(bw[o], tau);
-  return scratch;
+inline Vec<T> vclip(Vec<T> v, Vec<T> lo, Vec<T> hi) {
+  // Comparisons with NaN are false, so NaN passes through unchanged.
+  v = v < lo ? lo : v;
+  return v > hi ? hi : v;
 }
 
+// Horizontal sum by halving (64 -> 32 -> 16 bytes), then four scalar adds: a few
+// vector instructions instead of a lane-by-lane loop (it runs once per (l, i) pair).
 template <typename T>
-inline T dot(const T* a, const T* b, int64_t n) {
-  constexpr int V = VecT<T>::lanes;
-  Vec<T> acc = vsplat<T>(0);
-  int64_t o = 0;
-  for (; o + V <= n; o += V) acc += vload(a + o) * vload(b + o);
+inline T hsum(Vec<T> v) {
+  typedef T H32 __attribute__((vector_size(32)));
+  typedef T H16 __attribute__((vector_size(16)));
+  H32 a, b;
+  std::memcpy(&a, &v, 32);
+  std::memcpy(&b, reinterpret_cast<const char*>(&v) + 32, 32);
+  a += b;
+  H16 c, e;
+  std::memcpy(&c, &a, 16);
+  std::memcpy(&e, reinterpret_cast<const char*>(&a) + 16, 16);
+  c += e;
   T s = 0;
-  for (int k = 0; k < V; ++k) s += acc[k];
-  for (; o < n; ++o) s += a[o] * b[o];
+  for (int k = 0; k < int(16 / sizeof(T)); ++k) s += c[k];
   return s;
 }
 
@@ -47,80 +53,172 @@ struct Dims {
   int64_t B, L, I, O;
 };
 
+// Pointers of one sample.
+template <typename T>
+struct Sample {
+  const T* x;   // (L, I)
+  const T* w;   // (I, O)
+  const T* bw;  // (I, O) or null
+  const T* g;   // (L, O) grad of the output (backward only)
+};
+
+// Forward micro-kernel: rows [l0, l0+LB) x columns [o0, o0 + NV*V) of y, accumulated
+// in registers over all I; the combined weight row exists only in registers.
+template <typename T, int LB, int NV>
+inline void fwd_tile(const Sample<T>& s, const T* brow, T tau, T* y, const Dims& d,
+                     int64_t l0, int64_t o0) {
+  constexpr int V = VecT<T>::lanes;
+  const Vec<T> lo = vsplat<T>(-tau), hi = vsplat<T>(tau);
+  Vec<T> acc[LB][NV];
+  for (int v = 0; v < NV; ++v) {
+    const Vec<T> b = vload(brow + o0 + v * V);
+    for (int l = 0; l < LB; ++l) acc[l][v] = b;
+  }
+  for (int64_t i = 0; i < d.I; ++i) {
+    Vec<T> r[NV];
+    const T* wr = s.w + i * d.O + o0;
+    for (int v = 0; v < NV; ++v) r[v] = vload(wr + v * V);
+    if (s.bw) {
+      const T* br = s.bw + i * d.O + o0;
+      for (int v = 0; v < NV; ++v) r[v] += vclip<T>(vload(br + v * V), lo, hi);
+    }
+    for (int l = 0; l < LB; ++l) {
+      const T xs = s.x[(l0 + l) * d.I + i];
+      for (int v = 0; v < NV; ++v) acc[l][v] += r[v] * xs;
+    }
+  }
+  for (int l = 0; l < LB; ++l)
+    for (int v = 0; v < NV; ++v) vstore(y + (l0 + l) * d.O + o0 + v * V, acc[l][v]);
+}
+
+template <typename T, int NV>
+inline void fwd_cols(const Sample<T>& s, const T* brow, T tau, T* y, const Dims& d,
+                     int64_t o0) {
+  constexpr int LB = 4;
+  int64_t l0 = 0;
+  for (; l0 + LB <= d.L; l0 += LB) fwd_tile<T, LB, NV>(s, brow, tau, y, d, l0, o0);
+  switch (d.L - l0) {
+    case 3: fwd_tile<T, 3, NV>(s, brow, tau, y, d, l0, o0); break;
+    case 2: fwd_tile<T, 2, NV>(s, brow, tau, y, d, l0, o0); break;
+    case 1: fwd_tile<T, 1, NV>(s, brow, tau, y, d, l0, o0); break;
+    default: break;
+  }
+}
+
 template <typename T>
 void forward_impl(const T* x, const T* w, const T* bias, const T* bw, const T* bb,
                   T tau, T* y, Dims d) {
+  constexpr int V = VecT<T>::lanes;
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, d.I * d.O));
   at::parallel_for(0, d.B, grain, [&](int64_t b0, int64_t b1) {
-    std::vector<T> row(d.O), b_row(d.O);
+    std::vector<T> brow(d.O);
     for (int64_t b = b0; b < b1; ++b) {
-      const T* xb = x + b * d.L * d.I;
-      const T* wb = w + b * d.I * d.O;
-      const T* bwb = bw ? bw + b * d.I * d.O : nullptr;
+      const Sample<T> s{x + b * d.L * d.I, w + b * d.I * d.O,
+                        bw ? bw + b * d.I * d.O : nullptr, nullptr};
       T* yb = y + b * d.L * d.O;
       for (int64_t o = 0; o < d.O; ++o) {
         T v = bias ? bias[b * d.O + o] : T(0);
         if (bb) v += clip(bb[b * d.O + o], tau);
-        b_row[o] = v;
+        brow[o] = v;
       }
-      for (int64_t l = 0; l < d.L; ++l) std::copy_n(b_row.data(), d.O, yb + l * d.O);
-      for (int64_t i = 0; i < d.I; ++i) {
-        const T* r = combined_row(wb + i * d.O, bwb ? bwb + i * d.O : nullptr, tau,
-                                  row.data(), d.O);
-        for (int64_t l = 0; l < d.L; ++l) {
-          const T xv = xb[l * d.I + i];
-          T* yl = yb + l * d.O;
-          for (int64_t o = 0; o < d.O; ++o) yl[o] += xv * r[o];
+      int64_t o0 = 0;
+      for (; o0 + 4 * V <= d.O; o0 += 4 * V) fwd_cols<T, 4>(s, brow.data(), tau, yb, d, o0);
+      for (; o0 + V <= d.O; o0 += V) fwd_cols<T, 1>(s, brow.data(), tau, yb, d, o0);
+      // Scalar tail for the last O % V columns.
+      for (int64_t l = 0; l < d.L; ++l)
+        for (int64_t o = o0; o < d.O; ++o) {
+          T acc = brow[o];
+          for (int64_t i = 0; i < d.I; ++i) {
+            T wv = s.w[i * d.O + o];
+            if (s.bw) wv += clip(s.bw[i * d.O + o], tau);
+            acc += s.x[l * d.I + i] * wv;
+          }
+          yb[l * d.O + o] = acc;
         }
-      }
     }
   });
+}
+
+// Backward for one row i of one sample, columns [o0, o0 + NV*V):
+// partial dx[l, i] over these columns (added to dxi[l]), and dW[i, cols].
+template <typename T, int NV>
+inline void bwd_cols(const Sample<T>& s, T tau, const Dims& d, int64_t i, int64_t o0,
+                     T* dxi, T* dw, T* dbw) {
+  constexpr int V = VecT<T>::lanes;
+  const Vec<T> lo = vsplat<T>(-tau), hi = vsplat<T>(tau), zero = vsplat<T>(0);
+  Vec<T> r[NV], bwv[NV], a[NV];
+  const int64_t off = i * d.O + o0;
+  for (int v = 0; v < NV; ++v) {
+    r[v] = vload(s.w + off + v * V);
+    if (s.bw) {
+      bwv[v] = vload(s.bw + off + v * V);
+      r[v] += vclip<T>(bwv[v], lo, hi);
+    }
+    a[v] = zero;
+  }
+  for (int64_t l = 0; l < d.L; ++l) {
+    const T xs = s.x[l * d.I + i];
+    Vec<T> p = zero;
+    for (int v = 0; v < NV; ++v) {
+      const Vec<T> gv = vload(s.g + l * d.O + o0 + v * V);
+      p += gv * r[v];
+      a[v] += gv * xs;
+    }
+    if (dxi) dxi[l] += hsum<T>(p);
+  }
+  for (int v = 0; v < NV; ++v) {
+    if (dw) vstore(dw + off + v * V, a[v]);
+    if (dbw) {
+      const auto inside = (bwv[v] >= lo) & (bwv[v] <= hi);
+      vstore(dbw + off + v * V, inside ? a[v] : zero);
+    }
+  }
 }
 
 template <typename T>
 void backward_impl(const T* g, const T* x, const T* w, const T* bw, const T* bb, T tau,
                    T* dx, T* dw, T* dbw, T* db, T* dbb, Dims d) {
+  constexpr int V = VecT<T>::lanes;
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, d.I * d.O));
   at::parallel_for(0, d.B, grain, [&](int64_t b0, int64_t b1) {
-    std::vector<T> row(d.O), acc(d.O);
+    std::vector<T> dxi(d.L);
     for (int64_t b = b0; b < b1; ++b) {
-      const T* gb = g + b * d.L * d.O;
-      const T* xb = x + b * d.L * d.I;
-      const T* wb = w + b * d.I * d.O;
-      const T* bwb = bw ? bw + b * d.I * d.O : nullptr;
+      const Sample<T> s{x + b * d.L * d.I, w + b * d.I * d.O,
+                        bw ? bw + b * d.I * d.O : nullptr, g + b * d.L * d.O};
+      T* dwb = dw ? dw + b * d.I * d.O : nullptr;
+      T* dbwb = dbw ? dbw + b * d.I * d.O : nullptr;
       // Bias gradients: sum of grad over L, masked for the clipped branch bias.
       for (int64_t o = 0; o < d.O; ++o) {
-        T s = 0;
-        for (int64_t l = 0; l < d.L; ++l) s += gb[l * d.O + o];
-        db[b * d.O + o] = s;
+        T acc = 0;
+        for (int64_t l = 0; l < d.L; ++l) acc += s.g[l * d.O + o];
+        db[b * d.O + o] = acc;
         if (dbb) {
           const T v = bb[b * d.O + o];
-          dbb[b * d.O + o] = (v >= -tau && v <= tau) ? s : T(0);
+          dbb[b * d.O + o] = (v >= -tau && v <= tau) ? acc : T(0);
         }
       }
       for (int64_t i = 0; i < d.I; ++i) {
-        if (dx) {
-          const T* r = combined_row(wb + i * d.O, bwb ? bwb + i * d.O : nullptr, tau,
-                                    row.data(), d.O);
-          for (int64_t l = 0; l < d.L; ++l) dx[(b * d.L + l) * d.I + i] = dot(gb + l * d.O, r, d.O);
-        }
-        if (dw || dbw) {
-          std::fill(acc.begin(), acc.end(), T(0));
+        std::fill(dxi.begin(), dxi.end(), T(0));
+        T* dxp = dx ? dxi.data() : nullptr;
+        int64_t o0 = 0;
+        for (; o0 + 4 * V <= d.O; o0 += 4 * V) bwd_cols<T, 4>(s, tau, d, i, o0, dxp, dwb, dbwb);
+        for (; o0 + V <= d.O; o0 += V) bwd_cols<T, 1>(s, tau, d, i, o0, dxp, dwb, dbwb);
+        // Scalar tail for the last O % V columns.
+        for (int64_t o = o0; o < d.O; ++o) {
+          const int64_t off = i * d.O + o;
+          const T bv = s.bw ? s.bw[off] : T(0);
+          const T r = s.w[off] + (s.bw ? clip(bv, tau) : T(0));
+          T a = 0;
           for (int64_t l = 0; l < d.L; ++l) {
-            const T xv = xb[l * d.I + i];
-            const T* gl = gb + l * d.O;
-            for (int64_t o = 0; o < d.O; ++o) acc[o] += xv * gl[o];
+            const T gv = s.g[l * d.O + o];
+            if (dxp) dxp[l] += gv * r;
+            a += s.x[l * d.I + i] * gv;
           }
-          const int64_t off = (b * d.I + i) * d.O;
-          if (dw) std::copy_n(acc.data(), d.O, dw + off);
-          if (dbw) {
-            const T* bwr = bwb + i * d.O;
-            for (int64_t o = 0; o < d.O; ++o) {
-              const T v = bwr[o];
-              dbw[off + o] = (v >= -tau && v <= tau) ? acc[o] : T(0);
-            }
-          }
+          if (dwb) dwb[off] = a;
+          if (dbwb) dbwb[off] = (bv >= -tau && bv <= tau) ? a : T(0);
         }
+        if (dx)
+          for (int64_t l = 0; l < d.L; ++l) dx[(b * d.L + l) * d.I + i] = dxi[l];
       }
     }
   });

@@ -37,8 +37,15 @@ def run(fn, z, c, st_codebook=False, seed=1):
     return q.detach(), idx, sq.detach(), zl.grad, cl.grad
 
 
-SHAPES = [((1,), 1, 1), ((7,), 3, 5), ((33,), 64, 32), ((4, 9), 45, 13), ((130,), 257, 64),
-          ((2, 3, 5), 1000, 8), ((65,), 31, 17)]
+SHAPES = [
+    ((1,), 1, 1),
+    ((7,), 3, 5),
+    ((33,), 64, 32),
+    ((4, 9), 45, 13),
+    ((130,), 257, 64),
+    ((2, 3, 5), 1000, 8),
+    ((65,), 31, 17),
+]
 
 
 @pytest.mark.parametrize("lead,k,d", SHAPES)
@@ -72,8 +79,9 @@ def test_float32_picks_a_true_nearest_code(backend, lead, k, d):
     z64, c64 = z.double(), c.double()
     ref = run(codebook_quantize_ref, z64, c64)
     same = (idx == ref[1]).reshape(-1)
-    torch.testing.assert_close(gz.double().reshape(-1, d)[same], ref[3].reshape(-1, d)[same],
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        gz.double().reshape(-1, d)[same], ref[3].reshape(-1, d)[same], rtol=1e-5, atol=1e-5
+    )
 
 
 def test_ties_pick_lowest_index(backend):

@@ -51,7 +51,9 @@ SHAPES = [
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("bias,branch", [(True, True), (False, True), (True, False), (False, False)])
+@pytest.mark.parametrize(
+    "bias,branch", [(True, True), (False, True), (True, False), (False, False)]
+)
 def test_float64_matches_reference(backend, shape, bias, branch):
     args = make(*shape, bias=bias, branch=branch)
     y, grads = run(ops.dynamic_linear, args)
@@ -141,8 +143,12 @@ def test_nan_propagates(backend):
 def test_opcheck():
     if "cpu" not in CPU_BACKENDS:
         pytest.skip("compiled extension not built")
-    for shape, bias, branch in [((3, 4, 5, 6), True, True), ((2, 1, 3, 7), False, True),
-                                ((2, 3, 4, 5), True, False), ((4, 2, 3, 3), False, False)]:
+    for shape, bias, branch in [
+        ((3, 4, 5, 6), True, True),
+        ((2, 1, 3, 7), False, True),
+        ((2, 3, 4, 5), True, False),
+        ((4, 2, 3, 3), False, False),
+    ]:
         x, w, b, bw, bb = make(*shape, dtype=torch.float32, bias=bias, branch=branch)
         args = [a.requires_grad_(True) if a is not None else None for a in (x, w, b, bw, bb)]
         torch.library.opcheck(torch.ops.solid_ext.dynamic_linear, (*args, TAU))
@@ -203,10 +209,16 @@ BAD = [
     ("x", lambda a: {**a, "x": a["x"][..., :2]}, "N_in mismatch"),
     ("weight", lambda a: {**a, "weight": a["weight"].float()}, "weight has dtype torch.float32"),
     ("bias", lambda a: {**a, "bias": a["bias"][:, :2]}, "bias must be (B, N_out)"),
-    ("branch_weight", lambda a: {**a, "branch_weight": a["branch_weight"][:, :2]},
-     "branch_weight must match weight"),
-    ("branch_bias", lambda a: {**a, "branch_bias": a["branch_bias"].float()},
-     "branch_bias has dtype"),
+    (
+        "branch_weight",
+        lambda a: {**a, "branch_weight": a["branch_weight"][:, :2]},
+        "branch_weight must match weight",
+    ),
+    (
+        "branch_bias",
+        lambda a: {**a, "branch_bias": a["branch_bias"].float()},
+        "branch_bias has dtype",
+    ),
     ("tau", lambda a: {**a, "tau": -0.1}, "tau must be a non-negative"),
     ("tau", lambda a: {**a, "tau": math.nan}, "tau must be a non-negative"),
 ]

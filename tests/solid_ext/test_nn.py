@@ -133,7 +133,9 @@ def test_codebook_and_commitment_weights_scale_each_side(backend):
     table, z = rand(5, 3), rand(8, 3, seed=1)
     grads = {}
     for cw, kw in [(1.0, 1.0), (0.5, 0.25)]:
-        cb = SemanticCodebook.from_metacode(table, lam=0.1, codebook_weight=cw, commitment_weight=kw)
+        cb = SemanticCodebook.from_metacode(
+            table, lam=0.1, codebook_weight=cw, commitment_weight=kw
+        )
         zl = z.clone().requires_grad_(True)
         _, _, loss = cb(zl)
         loss.backward()
@@ -159,7 +161,7 @@ def test_quantized_is_straight_through(backend):
 def test_kmeans_recovers_separated_clusters(backend):
     centers = torch.tensor([[10.0, 0.0], [-10.0, 0.0], [0.0, 10.0], [0.0, -10.0]])
     g = torch.Generator().manual_seed(0)
-    data = (centers.repeat_interleave(50, 0) + 0.1 * torch.randn(200, 2, generator=g))
+    data = centers.repeat_interleave(50, 0) + 0.1 * torch.randn(200, 2, generator=g)
     cb = SemanticCodebook(4, 2)
     assign = cb.init_kmeans(data, iters=10)
     found = cb.codebook.detach()
@@ -178,6 +180,12 @@ def test_empty_input_gives_zero_loss():
 
 def test_public_api_surface():
     assert set(solid_ext.available_backends()) >= {"reference"}
-    for name in ("DynamicLinear", "SemanticCodebook", "dynamic_linear", "codebook_quantize",
-                 "available_backends", "use_backend"):
+    for name in (
+        "DynamicLinear",
+        "SemanticCodebook",
+        "dynamic_linear",
+        "codebook_quantize",
+        "available_backends",
+        "use_backend",
+    ):
         assert hasattr(solid_ext, name)

@@ -1,0 +1,83 @@
+"""Shared pieces of the benchmark suite: sizes, machine ceilings, roofline floors.
+
+Every figure is reported as a ratio to a baseline measured in the same run, with
+the roofline floor (from ceilings measured at the start of that run) beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+
+# smoke: tiny sizes, one call each (run by the test command so the suite never rots);
+# quick: the paper's sizes (under 5 minutes); full: paper sizes plus the size sweep.
+MODE = os.environ.get("SOLID_BENCH_MODE", "smoke")
+
+
+@dataclass(frozen=True)
+class Ceilings:
+    """Machine ceilings measured at the start of a run."""
+
+    sgemm_gflops: float  # float32 GEMM rate, GFLOP/s
+    dram_gbs: float  # read+write bandwidth of a copy much larger than the caches
+    cache_gbs: float  # read+write bandwidth of a copy that fits in the last-level cache
+    threads: int
+
+    def floor_ms(self, flops: float, bytes_: float, cache: bool = False) -> float:
+        """Roofline floor: the slower of compute and memory, in milliseconds."""
+        bw = self.cache_gbs if cache else self.dram_gbs
+        return max(flops / (self.sgemm_gflops * 1e9), bytes_ / (bw * 1e9)) * 1e3
+
+
+def _best_rate(fn: Callable[[], None], work: float, reps: int) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return work / min(times)
+
+
+def measure_ceilings(quick: bool = False) -> Ceilings:
+    """sgemm rate and copy bandwidths, best of several repetitions."""
+    reps = 5 if quick else 15
+    n = 2048
+    a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+    sgemm = _best_rate(lambda: torch.mm(a, b, out=c), 2 * n**3, reps) / 1e9
+    big = torch.empty(64 * 2**20 // 4).normal_()  # 256 MiB: far beyond L3
+    big_out = torch.empty_like(big)
+    dram = _best_rate(lambda: big_out.copy_(big), 2 * big.numel() * 4, reps) / 1e9
+    small = torch.empty(4 * 2**20 // 4).normal_()  # 4 MiB in, 4 MiB out: L3-resident
+    small_out = torch.empty_like(small)
+    cache = _best_rate(lambda: small_out.copy_(small), 2 * small.numel() * 4, reps * 4) / 1e9
+    return Ceilings(sgemm, dram, cache, torch.get_num_threads())
+
+
+def load_or_measure_ceilings(path: str | None) -> Ceilings:
+    if path and os.path.exists(path):
+        with open(path) as f:
+            return Ceilings(**json.load(f))
+    ceil = measure_ceilings(quick=MODE == "smoke")
+    if path:
+        with open(path, "w") as f:
+            json.dump(asdict(ceil), f, indent=1)
+    return ceil
+
+
+def median_ms(fn: Callable[[], object], reps: int = 20, warmup: int = 3) -> float:
+    """Median wall time of ``fn`` in ms (used outside pytest-benchmark)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
