@@ -1,0 +1,150 @@
+"""Typed run configuration: dataclasses loadable from YAML and overridable by ``key=value``."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BACKBONES = ("din", "gru4rec", "sasrec", "bert4rec")
+GENERATORS = ("none", "apg", "duet")
+# The paper's Table 2 rows, plus "scl" (codebook branch without any semantic trunk).
+SOLID_MODES = ("off", "spg", "spg+sml", "spg+scl", "scl", "full")
+CODEBOOK_INITS = ("metacode", "random", "kmeans")
+
+
+@dataclass
+class ModelConfig:
+    """The model: backbone x generator x SOLID switches (DESIGN.md §1)."""
+
+    backbone: str = "sasrec"
+    generator: str = "duet"
+    solid: str = "off"
+    dim: int = 32  # embedding size (Table 7: 1x32)
+    hidden: int = 32  # width of the 2-layer dynamic head
+    cond_dim: int = 32  # generator condition vector size
+    apg_rank: int = 8  # k of APG's U (N_in x k) S (k x k) V (k x N_out)
+    layers: int = 2  # transformer blocks (SASRec/BERT4Rec)
+    heads: int = 2
+    dropout: float = 0.0
+    tau: float = 0.01  # SML clip threshold T
+    lam: float = 0.1  # SCL loss weight λ
+    codebook_init: str = "metacode"  # metacode | random | kmeans
+
+    def validate(self) -> None:
+        """Raise ValueError on an unknown choice or an impossible combination."""
+        for name, allowed in (
+            ("backbone", BACKBONES),
+            ("generator", GENERATORS),
+            ("solid", SOLID_MODES),
+            ("codebook_init", CODEBOOK_INITS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.solid != "off" and self.generator == "none":
+            raise ValueError("SOLID needs a parameter generator: use --generator apg or duet")
+        if self.codebook_init == "metacode" and self.solid in ("spg+scl", "scl"):
+            # One stage only: no trained semantic encoder exists to copy.
+            self.codebook_init = "random" if self.solid == "spg+scl" else "kmeans"
+
+    @property
+    def uses_trunk(self) -> bool:
+        """Whether the semantic sequence generates the trunk parameters (SPG)."""
+        return self.solid in ("spg", "spg+sml", "spg+scl", "full")
+
+    @property
+    def uses_branch(self) -> bool:
+        """Whether an item-sequence branch exists (clipped when a trunk exists)."""
+        return self.solid != "spg"
+
+    @property
+    def uses_codebook(self) -> bool:
+        return self.solid in ("spg+scl", "scl", "full")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, early stopping and checkpointing."""
+
+    lr: float = 1e-3
+    batch_size: int = 1024
+    eval_batch_size: int = 512  # users per evaluation batch (x100 candidates)
+    max_epochs: int = 30  # per stage
+    patience: int = 3  # epochs without validation-AUC improvement before stopping
+    stage2_max_epochs: int = 0  # 0 = same as max_epochs
+    min_delta: float = 1e-4
+    seed: int = 2024
+    ckpt_every_steps: int = 50  # mid-epoch checkpoints (resume after a kill)
+    threads: int = 0  # torch threads (0 = leave as is)
+    progress: bool = True
+    max_steps_per_epoch: int = 0  # 0 = full epoch (for smoke runs)
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; written resolved to RUNDIR/config.yaml."""
+
+    data: str = ""
+    out: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        cfg = cls()
+        for key, value in (d or {}).items():
+            if key in ("model", "train"):
+                sub = getattr(cfg, key)
+                for k, v in (value or {}).items():
+                    _set(sub, k, v)
+            else:
+                _set(cfg, key, value)
+        return cfg
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        """Load a YAML file with optional ``data``, ``out``, ``model:`` and ``train:`` keys."""
+        return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    def override(self, items: list[str]) -> None:
+        """Apply ``section.key=value`` (or bare ``key=value``, searched in model then train)."""
+        for item in items:
+            if "=" not in item:
+                raise ValueError(f"override must be key=value, got {item!r}")
+            key, raw = item.split("=", 1)
+            value = yaml.safe_load(raw)
+            if "." in key:
+                section, k = key.split(".", 1)
+                _set(getattr(self, section), k, value)
+            elif any(f.name == key for f in fields(ModelConfig)):
+                _set(self.model, key, value)
+            elif any(f.name == key for f in fields(TrainConfig)):
+                _set(self.train, key, value)
+            else:
+                _set(self, key, value)
+
+
+def _set(obj: Any, key: str, value: Any) -> None:
+    names = {f.name: f for f in dataclasses.fields(obj)}
+    if key not in names:
+        raise ValueError(f"unknown config key {key!r} for {type(obj).__name__}")
+    current = getattr(obj, key)
+    # Cast to the declared field's type so YAML '1e-3' or CLI '5' land typed.
+    if isinstance(current, bool):
+        value = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+    elif isinstance(current, int) and not isinstance(current, bool):
+        value = int(value)
+    elif isinstance(current, float):
+        value = float(value)
+    elif isinstance(current, str):
+        value = str(value)
+    setattr(obj, key, value)

@@ -1,0 +1,104 @@
+"""CTR and ranking metrics over each user's candidate list (paper §4.1.3).
+
+Conventions (documented, tested):
+- ``auc``: pooled over every (user, candidate) score; ties count 1/2.
+- ``uauc``: mean over users of the per-user AUC; a user whose candidates are all one
+  class has no AUC and is skipped (the count is reported as ``uauc_users``).
+- ``ndcg@K`` / ``recall@K``: candidates sorted by descending score; a positive tied
+  with a negative is ranked *after* it (pessimistic), so a constant scorer never looks
+  good. Recall@K = positives in the top K / positives; NDCG@K = DCG@K / ideal DCG@K.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """1-based average ranks (ties share their mean rank)."""
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    # Boundaries of runs of equal values.
+    start = np.r_[0, np.flatnonzero(xs[1:] != xs[:-1]) + 1]
+    end = np.r_[start[1:], len(xs)]
+    avg = (start + end + 1) / 2.0
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = np.repeat(avg, end - start)
+    return ranks
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Pooled ROC AUC (Mann-Whitney with tie correction); NaN if one class only."""
+    s, y = np.asarray(scores, np.float64).ravel(), np.asarray(labels).ravel() > 0
+    npos, nneg = int(y.sum()), int((~y).sum())
+    if npos == 0 or nneg == 0:
+        return float("nan")
+    r = _ranks(s)
+    return float((r[y].sum() - npos * (npos + 1) / 2) / (npos * nneg))
+
+
+def user_auc(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-row AUC of (U, C) scores/labels; NaN for rows with one class."""
+    s, y = np.asarray(scores, np.float64), np.asarray(labels) > 0
+    out = np.full(s.shape[0], np.nan)
+    for i in range(s.shape[0]):
+        out[i] = auc(s[i], y[i])
+    return out
+
+
+def _user_auc_fast(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-row AUC when each row has exactly one positive (vectorised)."""
+    pos = (scores * labels).sum(1, keepdims=True)
+    neg = labels == 0
+    gt = ((pos > scores) & neg).sum(1)
+    eq = ((pos == scores) & neg).sum(1)
+    return (gt + 0.5 * eq) / neg.sum(1)
+
+
+def ranking_metrics(scores: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (10, 20)) -> dict:
+    """All metrics of (U, C) ``scores`` against 0/1 ``labels``.
+
+    Returns ``auc, uauc, uauc_users, ndcg@K, recall@K`` for each K.
+    """
+    s = np.asarray(scores, np.float64)
+    y = (np.asarray(labels) > 0).astype(np.float64)
+    npos = y.sum(1)
+    ua = _user_auc_fast(s, y) if np.all(npos == 1) else user_auc(s, y)
+    valid = ~np.isnan(ua)
+    out = {
+        "auc": auc(s, y),
+        "uauc": float(ua[valid].mean()) if valid.any() else float("nan"),
+        "uauc_users": int(valid.sum()),
+    }
+    # Sort by score descending, and on ties negatives first (pessimistic).
+    order = np.lexsort((y, -s), axis=1)
+    ys = np.take_along_axis(y, order, 1)
+    has = npos > 0
+    for k in ks:
+        disc = 1.0 / np.log2(np.arange(2, k + 2))
+        dcg = (ys[:, :k] * disc[: ys[:, :k].shape[1]]).sum(1)
+        ideal = np.array([disc[: int(min(n, k))].sum() for n in npos])
+        out[f"ndcg@{k}"] = float((dcg[has] / ideal[has]).mean()) if has.any() else float("nan")
+        out[f"recall@{k}"] = (
+            float((ys[:, :k].sum(1)[has] / npos[has]).mean()) if has.any() else float("nan")
+        )
+    return out
+
+
+def variance_summary(per_user_var: np.ndarray) -> dict:
+    """Table 4's aggregate of per-user variances: median, mean, min, max."""
+    v = np.asarray(per_user_var, np.float64)
+    v = v[~np.isnan(v)]
+    if v.size == 0:
+        return {
+            "median": float("nan"),
+            "mean": float("nan"),
+            "min": float("nan"),
+            "max": float("nan"),
+        }
+    return {
+        "median": float(np.median(v)),
+        "mean": float(v.mean()),
+        "min": float(v.min()),
+        "max": float(v.max()),
+    }

@@ -1,0 +1,420 @@
+"""Algorithm 1 as a resumable, optionally data-parallel training loop.
+
+Stage 1 trains Eq. 12 (or the single objective of a one-stage mode) with early stopping
+on the *validation* AUC; for ``solid=full`` the best stage-1 weights are reloaded, the
+codebook is initialised from the semantic encoder's table (the metacode) and stage 2
+trains Eq. 13 the same way. The test split is evaluated once, with the best final-stage
+weights. All selection uses validation only.
+
+Determinism: the data order of (stage, epoch) is a permutation drawn from a generator
+seeded by (seed, stage, epoch), so the data-order state is just (stage, epoch, step);
+checkpoints also carry model, optimizer and torch RNG state. Under ``torchrun`` every
+rank draws the same global batch and takes a contiguous slice; the loss is scaled so
+DDP's gradient average equals the single-process gradient of the whole batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from solidrec.config import RunConfig
+from solidrec.data.prepared import EvalSplit, PreparedDataset, load_prepared
+from solidrec.metrics import ranking_metrics
+from solidrec.models import SolidModel, count_parameters
+from solidrec.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+METRIC_KEYS = ("auc", "uauc", "ndcg@10", "ndcg@20", "recall@10", "recall@20")
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> DistInfo:
+    """Initialise torch.distributed when launched by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    cuda = torch.cuda.is_available()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    rank = dist.get_rank()
+    device = torch.device("cpu")
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    return DistInfo(rank, dist.get_world_size(), device)
+
+
+def build_model(cfg: RunConfig, data: PreparedDataset) -> SolidModel:
+    """The model for ``cfg`` on ``data``; parameters drawn from ``cfg.train.seed``."""
+    torch.manual_seed(cfg.train.seed)
+    return SolidModel(
+        cfg.model, torch.from_numpy(data.semantic_id), data.num_semantic, data.history_len
+    )
+
+
+@torch.no_grad()
+def predict(
+    model: SolidModel,
+    split: EvalSplit,
+    batch: int,
+    device: torch.device,
+    hist: np.ndarray | None = None,
+) -> np.ndarray:
+    """Scores (U, C) of each user's candidates (column 0 is the positive)."""
+    was = model.training
+    model.eval()
+    h_all = torch.from_numpy(split.hist if hist is None else hist)
+    c_all = torch.from_numpy(split.candidates)
+    out = []
+    for i in range(0, len(c_all), batch):
+        logits, _ = model(h_all[i : i + batch].to(device), c_all[i : i + batch].to(device))
+        out.append(logits.float().cpu())
+    model.train(was)
+    return torch.cat(out).numpy() if out else np.zeros(c_all.shape, np.float32)
+
+
+def evaluate_split(
+    model: SolidModel, split: EvalSplit, batch: int, device: torch.device
+) -> dict[str, float]:
+    """AUC, UAUC, NDCG@10/20, Recall@10/20 over the split's 1 + N candidates per user."""
+    scores = predict(model, split, batch, device)
+    labels = np.zeros_like(scores)
+    labels[:, 0] = 1
+    return ranking_metrics(scores, labels)
+
+
+def _epoch_order(seed: int, stage: int, epoch: int, n: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed * 1_000_003 + stage * 10_007 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+def _fresh_state() -> dict[str, Any]:
+    return {
+        "stage": 1,
+        "epoch": 0,
+        "step": 0,
+        "global_step": 0,
+        "best": -math.inf,
+        "best_epoch": -1,
+        "bad": 0,
+        "loss_sum": 0.0,
+        "loss_n": 0,
+        "epoch_seconds": [],
+        "log": [],
+        "finished": False,
+    }
+
+
+def _compatible(saved: dict[str, Any], cfg: RunConfig) -> None:
+    now = cfg.to_dict()
+    for key in ("model",):
+        if saved[key] != now[key]:
+            raise CheckpointError(
+                f"checkpoint was written for a different {key} config: {saved[key]} vs {now[key]}"
+            )
+    if saved["train"]["seed"] != now["train"]["seed"]:
+        raise CheckpointError("checkpoint was written with a different seed")
+
+
+class Trainer:
+    """Runs (or resumes) one training run into ``cfg.out``."""
+
+    def __init__(self, cfg: RunConfig, resume: bool = False) -> None:
+        self.cfg, self.resume = cfg, resume
+        self.dist = setup_distributed()
+        if cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)
+        self.out = Path(cfg.out)
+        self.ckdir = self.out / "checkpoints"
+        self.data = load_prepared(cfg.data)
+        self.model = build_model(cfg, self.data).to(self.dist.device)
+        self.state = _fresh_state()
+        self.optimizer = self._optimizer()
+        self.train_model: torch.nn.Module = self.model
+        self.writer = None
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.model.parameters(), lr=self.cfg.train.lr)
+
+    # -- checkpoints ---------------------------------------------------------------
+    def _save_last(self) -> None:
+        if not self.dist.main:
+            return
+        save_checkpoint(
+            self.ckdir / "last.pt",
+            {
+                "config": self.cfg.to_dict(),
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "rng": torch.get_rng_state(),
+                "state": self.state,
+            },
+        )
+
+    def _save_best(self) -> None:
+        if self.dist.main:
+            save_checkpoint(
+                self.ckdir / f"best_stage{self.state['stage']}.pt",
+                {
+                    "config": self.cfg.to_dict(),
+                    "model": self.model.state_dict(),
+                    "state": self.state,
+                },
+            )
+
+    def _barrier(self) -> None:
+        if self.dist.world > 1:
+            dist.barrier()
+
+    def _load_best(self, stage: int) -> None:
+        self._barrier()  # rank 0 has finished writing it
+        ck = load_checkpoint(self.ckdir / f"best_stage{stage}.pt")
+        self.model.load_state_dict(ck["model"])
+
+    def _restore(self) -> bool:
+        last = self.ckdir / "last.pt"
+        if not last.exists():
+            if self.resume and self.dist.main:
+                print(f"solidrec train: no checkpoint in {self.ckdir}; starting from scratch")
+            return False
+        if not self.resume:
+            raise CheckpointError(
+                f"{self.out} already holds a run (checkpoints/last.pt); "
+                "pass --resume or a new --out"
+            )
+        ck = load_checkpoint(last)
+        _compatible(ck["config"], self.cfg)
+        try:
+            self.model.load_state_dict(ck["model"])
+        except RuntimeError as e:
+            raise CheckpointError(f"{last}: weights do not fit this model: {e}") from e
+        self.state = ck["state"]
+        self.optimizer = self._optimizer()
+        self.optimizer.load_state_dict(ck["optimizer"])
+        torch.set_rng_state(ck["rng"])
+        return True
+
+    # -- logging -------------------------------------------------------------------
+    def _write_log(self) -> None:
+        if not self.dist.main or not self.state["log"]:
+            return
+        rows = self.state["log"]
+        tmp = self.out / ".log.csv.tmp"
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, self.out / "log.csv")
+
+    def _tensorboard(self, row: dict[str, Any]) -> None:
+        if not self.dist.main:
+            return
+        if self.writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard not installed: CSV only
+                self.writer = False
+                return
+            self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.state["global_step"])
+        if self.writer:
+            for k, v in row.items():
+                if isinstance(v, float):
+                    self.writer.add_scalar(k, v, self.state["global_step"])
+            self.writer.flush()
+
+    # -- the loop ----------------------------------------------------------------------
+    def _stage_over(self) -> bool:
+        t, s = self.cfg.train, self.state
+        max_ep = (
+            t.stage2_max_epochs if s["stage"] == 2 and t.stage2_max_epochs > 0 else t.max_epochs
+        )
+        return s["epoch"] >= max_ep or s["bad"] >= t.patience
+
+    def _next_stage(self) -> None:
+        """Algorithm 1: best stage-1 weights, codebook ← metacode, fresh Adam, stage 2."""
+        self._load_best(1)
+        self.model.stage.fill_(2)
+        self.model.init_codebook(self.cfg.model.codebook_init, seed=self.cfg.train.seed)
+        self.optimizer = self._optimizer()
+        s = self.state
+        s.update(
+            stage=2, epoch=0, step=0, best=-math.inf, best_epoch=-1, bad=0, loss_sum=0.0, loss_n=0
+        )
+        self._save_last()
+
+    def _train_epoch(self) -> None:
+        t, s, d = self.cfg.train, self.state, self.dist
+        tr = self.data.train
+        n = len(tr.item)
+        order = _epoch_order(t.seed, s["stage"], s["epoch"], n)
+        steps = math.ceil(n / t.batch_size)
+        if t.max_steps_per_epoch > 0:
+            steps = min(steps, t.max_steps_per_epoch)
+        hist, item = torch.from_numpy(tr.hist), torch.from_numpy(tr.item)
+        label = torch.from_numpy(tr.label).float()
+        bar = tqdm(
+            total=steps,
+            initial=s["step"],
+            disable=not (t.progress and d.main),
+            desc=f"stage {s['stage']} epoch {s['epoch']}",
+            leave=False,
+        )
+        t0 = time.perf_counter()
+        for step in range(s["step"], steps):
+            idx = order[step * t.batch_size : (step + 1) * t.batch_size]
+            if len(idx) >= d.world:
+                local = idx.tensor_split(d.world)[d.rank]
+                logits, aux = self.train_model(
+                    hist[local].to(d.device), item[local].unsqueeze(1).to(d.device)
+                )
+                bce = F.binary_cross_entropy_with_logits(
+                    logits.squeeze(1), label[local].to(d.device), reduction="sum"
+                )
+                # Sum over the local slice / global batch size x world: DDP's average of
+                # these gradients is the gradient of the global batch's mean loss.
+                loss = bce / len(idx) * d.world + aux
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                s["loss_sum"] += float(bce.detach()) / len(idx) * d.world
+                s["loss_n"] += 1
+            s["step"] = step + 1
+            s["global_step"] += 1
+            bar.update(1)
+            if t.ckpt_every_steps > 0 and s["step"] % t.ckpt_every_steps == 0 and s["step"] < steps:
+                self._save_last()
+        bar.close()
+        s["epoch_seconds"].append(time.perf_counter() - t0)
+
+    def _end_epoch(self) -> None:
+        t, s = self.cfg.train, self.state
+        val = evaluate_split(self.model, self.data.valid, t.eval_batch_size, self.dist.device)
+        if val["auc"] > s["best"] + t.min_delta:
+            s.update(best=val["auc"], best_epoch=s["epoch"], bad=0)
+            self._save_best()
+        else:
+            s["bad"] += 1
+        row = {
+            "stage": s["stage"],
+            "epoch": s["epoch"],
+            "step": s["global_step"],
+            "train_loss": s["loss_sum"] / max(s["loss_n"], 1),
+            **{f"valid_{k}": float(val[k]) for k in METRIC_KEYS},
+            "seconds": s["epoch_seconds"][-1] if s["epoch_seconds"] else float("nan"),
+        }
+        s["log"].append(row)
+        s.update(epoch=s["epoch"] + 1, step=0, loss_sum=0.0, loss_n=0)
+        self._save_last()
+        self._write_log()
+        self._tensorboard({k: v for k, v in row.items() if k not in ("stage", "epoch", "step")})
+        if t.progress and self.dist.main:
+            tqdm.write(
+                f"stage {row['stage']} epoch {row['epoch']}: loss {row['train_loss']:.4f} "
+                f"valid auc {row['valid_auc']:.4f} uauc {row['valid_uauc']:.4f}"
+            )
+
+    def run(self) -> dict[str, Any]:
+        """Train to the end (or resume), evaluate the test split once, write metrics.json."""
+        cfg = self.cfg
+        if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self._barrier()
+        resumed = self._restore()
+        if self.dist.main:
+            cfg.save(self.out / "config.yaml")
+        if not resumed and self.model.codebook is not None and not self.model.two_stage:
+            self.model.init_codebook(cfg.model.codebook_init, seed=cfg.train.seed)
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            # Unused parameters are normal here: the codebook in stage 1, branch heads
+            # that a mode does not use.
+            self.train_model = DDP(self.model, find_unused_parameters=True)
+        self.model.train()
+        if not resumed:
+            self._save_last()
+        while not self.state["finished"]:
+            if self._stage_over():
+                if self.model.two_stage and self.state["stage"] == 1:
+                    self._next_stage()
+                    continue
+                break
+            if self.state["step"] == 0 or self.state["step"] < self._steps():
+                self._train_epoch()
+            self._end_epoch()
+        metrics = self._finish()
+        if self.writer:
+            self.writer.close()
+        return metrics
+
+    def _steps(self) -> int:
+        t = self.cfg.train
+        steps = math.ceil(len(self.data.train.item) / t.batch_size)
+        return min(steps, t.max_steps_per_epoch) if t.max_steps_per_epoch > 0 else steps
+
+    def _finish(self) -> dict[str, Any]:
+        s, t = self.state, self.cfg.train
+        self._load_best(s["stage"])
+        t0 = time.perf_counter()
+        test = evaluate_split(self.model, self.data.test, t.eval_batch_size, self.dist.device)
+        test_s = time.perf_counter() - t0
+        nb = max(1, math.ceil(len(self.data.test.user) / t.eval_batch_size))
+        metrics = {k: float(test[k]) for k in METRIC_KEYS}
+        metrics.update(
+            split="test",
+            uauc_users=int(test["uauc_users"]),
+            best_epoch=int(s["best_epoch"]),
+            stage=int(s["stage"]),
+            best_valid_auc=float(s["best"]),
+        )
+        cost = {
+            "params": count_parameters(self.model),
+            "s_per_epoch": float(np.mean(s["epoch_seconds"]))
+            if s["epoch_seconds"]
+            else float("nan"),
+            "s_per_test_batch": test_s / nb,
+            "test_batch_users": t.eval_batch_size,
+            "epochs": len(s["epoch_seconds"]),
+            "world_size": self.dist.world,
+        }
+        if self.dist.main:
+            _write_json(self.out / "metrics.json", metrics)
+            _write_json(self.out / "cost.json", cost)
+            s["finished"] = True
+            self._save_last()
+        self._barrier()
+        return metrics
+
+
+def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def train(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
+    """Train one run described by ``cfg``; returns the test metrics."""
+    return Trainer(cfg, resume).run()
