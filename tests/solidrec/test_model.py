@@ -1,0 +1,163 @@
+"""SolidModel: shapes, gradients to every parameter, the clip, the codebook, configs."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from solidrec.config import ModelConfig, RunConfig
+from solidrec.models import SolidModel, count_parameters
+
+N_ITEMS, N_SEM, L = 40, 5, 6
+
+
+def _data(b: int = 8, c: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    sem = torch.randint(1, N_SEM + 1, (N_ITEMS + 1,), generator=g)
+    sem[0] = 0
+    hist = torch.randint(1, N_ITEMS + 1, (b, L), generator=g)
+    hist[0] = 0  # empty history
+    hist[1, :4] = 0  # left padding
+    items = torch.randint(1, N_ITEMS + 1, (b, c), generator=g)
+    return sem, hist, items
+
+
+def _model(backbone: str, generator: str, solid: str, **kw) -> SolidModel:
+    torch.manual_seed(0)
+    sem, _, _ = _data()
+    cfg = ModelConfig(backbone=backbone, generator=generator, solid=solid, **kw)
+    return SolidModel(cfg, sem, N_SEM, L)
+
+
+COMBOS = [
+    (b, g, s)
+    for b, g, s in itertools.product(
+        ("din", "gru4rec", "sasrec", "bert4rec"),
+        ("none", "apg", "duet"),
+        ("off", "spg", "spg+sml", "spg+scl", "scl", "full"),
+    )
+    if not (g == "none" and s != "off")
+]
+
+
+@pytest.mark.parametrize(("backbone", "generator", "solid"), COMBOS)
+def test_shapes_and_finite(backbone: str, generator: str, solid: str) -> None:
+    m = _model(backbone, generator, solid)
+    _, hist, items = _data()
+    for stage in (1, 2) if solid == "full" else (1,):
+        m.stage.fill_(stage)
+        logits, aux = m(hist, items)
+        assert logits.shape == (8, 3) and aux.shape == ()
+        assert torch.isfinite(logits).all()
+
+
+def _grads_after_steps(m: SolidModel, steps: int = 2) -> dict[str, torch.Tensor]:
+    """Train a few Adam steps at the paper's lr (zero-initialised generator heads need one
+    step before gradients flow through them to the encoders; a larger lr saturates the
+    ±T clip, which masks the branch gradient by design), then return one step's grads."""
+    _, hist, items = _data(b=16)
+    y = torch.randint(0, 2, items.shape).float()
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    for _ in range(steps + 1):
+        opt.zero_grad()
+        logits, aux = m(hist, items)
+        (torch.nn.functional.binary_cross_entropy_with_logits(logits, y) + aux).backward()
+        grads = {n: p.grad.clone() if p.grad is not None else None for n, p in m.named_parameters()}
+        opt.step()
+    return grads
+
+
+@pytest.mark.parametrize(
+    ("backbone", "generator", "solid", "stage"),
+    [
+        ("sasrec", "duet", "full", 1),
+        ("sasrec", "duet", "full", 2),
+        ("din", "apg", "full", 2),
+        ("gru4rec", "duet", "off", 1),
+        ("bert4rec", "apg", "spg+scl", 1),
+        ("bert4rec", "none", "off", 1),
+    ],
+)
+def test_gradients_reach_every_used_parameter(
+    backbone: str, generator: str, solid: str, stage: int
+) -> None:
+    m = _model(backbone, generator, solid)
+    m.stage.fill_(stage)
+    grads = _grads_after_steps(m)
+    # In stage 1 of "full" the codebook is not used yet (Eq. 12 has no codebook).
+    unused = {"codebook.codebook"} if (solid == "full" and stage == 1) else set()
+    for name, g in grads.items():
+        if name in unused:
+            assert g is None
+            continue
+        assert g is not None, f"{name} got no gradient"
+        assert g.abs().sum() > 0, f"{name} got an all-zero gradient"
+    if generator == "duet":
+        assert any("weight_head" in n for n in grads)
+    if solid in ("full", "spg+scl") and stage == 2 or solid == "spg+scl":
+        assert grads["codebook.codebook"].abs().sum() > 0
+
+
+def test_branch_is_clipped_trunk_is_not() -> None:
+    """Blowing up the branch generator changes the output by at most what ±T allows;
+    blowing up the trunk changes it without bound."""
+    m = _model("sasrec", "duet", "spg+sml", tau=0.01)
+    _, hist, items = _data()
+    m.eval()
+    base, _ = m(hist, items)
+    with torch.no_grad():
+        for layer in m.head:
+            layer.branch_head.bias.fill_(100.0)
+    clipped, _ = m(hist, items)
+    with torch.no_grad():
+        for layer in m.head:
+            layer.branch_head.bias.fill_(0.01)  # exactly at the clip
+    at_tau, _ = m(hist, items)
+    torch.testing.assert_close(clipped, at_tau)
+    assert not torch.allclose(clipped, base)
+    with torch.no_grad():
+        for layer in m.head:
+            layer.weight_head.bias.fill_(100.0)
+    blown, _ = m(hist, items)
+    assert (blown - clipped).abs().max() > 100 * (clipped - base).abs().max()
+
+
+def test_metacode_initialises_codebook_and_stage2_uses_codes() -> None:
+    m = _model("sasrec", "duet", "full")
+    _, hist, items = _data()
+    m.stage.fill_(1)
+    _, aux1 = m(hist, items)
+    assert aux1.item() == 0.0  # Eq. 12: no codebook loss
+    m.init_codebook("metacode")
+    torch.testing.assert_close(m.codebook.codebook, m.sem_emb.weight[1:])
+    m.stage.fill_(2)
+    _, aux2 = m(hist, items)
+    assert aux2.item() > 0  # Eq. 13: + λ·MSE(E_v, E'_v)
+    m.init_codebook("kmeans")
+    assert not torch.allclose(m.codebook.codebook, m.sem_emb.weight[1:])
+
+
+def test_generator_none_is_static() -> None:
+    m = _model("gru4rec", "none", "off")
+    assert all(layer.weight_head is None and layer.branch_head is None for layer in m.head)
+    assert m.trunk_encoder is None and count_parameters(m) > 0
+
+
+def test_invalid_configs_rejected() -> None:
+    with pytest.raises(ValueError, match="generator"):
+        ModelConfig(generator="none", solid="full").validate()
+    with pytest.raises(ValueError, match="backbone"):
+        ModelConfig(backbone="mlp").validate()
+
+
+def test_config_yaml_and_overrides(tmp_path) -> None:
+    cfg = RunConfig(data="d", out="o")
+    cfg.override(["tau=0.02", "train.lr=5e-4", "batch_size=64", "model.backbone=din"])
+    assert (cfg.model.tau, cfg.train.lr, cfg.train.batch_size) == (0.02, 5e-4, 64)
+    path = tmp_path / "c.yaml"
+    cfg.save(path)
+    back = RunConfig.load(path)
+    assert back == cfg and back.model.backbone == "din"
+    with pytest.raises(ValueError, match="unknown config key"):
+        cfg.override(["nope=1"])
