@@ -6,32 +6,41 @@
 sq_dist, indices)`` have exactly the semantics of ``torch.ops.solid_ext.*`` as
 called by :mod:`solid_ext.ops` and are differentiable (registered as
 ``torch.library.custom_op`` ops ``solid_ext_triton::*`` with fake kernels and
-autograd formulas, so ``torch.compile`` traces through them). This package imports
-without Triton; :func:`is_available` then says False and the ops raise.
+autograd formulas, so ``torch.compile`` traces through them).
+
+Importing this package does not import Triton (it is imported at the first
+kernel launch), so ``TRITON_INTERPRET`` may still be set after ``import solid_ext``;
+it must be set before anything imports ``triton`` itself, because ``triton.jit``
+(Triton's own ``tl.zeros``/``tl.sum`` included) picks compiled or interpreted code
+when decorating. Without Triton, :func:`is_available` says False and the ops raise.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 
 import torch
 from torch import Tensor
 
-try:
-    import triton  # noqa: F401
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
 
-    _HAS_TRITON = True
-except ImportError:  # pragma: no cover - exercised only where triton is absent
-    _HAS_TRITON = False
+__all__ = ["is_available", "interpreter_usable", "dynamic_linear", "codebook_quantize"]
 
-__all__ = ["is_available", "dynamic_linear", "codebook_quantize"]
+
+def interpreter_usable() -> bool:
+    """TRITON_INTERPRET=1 is set and Triton is (or will be) imported in that mode."""
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        return False
+    tl = sys.modules.get("triton.language")
+    # Imported before the variable was set: its jit functions are compiled-mode ones.
+    return tl is None or type(tl.zeros).__name__ == "InterpretedFunction"
 
 
 def is_available() -> bool:
-    """Triton imports and can run: a CUDA device, or the CPU interpreter."""
-    return _HAS_TRITON and (
-        torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
-    )
+    """Triton is installed and can run: a CUDA device, or the CPU interpreter."""
+    return _HAS_TRITON and (torch.cuda.is_available() or interpreter_usable())
 
 
 if _HAS_TRITON:

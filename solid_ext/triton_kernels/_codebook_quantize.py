@@ -29,8 +29,6 @@ import torch
 import triton
 import triton.language as tl
 
-_INTERPRET = bool(triton.knobs.runtime.interpret)
-
 
 @triton.jit
 def _cq_fwd_kernel(
@@ -55,7 +53,8 @@ def _cq_fwd_kernel(
         k_mask = offs_k < K
         c = tl.load(
             c_ptr + offs_k[:, None].to(tl.int64) * D + offs_d[None, :],
-            mask=k_mask[:, None] & d_mask[None, :], other=0.0,
+            mask=k_mask[:, None] & d_mask[None, :],
+            other=0.0,
         ).to(ACC)
         c2 = tl.sum(c * c, axis=1)
         if USE_DOT:
@@ -78,9 +77,7 @@ def _cq_fwd_kernel(
         best_k = tl.where(take_nan, nan_k, tl.where(take_min, min_k, best_k))
         best = tl.where(take_min, mn, best)
         best_nan = tl.where(take_nan, 1, best_nan)
-    q = tl.load(
-        c_ptr + best_k[:, None].to(tl.int64) * D + offs_d[None, :], mask=md_mask, other=0.0
-    )
+    q = tl.load(c_ptr + best_k[:, None].to(tl.int64) * D + offs_d[None, :], mask=md_mask, other=0.0)
     diff = z - q.to(ACC)
     sq = tl.sum(diff * diff, axis=1)
     tl.store(q_ptr + offs_m[:, None] * D + offs_d[None, :], q, mask=md_mask)

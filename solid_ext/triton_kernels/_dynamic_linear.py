@@ -20,13 +20,11 @@ Block-size heuristics (no autotune: ``@triton.autotune`` fails in the interprete
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
-
-# Which mode the kernels below were decorated in; solid_ext.triton_kernels reloads
-# this module when TRITON_INTERPRET changes (triton.jit decides at decoration time).
-_INTERPRET = bool(triton.knobs.runtime.interpret)
 
 _MAX_BLOCK_L = 64  # longest L handled in one tile (fused backward); longer L loops.
 
@@ -39,8 +37,9 @@ def _clip(v, tau):
 
 
 @triton.jit
-def _combined_tile(w_base, bw_base, offs_i, offs_o, mask, O, tau, HAS_BW: tl.constexpr,
-                   ACC: tl.constexpr):
+def _combined_tile(
+    w_base, bw_base, offs_i, offs_o, mask, O, tau, HAS_BW: tl.constexpr, ACC: tl.constexpr
+):
     """(BLOCK_I, BLOCK_O) tile of weight + clamp(branch); zeros outside ``mask``."""
     ptrs = offs_i[:, None] * O + offs_o[None, :]
     w = tl.load(w_base + ptrs, mask=mask, other=0.0).to(ACC)
@@ -53,11 +52,12 @@ def _combined_tile(w_base, bw_base, offs_i, offs_o, mask, O, tau, HAS_BW: tl.con
 @triton.jit
 def _dl_fwd_kernel(
     x_ptr, w_ptr, b_ptr, bw_ptr, bb_ptr, y_ptr,
-    L, I, O, tau,
+    L, I, O, tau_ptr,
     HAS_BIAS: tl.constexpr, HAS_BW: tl.constexpr, HAS_BB: tl.constexpr,
     USE_DOT: tl.constexpr, ACC: tl.constexpr,
     BLOCK_L: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_O: tl.constexpr,
 ):  # fmt: skip
+    tau = tl.load(tau_ptr).to(ACC)
     pid_b = tl.program_id(0).to(tl.int64)
     pid_o = tl.program_id(1)
     offs_o = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
@@ -80,12 +80,20 @@ def _dl_fwd_kernel(
             offs_i = i0 + tl.arange(0, BLOCK_I)
             i_mask = offs_i < I
             w = _combined_tile(
-                w_base, bw_base, offs_i, offs_o, i_mask[:, None] & o_mask[None, :],
-                O, tau, HAS_BW, ACC,
+                w_base,
+                bw_base,
+                offs_i,
+                offs_o,
+                i_mask[:, None] & o_mask[None, :],
+                O,
+                tau,
+                HAS_BW,
+                ACC,
             )
             xt = tl.load(
                 x_base + offs_l[:, None] * I + offs_i[None, :],
-                mask=l_mask[:, None] & i_mask[None, :], other=0.0,
+                mask=l_mask[:, None] & i_mask[None, :],
+                other=0.0,
             ).to(ACC)
             if USE_DOT:
                 acc = tl.dot(xt, w, acc, input_precision="ieee")
@@ -102,7 +110,7 @@ def _dl_fwd_kernel(
 def _dl_bwd_kernel(
     g_ptr, x_ptr, w_ptr, bw_ptr, bb_ptr,
     dx_ptr, dw_ptr, dbw_ptr, db_ptr, dbb_ptr,
-    L, I, O, tau,
+    L, I, O, tau_ptr,
     HAS_BW: tl.constexpr, HAS_BB: tl.constexpr,
     NEED_DX: tl.constexpr, NEED_DW: tl.constexpr, NEED_DBW: tl.constexpr,
     USE_DOT: tl.constexpr, ACC: tl.constexpr,
@@ -110,6 +118,7 @@ def _dl_bwd_kernel(
 ):  # fmt: skip
     """Program (b, i-block): dW/dbranch rows, bias grads (i-block 0) and, when the
     whole L fits one tile (NEED_DX implies it), dx columns of this i-block."""
+    tau = tl.load(tau_ptr).to(ACC)
     pid_b = tl.program_id(0).to(tl.int64)
     pid_i = tl.program_id(1)
     offs_i = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
@@ -131,11 +140,13 @@ def _dl_bwd_kernel(
             l_mask = offs_l < L
             g = tl.load(
                 g_base + offs_l[:, None] * O + offs_o[None, :],
-                mask=l_mask[:, None] & o_mask[None, :], other=0.0,
+                mask=l_mask[:, None] & o_mask[None, :],
+                other=0.0,
             ).to(ACC)
             xt = tl.load(
                 x_base + offs_l[:, None] * I + offs_i[None, :],
-                mask=l_mask[:, None] & i_mask[None, :], other=0.0,
+                mask=l_mask[:, None] & i_mask[None, :],
+                other=0.0,
             ).to(ACC)
             if USE_DOT:
                 dw_acc = tl.dot(tl.trans(xt), g, dw_acc, input_precision="ieee")
@@ -144,8 +155,7 @@ def _dl_bwd_kernel(
             db_acc += tl.sum(g, axis=0)
             if NEED_DX:
                 # Single L tile: g of this o-block is complete here.
-                w = _combined_tile(w_base, bw_base, offs_i, offs_o, io_mask, O, tau,
-                                   HAS_BW, ACC)
+                w = _combined_tile(w_base, bw_base, offs_i, offs_o, io_mask, O, tau, HAS_BW, ACC)
                 if USE_DOT:
                     dx_acc = tl.dot(g, tl.trans(w), dx_acc, input_precision="ieee")
                 else:
@@ -162,13 +172,11 @@ def _dl_bwd_kernel(
         # Bias grads once per sample: only i-block 0 writes them.
         # (a block-shaped comparison: the interpreter rejects a scalar bool in a mask)
         b_mask = o_mask & ((offs_o * 0 + pid_i) == 0)
-        tl.store(db_ptr + pid_b * O + offs_o, db_acc.to(db_ptr.dtype.element_ty),
-                 mask=b_mask)
+        tl.store(db_ptr + pid_b * O + offs_o, db_acc.to(db_ptr.dtype.element_ty), mask=b_mask)
         if HAS_BB:
             bb = tl.load(bb_ptr + pid_b * O + offs_o, mask=b_mask, other=0.0).to(ACC)
             dbb = tl.where((bb >= -tau) & (bb <= tau), db_acc, 0.0)
-            tl.store(dbb_ptr + pid_b * O + offs_o, dbb.to(dbb_ptr.dtype.element_ty),
-                     mask=b_mask)
+            tl.store(dbb_ptr + pid_b * O + offs_o, dbb.to(dbb_ptr.dtype.element_ty), mask=b_mask)
     if NEED_DX:
         offs_l = offs_l0
         tl.store(
@@ -181,11 +189,12 @@ def _dl_bwd_kernel(
 @triton.jit
 def _dl_bwd_dx_kernel(
     g_ptr, w_ptr, bw_ptr, dx_ptr,
-    L, I, O, tau,
+    L, I, O, tau_ptr,
     HAS_BW: tl.constexpr, USE_DOT: tl.constexpr, ACC: tl.constexpr,
     BLOCK_L: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_O: tl.constexpr,
 ):  # fmt: skip
     """dx = grad @ W^T for L longer than one tile: program (b, l-block, i-block)."""
+    tau = tl.load(tau_ptr).to(ACC)
     pid_b = tl.program_id(0).to(tl.int64)
     pid_l = tl.program_id(1)
     pid_i = tl.program_id(2)
@@ -202,10 +211,12 @@ def _dl_bwd_dx_kernel(
         o_mask = offs_o < O
         g = tl.load(
             g_base + offs_l[:, None] * O + offs_o[None, :],
-            mask=l_mask[:, None] & o_mask[None, :], other=0.0,
+            mask=l_mask[:, None] & o_mask[None, :],
+            other=0.0,
         ).to(ACC)
-        w = _combined_tile(w_base, bw_base, offs_i, offs_o,
-                           i_mask[:, None] & o_mask[None, :], O, tau, HAS_BW, ACC)
+        w = _combined_tile(
+            w_base, bw_base, offs_i, offs_o, i_mask[:, None] & o_mask[None, :], O, tau, HAS_BW, ACC
+        )
         if USE_DOT:
             acc = tl.dot(g, tl.trans(w), acc, input_precision="ieee")
         else:
@@ -244,6 +255,17 @@ def blocks(L: int, I: int, O: int, dtype: torch.dtype) -> tuple[bool, int, int, 
     return False, bl, bi, bo
 
 
+@functools.lru_cache(maxsize=64)
+def _tau_tensor(tau: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """tau as a 1-element tensor of the input dtype, cached per (tau, dtype, device).
+
+    torch.clamp compares against tau rounded to the tensor's dtype; a Python float
+    kernel argument would be specialised as fp32 (wrong for float64, and not the
+    bf16/fp16 rounding). Caching avoids a host-to-device copy per call.
+    """
+    return torch.full((1,), tau, dtype=dtype, device=device)
+
+
 def _c(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.contiguous()
 
@@ -271,7 +293,7 @@ def forward(
         bias if bias is not None else weight,
         branch_weight if branch_weight is not None else weight,
         branch_bias if branch_bias is not None else weight,
-        y, L, I, O, tau,
+        y, L, I, O, _tau_tensor(tau, x3.dtype, x3.device),
         HAS_BIAS=bias is not None, HAS_BW=branch_weight is not None,
         HAS_BB=branch_bias is not None, USE_DOT=use_dot, ACC=_acc_dtype(x3.dtype),
         BLOCK_L=bl, BLOCK_I=bi, BLOCK_O=bo, num_warps=4,
@@ -314,11 +336,13 @@ def backward(
         dbw.zero_()
         db.copy_(grad.sum(1))
         if branch_bias is not None:
-            dbb.copy_(torch.where(branch_bias.abs() <= tau, db, torch.zeros_like(db)))
+            inside = (branch_bias >= -tau) & (branch_bias <= tau)
+            dbb.copy_(torch.where(inside, db, torch.zeros_like(db)))
         return dx, dw, dbw, db, dbb
     use_dot, bl, bi, bo = blocks(L, I, O, x3.dtype)
-    one_l_tile = L <= bl
+    one_l_tile = bl >= L
     acc = _acc_dtype(x3.dtype)
+    tau_t = _tau_tensor(tau, x3.dtype, x3.device)
     dummy = weight
     _dl_bwd_kernel[(B, triton.cdiv(I, bi))](
         grad, x3, weight,
@@ -326,14 +350,14 @@ def backward(
         branch_bias if branch_bias is not None else dummy,
         dx if need_dx else dummy, dw if need_dw else dummy, dbw if need_dbw else dummy,
         db, dbb if branch_bias is not None else dummy,
-        L, I, O, tau,
+        L, I, O, tau_t,
         HAS_BW=has_bw, HAS_BB=branch_bias is not None,
         NEED_DX=need_dx and one_l_tile, NEED_DW=need_dw, NEED_DBW=need_dbw,
         USE_DOT=use_dot, ACC=acc, BLOCK_L=bl, BLOCK_I=bi, BLOCK_O=bo, num_warps=4,
     )  # fmt: skip
     if need_dx and not one_l_tile:
         _dl_bwd_dx_kernel[(B, triton.cdiv(L, bl), triton.cdiv(I, bi))](
-            grad, weight, branch_weight if has_bw else dummy, dx, L, I, O, tau,
+            grad, weight, branch_weight if has_bw else dummy, dx, L, I, O, tau_t,
             HAS_BW=has_bw, USE_DOT=use_dot, ACC=acc,
             BLOCK_L=bl, BLOCK_I=bi, BLOCK_O=bo, num_warps=4,
         )  # fmt: skip

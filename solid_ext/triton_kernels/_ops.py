@@ -11,33 +11,27 @@ from the annotations.
 
 import importlib
 from types import ModuleType
-from typing import Optional
 
 import torch
-import triton
 from torch import Tensor
 
 __all__ = ["dynamic_linear", "codebook_quantize"]
 
 
 def _kernels(name: str) -> ModuleType:
-    """Kernel module ``name``, (re)decorated for the current TRITON_INTERPRET.
-
-    ``triton.jit`` picks compiled vs interpreted at decoration time, so a module
-    imported before the variable was set (e.g. by ``available_backends()``) is
-    reloaded once the mode differs.
-    """
-    mod = importlib.import_module(f"{__package__}.{name}")
-    if mod._INTERPRET != bool(triton.knobs.runtime.interpret):
-        mod = importlib.reload(mod)
-    return mod
+    """Kernel module ``name``, imported (with triton) at the first launch."""
+    return importlib.import_module(f"{__package__}.{name}")
 
 
 def _check_device(t: Tensor) -> None:
-    if t.device.type != "cuda" and not triton.knobs.runtime.interpret:
+    if t.device.type == "cuda":
+        return
+    from . import interpreter_usable
+
+    if not interpreter_usable():
         raise RuntimeError(
-            f"solid_ext triton kernels need CUDA tensors (got {t.device}); set "
-            "TRITON_INTERPRET=1 to run them on CPU tensors in the interpreter"
+            f"solid_ext triton kernels need CUDA tensors (got {t.device}); to run them "
+            "on CPU tensors set TRITON_INTERPRET=1 before triton is first imported"
         )
 
 
@@ -48,16 +42,14 @@ def _check_device(t: Tensor) -> None:
 def dynamic_linear(
     x: Tensor,
     weight: Tensor,
-    bias: Optional[Tensor],
-    branch_weight: Optional[Tensor],
-    branch_bias: Optional[Tensor],
+    bias: Tensor | None,
+    branch_weight: Tensor | None,
+    branch_bias: Tensor | None,
     tau: float,
 ) -> Tensor:
     """x (B, L, N_in), weight/branch (B, N_in, N_out), biases (B, N_out) -> (B, L, N_out)."""
     _check_device(x)
-    return _kernels("_dynamic_linear").forward(
-        x, weight, bias, branch_weight, branch_bias, tau
-    )
+    return _kernels("_dynamic_linear").forward(x, weight, bias, branch_weight, branch_bias, tau)
 
 
 @dynamic_linear.register_fake
@@ -70,8 +62,8 @@ def dynamic_linear_backward(
     grad: Tensor,
     x: Tensor,
     weight: Tensor,
-    branch_weight: Optional[Tensor],
-    branch_bias: Optional[Tensor],
+    branch_weight: Tensor | None,
+    branch_bias: Tensor | None,
     tau: float,
     need_dx: bool,
     need_dw: bool,
@@ -145,8 +137,8 @@ def _(z, codebook, straight_through_codebook):
 
 @torch.library.custom_op("solid_ext_triton::codebook_quantize_backward", mutates_args=())
 def codebook_quantize_backward(
-    grad_q: Optional[Tensor],
-    grad_sq: Optional[Tensor],
+    grad_q: Tensor | None,
+    grad_sq: Tensor | None,
     z: Tensor,
     codebook: Tensor,
     indices: Tensor,
