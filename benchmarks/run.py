@@ -66,7 +66,7 @@ def _size_key(size: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in size.items())
 
 
-def render(rows: list[dict], ceil: Ceilings, mode: str) -> str:
+def render(rows: list[dict], ceil: Ceilings, mode: str, load: tuple[float, float]) -> str:
     groups: dict[tuple, dict[str, dict]] = defaultdict(dict)
     for r in rows:
         key = (r["op"], _size_key(r["size"]), r["mode"], r["allocator"])
@@ -80,7 +80,9 @@ def render(rows: list[dict], ceil: Ceilings, mode: str) -> str:
         "",
         f"Ceilings measured at the start of this run ({ceil.threads} threads): "
         f"sgemm {ceil.sgemm_gflops:.0f} GFLOP/s, DRAM copy {ceil.dram_gbs:.1f} GB/s, "
-        f"L3-resident copy {ceil.cache_gbs:.1f} GB/s.",
+        f"L3-resident copy {ceil.cache_gbs:.1f} GB/s. Load average (1 min) at start "
+        f"{load[0]:.2f}, at end {load[1]:.2f}: on this 2-core machine anything above ~0.3 "
+        "means another process shared the cores and medians are inflated.",
         "",
         "Columns: median time; speedup = eager median / this median (same run, same "
         "allocator setting); floor = median / roofline floor, where the floor is "
@@ -224,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     mode = "quick" if args.quick else "full"
     out = ROOT / args.out
     out.mkdir(parents=True, exist_ok=True)
+    load_start = os.getloadavg()[0]
     ceil = measure_ceilings()
     print(f"ceilings: {ceil}", flush=True)
     rows = _pytest(out, mode, "default", args.select)
@@ -232,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     (out / "results.json").write_text(
         json.dumps({"ceilings": asdict(ceil), "mode": mode, "rows": rows}, indent=1)
     )
-    md = render(rows, ceil, mode)
+    md = render(rows, ceil, mode, (load_start, os.getloadavg()[0]))
     md_path = ROOT / args.markdown
     pngs = plot(rows, out)
     if pngs:

@@ -150,6 +150,7 @@ inline void bwd_cols(const Sample<T>& s, T tau, const Dims& d, int64_t i, int64_
   const int64_t off = i * d.O + o0;
   for (int v = 0; v < NV; ++v) {
     r[v] = vload(s.w + off + v * V);
+    bwv[v] = zero;  // read only when dbw is wanted, which implies a branch
     if (s.bw) {
       bwv[v] = vload(s.bw + off + v * V);
       r[v] += vclip<T>(bwv[v], lo, hi);
