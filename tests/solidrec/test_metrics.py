@@ -30,9 +30,9 @@ def test_ranking_metrics_hand_computed() -> None:
     assert m["recall@2"] == pytest.approx(2 / 3)
     assert m["ndcg@1"] == pytest.approx(1 / 3)
     assert m["ndcg@2"] == pytest.approx((1 + 1 / math.log2(3)) / 3)
-    # pooled over 3 positives x 9 negatives: p=0.9 beats 7, ties 1 (0.9); p=0.5 beats 4;
-    # p=0.7 beats 6 and ties 1 (0.7) → (7.5 + 4 + 6.5) / 27
-    assert m["auc"] == pytest.approx(18 / 27)
+    # pooled, 3 positives x 9 negatives {.1 .2 .3 .9 .8 .1 .7 .1 .2}: p=0.9 beats 8, ties
+    # 1; p=0.5 beats 6; p=0.7 beats 6, ties 1 → (8.5 + 6 + 6.5) / 27
+    assert m["auc"] == pytest.approx(21 / 27)
     assert m["uauc_users"] == 3
 
 
