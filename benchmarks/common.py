@@ -81,3 +81,25 @@ def median_ms(fn: Callable[[], object], reps: int = 20, warmup: int = 3) -> floa
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times) * 1e3
+
+
+def peak_mib(fn: Callable[[], object]) -> float | None:
+    """Peak MiB of tensor storage allocated while ``fn`` runs (its inputs excluded).
+
+    Counted by PyTorch's ``MemTracker`` dispatch mode: every storage an ATen op (or a
+    custom op) returns, live or saved for backward, until it is freed. Scratch memory
+    a kernel allocates and frees inside one op is not seen, for any provider alike.
+    None where it cannot be measured (a peer outside PyTorch, or a tracker failure).
+    """
+    try:
+        from torch.distributed._tools.mem_tracker import MemTracker
+    except ImportError:  # torch built without distributed
+        return None
+    tracker = MemTracker()
+    try:
+        with tracker:
+            fn()
+        snap = tracker.get_tracker_snapshot("peak")
+    except Exception:  # a measurement aid: never fail the benchmark over it
+        return None
+    return max((d["Total"] for d in snap.values()), default=0.0) / 2**20

@@ -32,9 +32,9 @@ TAU = 0.01
 
 
 IN_INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
-interp = pytest.mark.skipif(
-    not IN_INTERPRETER, reason="runs in the TRITON_INTERPRET=1 subprocess (test_interpreter_suite)"
-)
+# Cases marked ``interp`` need the interpreter: an ordinary run deselects them (see
+# ``pytest_collection_modifyitems`` in conftest.py) and test_interpreter_suite runs them.
+interp = pytest.mark.triton_interpreter
 
 
 @pytest.mark.skipif(IN_INTERPRETER, reason="this is the interpreter run itself")
