@@ -24,8 +24,12 @@ $(BUILD_STAMP): $(SETUP_STAMP) $(KERNEL_SOURCES)
 	$(BIN)/python -m pip install -q --no-build-isolation --no-deps -e .
 	touch $@
 
+# The main job: a short tour of the fused ops, then the recommender on the embedded
+# synthetic default (generate, prepare, train DUET and SOLID(DUET) on SASRec, print
+# the metrics table).
 demo: setup
 	$(BIN)/python -m solid_ext.demo
+	$(BIN)/solidrec quickstart --out runs/quickstart
 
 lint: setup
 	$(BIN)/ruff check .

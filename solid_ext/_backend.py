@@ -29,7 +29,12 @@ _CHOICES = ("auto", *BACKENDS)
 # A plain module-level stack rather than a ContextVar: torch.compile can trace (and
 # guard on) a global, not ContextVar.get. The override is process-wide, not per thread.
 _forced: list[str] = []
-_KERNEL_DTYPES = (torch.float32, torch.float64)
+# dtypes each compiled backend has kernels for (the CUDA kernels accumulate half and
+# bfloat16 in float32; the C++ CPU kernels are float32/float64 only).
+_KERNEL_DTYPES = {
+    "cpu": (torch.float32, torch.float64),
+    "cuda": (torch.float32, torch.float64, torch.float16, torch.bfloat16),
+}
 
 
 @functools.cache
@@ -118,10 +123,10 @@ def resolve(device: torch.device, dtype: torch.dtype) -> str:
     name = requested_backend()
     if name == "auto":
         if device.type == "cuda":
-            if dtype in _KERNEL_DTYPES and "cuda" in available_backends():
+            if dtype in _KERNEL_DTYPES["cuda"] and "cuda" in available_backends():
                 return "cuda"
             return "triton" if triton_usable() else "reference"
-        if device.type == "cpu" and dtype in _KERNEL_DTYPES and _has_kernel("CPU"):
+        if device.type == "cpu" and dtype in _KERNEL_DTYPES["cpu"] and _has_kernel("CPU"):
             return "cpu"
         return "reference"
     if name not in available_backends():
@@ -132,8 +137,10 @@ def resolve(device: torch.device, dtype: torch.dtype) -> str:
     if name in ("cpu", "cuda"):
         if device.type != name:
             raise RuntimeError(f"solid_ext backend {name!r} cannot run on {device.type} tensors")
-        if dtype not in _KERNEL_DTYPES:
-            raise TypeError(f"solid_ext backend {name!r} supports float32 and float64, got {dtype}")
+        if dtype not in _KERNEL_DTYPES[name]:
+            raise TypeError(
+                f"solid_ext backend {name!r} supports {list(_KERNEL_DTYPES[name])}, got {dtype}"
+            )
     return name
 
 

@@ -3,8 +3,7 @@
 Subcommands live in separate modules; each exposes ``add_parser(subparsers)`` that
 registers one or more subcommands and sets ``func`` (a callable taking the parsed
 ``argparse.Namespace`` and returning an exit code) with ``set_defaults``. To add a
-subcommand module, append its import path to ``COMMAND_MODULES``; modules listed in
-``OPTIONAL_COMMAND_MODULES`` are skipped while they do not exist yet.
+subcommand module, append its import path to ``COMMAND_MODULES``.
 """
 
 from __future__ import annotations
@@ -17,8 +16,8 @@ from collections.abc import Sequence
 
 from solidrec import __version__
 
-COMMAND_MODULES: list[str] = ["solidrec.data.commands"]
-OPTIONAL_COMMAND_MODULES: list[str] = [
+COMMAND_MODULES: list[str] = [
+    "solidrec.data.commands",
     "solidrec.train_cli",
     "solidrec.evaluate_cli",
     "solidrec.report_cli",
@@ -35,14 +34,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_parser(sub)
-    for name in OPTIONAL_COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-            continue
-        module.add_parser(sub)
     return parser
 
 
