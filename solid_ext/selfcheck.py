@@ -6,7 +6,9 @@ float32 reference), then times forward+backward of each against the eager refere
 at the paper's sizes, and prints one PASS/FAIL table. Without CUDA it checks what
 runs on CPU (cpu kernels; triton only if TRITON_INTERPRET=1 was set before start)
 at tiny sizes and says plainly that the GPU checks did not run.
-Exit status: 0 if every check passed, 1 otherwise.
+``--cpu-timing`` also times the CPU kernels at tiny sizes (exercises the timing path).
+Exit status: 0 every backend correct (and faster than eager where timed); 1 a backend
+disagrees with the reference or fails to run; 3 correct but slower than eager somewhere.
 """
 
 from __future__ import annotations
@@ -136,8 +138,18 @@ def _time(fn: Callable, args: list[torch.Tensor], device: str, reps: int) -> flo
     return (time.perf_counter() - t0) / reps * 1e6
 
 
-def timings(backends: list[str], device: str, reps: int) -> list[Row]:
-    """fwd+bwd time (us) per backend vs the eager reference at the paper's sizes."""
+def timings(backends: list[str], device: str, reps: int, small: bool = False) -> list[Row]:
+    """fwd+bwd time (us) per backend vs the eager reference at the paper's sizes (tiny
+    sizes with ``small``, to exercise the path on a CPU). Each row carries a verdict:
+    ``FASTER`` (beats eager), ``SLOWER`` or ``ERROR``."""
+    if small:
+        problems = [
+            ("dynamic_linear B=64 L=10 32x64", _dl, _dl_ref,
+             _dl_args(64, 10, 32, 64, torch.float32, device)),
+            ("codebook_quantize M=512 K=64 D=32", _cq, _cq_ref,
+             _cq_args(512, 64, 32, torch.float32, device)),
+        ]  # fmt: skip
+        return _time_problems(problems, backends, device, reps)
     problems = [
         (
             "dynamic_linear B=1024 L=1 32x64",
@@ -170,6 +182,10 @@ def timings(backends: list[str], device: str, reps: int) -> list[Row]:
             _cq_args(163840, 1024, 64, torch.float32, device),
         ),
     ]
+    return _time_problems(problems, backends, device, reps)
+
+
+def _time_problems(problems: list, backends: list[str], device: str, reps: int) -> list[Row]:
     rows = []
     for label, fn, ref, args in problems:
         eager = _time(ref, args, device, reps)
@@ -184,11 +200,17 @@ def timings(backends: list[str], device: str, reps: int) -> list[Row]:
                         "us": t,
                         "eager_us": eager,
                         "speedup": eager / t,
+                        "verdict": "FASTER" if t < eager else "SLOWER",
                     }
                 )
             except Exception as exc:
                 rows.append(
-                    {"problem": label, "backend": b, "error": f"{type(exc).__name__}: {exc}"[:100]}
+                    {
+                        "problem": label,
+                        "backend": b,
+                        "error": f"{type(exc).__name__}: {exc}"[:100],
+                        "verdict": "ERROR",
+                    }
                 )
     return rows
 
@@ -197,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="solid_ext backend self-check")
     ap.add_argument("--reps", type=int, default=20, help="timed repetitions (CUDA)")
     ap.add_argument("--no-timing", action="store_true")
+    ap.add_argument(
+        "--cpu-timing", action="store_true", help="also time the CPU kernels (tiny sizes)"
+    )
     args = ap.parse_args(argv)
     has_cuda = torch.cuda.is_available()
     avail = _backend.available_backends()
@@ -222,16 +247,27 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         verdict = "PASS" if r["ok"] else "FAIL"
         print(f"{r['backend']:<10} {r['op']:<18} {r['dtype']:<9} {verdict:<6} {r['note']}")
-    if has_cuda and not args.no_timing:
-        print(f"\nforward+backward, float32, mean of {args.reps} (CUDA events); eager = reference")
-        print(f"{'problem':<40} {'backend':<10} {'time us':>10} {'eager us':>10} {'speedup':>8}")
-        for r in timings([b for b in backends if b != "reference"], device, args.reps):
+    timed: list[Row] = []
+    if (has_cuda and not args.no_timing) or args.cpu_timing:
+        clock = "CUDA events" if has_cuda else "wall clock, tiny CPU sizes"
+        print(f"\nforward+backward, float32, mean of {args.reps} ({clock}); eager = reference")
+        print(
+            f"{'problem':<40} {'backend':<10} {'time us':>10} {'eager us':>10} {'speedup':>8} "
+            "verdict"
+        )
+        timed = timings(
+            [b for b in backends if b not in ("reference", "triton") or has_cuda],
+            device,
+            args.reps,
+            small=not has_cuda,
+        )
+        for r in timed:
             if "error" in r:
                 print(f"{r['problem']:<40} {r['backend']:<10} ERROR {r['error']}")
             else:
                 print(
                     f"{r['problem']:<40} {r['backend']:<10} {r['us']:>10.1f} "
-                    f"{r['eager_us']:>10.1f} {r['speedup']:>7.2f}x"
+                    f"{r['eager_us']:>10.1f} {r['speedup']:>7.2f}x {r['verdict']}"
                 )
     if not has_cuda:
         print(
@@ -241,11 +277,23 @@ def main(argv: list[str] | None = None) -> int:
         if "triton" not in backends:
             print("triton interpreter not checked: set TRITON_INTERPRET=1 before Python starts.")
     failed = [r for r in rows if not r["ok"]]
+    errors = [r for r in timed if r["verdict"] == "ERROR"]
+    slower = [r for r in timed if r["verdict"] == "SLOWER"]
     print(
-        f"\nSUMMARY: {len(rows) - len(failed)}/{len(rows)} checks PASS"
-        + (" -- FAILURES above" if failed else "")
-    )
-    return 1 if failed else 0
+        f"\nSUMMARY: correctness {len(rows) - len(failed)}/{len(rows)} PASS"
+        + (f"; timing {len(timed) - len(errors) - len(slower)}/{len(timed)} faster than eager"
+           if timed else "")
+    )  # fmt: skip
+    if failed or errors:
+        print("VERDICT: BROKEN -- a backend disagrees with the reference or fails to run.")
+        return 1
+    if slower:
+        print("VERDICT: CORRECT BUT SLOWER than eager on: " + ", ".join(
+            f"{r['backend']} {r['problem']}" for r in slower))  # fmt: skip
+        return 3
+    print("VERDICT: OK -- every backend matches the reference" + (
+        " and beats eager everywhere it was timed." if timed else "."))  # fmt: skip
+    return 0
 
 
 if __name__ == "__main__":
