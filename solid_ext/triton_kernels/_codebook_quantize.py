@@ -18,9 +18,11 @@ idx with float atomics into a float32 (float64) buffer: summation order across
 rows is not deterministic.
 
 Block heuristics: BLOCK_D = next_pow2(D) (>= 16 for tl.dot); BLOCK_M = 64 and
-BLOCK_K chosen so the z tile, codebook tile and score tile stay around 12k
-float32 values for 4 warps (no spills up to D = 128). float64 uses a
-broadcast-reduce instead of tl.dot with a 4096-element 3-D tile.
+BLOCK_K = min(32, 4096 / BLOCK_D) so the z, codebook and score tiles stay near 8k
+float32 values, with 8 warps. float64 uses a
+broadcast-reduce instead of tl.dot with a 4096-element 3-D tile. These are the
+largest tiles that compile without register spills for sm_80 and sm_90 in every
+dtype (``tools/check_triton.py`` compiles each launch to cubin and checks).
 """
 
 from __future__ import annotations
@@ -130,9 +132,20 @@ def blocks(D: int, dtype: torch.dtype) -> tuple[bool, int, int, int]:
         bk = 8
         return False, max(1, min(64, 4096 // (bk * bd))), bk, bd
     bd = max(16, _np2(D))
-    # z tile 64*bd + codebook tile bk*bd + scores 64*bk ~ 12k values.
-    bk = max(16, min(64, 8192 // bd))
+    # z tile 64*bd + codebook tile bk*bd + scores 64*bk: at most ~8k values, which with
+    # 8 warps for bd >= 32 compiles without spills on sm_80/sm_90 (tools/check_triton.py).
+    bk = max(16, min(32, 4096 // bd))
     return True, 64, bk, bd
+
+
+# Warps per search program: 8 halves the registers per thread (no spills).
+_FWD_WARPS = 8
+
+
+def bwd_block_m(D: int, dtype: torch.dtype) -> int:
+    """Rows per backward program: ~2k values per (64-row) tile, 1k in float64."""
+    budget = 1024 if dtype == torch.float64 else 2048
+    return max(1, min(64, budget // _np2(D)))
 
 
 def forward(
@@ -154,7 +167,7 @@ def forward(
     acc = tl.float64 if z2.dtype == torch.float64 else tl.float32
     _cq_fwd_kernel[(triton.cdiv(M, bm),)](
         z2, codebook, q, sq, idx, M, K, D,
-        USE_DOT=use_dot, ACC=acc, BLOCK_M=bm, BLOCK_K=bk, BLOCK_D=bd, num_warps=4,
+        USE_DOT=use_dot, ACC=acc, BLOCK_M=bm, BLOCK_K=bk, BLOCK_D=bd, num_warps=_FWD_WARPS,
     )  # fmt: skip
     return q, sq, idx
 
@@ -178,7 +191,7 @@ def backward(
     gq = None if grad_q is None else grad_q.contiguous()
     gs = None if grad_sq is None else grad_sq.contiguous()
     bd = _np2(D)
-    bm = max(1, min(64, 4096 // bd))
+    bm = bwd_block_m(D, z2.dtype)
     _cq_bwd_kernel[(triton.cdiv(M, bm),)](
         gq if gq is not None else z2, gs if gs is not None else z2,
         z2, codebook, indices, gz, gc, M, D,

@@ -11,11 +11,13 @@ Block-size heuristics (no autotune: ``@triton.autotune`` fails in the interprete
 * ``tl.dot`` (fp32 accumulation, ``input_precision="ieee"`` so float32 results match
   an fp32 bmm instead of TF32) when the dtype is not float64 (Triton has no fp64
   dot) and ``L >= 8``; the L tile is padded to 16, the dot minimum. Inputs are
-  upcast to float32 before the dot: the interpreter's bf16 dot is wrong.
+  upcast to float32 before the dot: the interpreter's bf16 dot is wrong. Dot tiles
+  are at most 16 (L) x 32 (N_in) x 32 (N_out) with 8 warps: the largest that compile
+  without register spills on sm_80/sm_90 (``tools/check_triton.py``); longer L loops.
 * otherwise (L < 8, float64) a broadcast-multiply-reduce over a 3-D tile whose
   element count is capped (8192 float32, 4096 float64) to bound registers.
-* The paper shape (N_in=32, N_out=64) fits in one tile: each program reads its
-  sample's weight and branch exactly once (the op is memory-bound).
+* At the paper shape (N_in=32, N_out=64) every weight and branch element is read
+  exactly once (one or two column tiles per sample; the op is memory-bound).
 """
 
 from __future__ import annotations
@@ -26,7 +28,11 @@ import torch
 import triton
 import triton.language as tl
 
-_MAX_BLOCK_L = 64  # longest L handled in one tile (fused backward); longer L loops.
+# Longest L handled in one tile (fused backward); longer L loops. With BLOCK_O <= 32
+# and 8 warps this is the largest dot tile that compiles without register spills on
+# sm_80 and sm_90 for float32/bf16/fp16 (tools/check_triton.py).
+_MAX_BLOCK_L = 16
+_DOT_BLOCK_O = 32
 
 
 @triton.jit
@@ -244,7 +250,7 @@ def blocks(L: int, I: int, O: int, dtype: torch.dtype) -> tuple[bool, int, int, 
             True,
             min(_MAX_BLOCK_L, max(16, _np2(L))),
             min(32, max(16, _np2(I))),
-            min(64, max(16, _np2(O))),
+            min(_DOT_BLOCK_O, max(16, _np2(O))),
         )
     bl, bi, bo = min(_np2(L), 8), min(_np2(I), 32), min(_np2(O), 64)
     budget = 4096 if dtype == torch.float64 else 8192
@@ -253,6 +259,11 @@ def blocks(L: int, I: int, O: int, dtype: torch.dtype) -> tuple[bool, int, int, 
     while bl * bi * bo > budget and bi > 8:
         bi //= 2
     return False, bl, bi, bo
+
+
+def num_warps(use_dot: bool) -> int:
+    """8 warps for the dot tiles (halves registers per thread: no spills), else 4."""
+    return 8 if use_dot else 4
 
 
 @functools.lru_cache(maxsize=64)
@@ -296,7 +307,7 @@ def forward(
         y, L, I, O, _tau_tensor(tau, x3.dtype, x3.device),
         HAS_BIAS=bias is not None, HAS_BW=branch_weight is not None,
         HAS_BB=branch_bias is not None, USE_DOT=use_dot, ACC=_acc_dtype(x3.dtype),
-        BLOCK_L=bl, BLOCK_I=bi, BLOCK_O=bo, num_warps=4,
+        BLOCK_L=bl, BLOCK_I=bi, BLOCK_O=bo, num_warps=num_warps(use_dot),
     )  # fmt: skip
     return y
 
@@ -353,12 +364,12 @@ def backward(
         L, I, O, tau_t,
         HAS_BW=has_bw, HAS_BB=branch_bias is not None,
         NEED_DX=need_dx and one_l_tile, NEED_DW=need_dw, NEED_DBW=need_dbw,
-        USE_DOT=use_dot, ACC=acc, BLOCK_L=bl, BLOCK_I=bi, BLOCK_O=bo, num_warps=4,
+        USE_DOT=use_dot, ACC=acc, BLOCK_L=bl, BLOCK_I=bi, BLOCK_O=bo, num_warps=num_warps(use_dot),
     )  # fmt: skip
     if need_dx and not one_l_tile:
         _dl_bwd_dx_kernel[(B, triton.cdiv(L, bl), triton.cdiv(I, bi))](
             grad, weight, branch_weight if has_bw else dummy, dx, L, I, O, tau_t,
             HAS_BW=has_bw, USE_DOT=use_dot, ACC=acc,
-            BLOCK_L=bl, BLOCK_I=bi, BLOCK_O=bo, num_warps=4,
+            BLOCK_L=bl, BLOCK_I=bi, BLOCK_O=bo, num_warps=num_warps(use_dot),
         )  # fmt: skip
     return dx, dw, dbw, db, dbb
