@@ -44,3 +44,16 @@ def test_ptxas_parser():
     (row,) = check_cuda.parse_ptxas(log, "sm_90", "x.cu")
     assert row["registers"] == 40 and row["static_smem"] == 512
     assert (row["stack"], row["spill_stores"], row["spill_loads"]) == (8, 4, 12)
+
+
+@pytest.mark.skipif(
+    check_cuda.find_nvcc() is None, reason="nvcc not found (PATH or /usr/local/cuda*/bin)"
+)
+def test_aten_binding_compiles_against_torch_headers():
+    """ops_cuda.cu (the CUDA dispatch registration and launchers) type-checks against the
+    installed torch's headers for sm_90 with no warning (it cannot link here: the CPU
+    torch wheel has no CUDA libraries)."""
+    res = check_cuda.compile_binding(check_cuda.find_nvcc(), "sm_90")
+    assert res["ok"], res["log"][-4000:]
+    warnings = [ln for ln in res["log"].splitlines() if "warning" in ln.lower()]
+    assert not warnings, "\n".join(warnings[:10])
