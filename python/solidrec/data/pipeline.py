@@ -131,12 +131,45 @@ def is_up_to_date(out: Path, fingerprint: str) -> dict[str, Any] | None:
     return manifest
 
 
+_STEPS = ("reading", "sequences", "semantic ids", "train samples", "valid samples",
+          "test samples", "writing")  # fmt: skip
+
+
+class _StepBar:
+    """An overall progress bar over the pipeline's steps, naming the current one (the
+    sampling steps add their own per-row bars)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=len(_STEPS), desc="prepare", unit="step", disable=None)
+
+    def start(self, name: str) -> None:
+        if self.bar is not None and name in _STEPS:
+            self.bar.set_postfix_str(name)
+
+    def done(self, name: str) -> None:
+        if self.bar is not None and name in _STEPS:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+_NO_BAR = _StepBar(False)
+
+
 @contextmanager
-def _step(name: str, verbose: bool) -> Iterator[None]:
+def _step(name: str, verbose: bool, bar: _StepBar = _NO_BAR) -> Iterator[None]:
     t = time.perf_counter()
+    bar.start(name)
     if verbose:
         log.info("%s ...", name)
     yield
+    bar.done(name)
     if verbose:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         log.info("%s done in %.1fs (peak RSS so far %.2f GiB)", name, time.perf_counter() - t, peak)
@@ -183,11 +216,29 @@ def prepare(
     if not force and (existing := is_up_to_date(out, fp)) is not None:
         return PrepareResult(out, existing, True)
 
-    with _step("reading", verbose):
+    bar = _StepBar(progress)
+    try:
+        return _build(cfg, out, source, inputs, params, fp, progress, verbose, bar)
+    finally:
+        bar.close()
+
+
+def _build(
+    cfg: PrepareConfig,
+    out: Path,
+    source: dict[str, Any],
+    inputs: list[dict[str, Any]],
+    params: dict[str, Any],
+    fp: str,
+    progress: bool,
+    verbose: bool,
+    bar: _StepBar,
+) -> PrepareResult:
+    with _step("reading", verbose, bar):
         raw = read_dataset(cfg.format, cfg.input, cfg.items)
-    with _step("sequences", verbose):
+    with _step("sequences", verbose, bar):
         seq = build_sequences(raw, cfg.kcore)
-    with _step("semantic ids", verbose):
+    with _step("semantic ids", verbose, bar):
         titles = (
             [raw.titles[i] for i in seq.item_index.tolist()] if raw.titles is not None else None
         )
@@ -203,15 +254,15 @@ def prepare(
     keys = interaction_keys(seq)
     train_pos, valid_pos, test_pos = split_positions(seq)
     L = cfg.history_len
-    with _step("train samples", verbose):
+    with _step("train samples", verbose, bar):
         upd, close = _progress(len(train_pos), "train negatives", progress)
         train = make_train(seq, train_pos, L, cfg.neg_train, rng_train, keys, upd)
         close()
-    with _step("valid samples", verbose):
+    with _step("valid samples", verbose, bar):
         upd, close = _progress(len(valid_pos), "valid negatives", progress)
         valid = make_eval(seq, valid_pos, L, cfg.neg_eval, rng_valid, keys, upd)
         close()
-    with _step("test samples", verbose):
+    with _step("test samples", verbose, bar):
         upd, close = _progress(len(test_pos), "test negatives", progress)
         test = make_eval(seq, test_pos, L, cfg.neg_eval, rng_test, keys, upd)
         close()
@@ -226,7 +277,7 @@ def prepare(
         "valid_rows": len(valid.user),
         "test_rows": len(test.user),
     }
-    with _step("writing", verbose), atomic_directory(out) as tmp:
+    with _step("writing", verbose, bar), atomic_directory(out) as tmp:
         item_arrays = {
             "semantic_id": sem.semantic_id,
             "original_id": np.concatenate([np.asarray([""]), raw.item_ids[seq.item_index]]),
