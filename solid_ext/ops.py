@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import _backend
+from . import _backend, _opmeta
 from ._validate import check_codebook_quantize, check_dynamic_linear
 from .reference import codebook_quantize_ref, dynamic_linear_ref
 
@@ -99,75 +99,19 @@ def codebook_quantize(
 def _register() -> None:
     if _backend.compiled_extension() is None:
         return
-
-    @torch.library.register_fake("solid_ext::dynamic_linear")
-    def _(x, weight, bias, branch_weight, branch_bias, tau):
-        return x.new_empty((x.shape[0], x.shape[1], weight.shape[2]))
-
-    @torch.library.register_fake("solid_ext::dynamic_linear_backward")
-    def _(grad, x, weight, branch_weight, branch_bias, tau, need_dx, need_dw, need_dbw):
-        dx = torch.empty_like(x) if need_dx else x.new_empty(0)
-        dw = torch.empty_like(weight) if need_dw else weight.new_empty(0)
-        has_bw = need_dbw and branch_weight is not None
-        dbw = torch.empty_like(weight) if has_bw else weight.new_empty(0)
-        db = grad.new_empty((grad.shape[0], grad.shape[2]))
-        dbb = torch.empty_like(db) if branch_bias is not None else grad.new_empty(0)
-        return dx, dw, dbw, db, dbb
-
-    def _dl_setup(ctx, inputs, output):
-        x, weight, bias, branch_weight, branch_bias, tau = inputs
-        ctx.save_for_backward(x, weight, branch_weight, branch_bias)
-        ctx.tau = tau
-        ctx.has_bias = bias is not None
-
-    def _dl_backward(ctx, grad):
-        x, weight, branch_weight, branch_bias = ctx.saved_tensors
-        need = ctx.needs_input_grad
-        dx, dw, dbw, db, dbb = torch.ops.solid_ext.dynamic_linear_backward(
-            grad, x, weight, branch_weight, branch_bias, ctx.tau, need[0], need[1], need[3]
-        )
-        return (
-            dx if need[0] else None,
-            dw if need[1] else None,
-            db if ctx.has_bias and need[2] else None,
-            dbw if branch_weight is not None and need[3] else None,
-            dbb if branch_bias is not None and need[4] else None,
-            None,
-        )
-
-    torch.library.register_autograd(
-        "solid_ext::dynamic_linear", _dl_backward, setup_context=_dl_setup
+    for name, fake in (
+        ("dynamic_linear", _opmeta.dynamic_linear_fake),
+        ("dynamic_linear_backward", _opmeta.dynamic_linear_backward_fake),
+        ("codebook_quantize", _opmeta.codebook_quantize_fake),
+        ("codebook_quantize_backward", _opmeta.codebook_quantize_backward_fake),
+    ):
+        torch.library.register_fake(f"solid_ext::{name}", fake)
+    backward, setup = _opmeta.dynamic_linear_autograd(torch.ops.solid_ext.dynamic_linear_backward)
+    torch.library.register_autograd("solid_ext::dynamic_linear", backward, setup_context=setup)
+    backward, setup = _opmeta.codebook_quantize_autograd(
+        torch.ops.solid_ext.codebook_quantize_backward
     )
-
-    @torch.library.register_fake("solid_ext::codebook_quantize")
-    def _(z, codebook, straight_through_codebook):
-        m = z.shape[0]
-        return (
-            z.new_empty((m, z.shape[1])),
-            z.new_empty((m,)),
-            z.new_empty((m,), dtype=torch.long),
-        )
-
-    @torch.library.register_fake("solid_ext::codebook_quantize_backward")
-    def _(grad_q, grad_sq, z, codebook, indices, straight_through_codebook):
-        return torch.empty_like(z), torch.empty_like(codebook)
-
-    def _cq_setup(ctx, inputs, output):
-        z, codebook, st = inputs
-        ctx.mark_non_differentiable(output[2])
-        ctx.save_for_backward(z, codebook, output[2])
-        ctx.st = st
-
-    def _cq_backward(ctx, grad_q, grad_sq, _grad_idx):
-        z, codebook, idx = ctx.saved_tensors
-        gz, gc = torch.ops.solid_ext.codebook_quantize_backward(
-            grad_q, grad_sq, z, codebook, idx, ctx.st
-        )
-        return gz, gc, None
-
-    torch.library.register_autograd(
-        "solid_ext::codebook_quantize", _cq_backward, setup_context=_cq_setup
-    )
+    torch.library.register_autograd("solid_ext::codebook_quantize", backward, setup_context=setup)
 
 
 _register()

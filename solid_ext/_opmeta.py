@@ -1,0 +1,91 @@
+"""Fake (meta) kernels and autograd formulas shared by every backend's op registration.
+
+The compiled ops (``solid_ext::*``, registered in :mod:`solid_ext.ops`) and the Triton
+ops (``solid_ext_triton::*``, in :mod:`solid_ext.triton_kernels._ops`) have the same
+schemas and 0-element conventions (``csrc/ops.cpp``): one definition of each shape
+rule and each backward formula serves both, parameterised by the backward op to call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def dynamic_linear_fake(x, weight, bias, branch_weight, branch_bias, tau) -> Tensor:
+    """(B, L, N_in), (B, N_in, N_out) -> (B, L, N_out)."""
+    return x.new_empty((x.shape[0], x.shape[1], weight.shape[2]))
+
+
+def dynamic_linear_backward_fake(
+    grad, x, weight, branch_weight, branch_bias, tau, need_dx, need_dw, need_dbw
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(dx, dweight, dbranch_weight, dbias, dbranch_bias)``; unneeded ones 0-element."""
+    dx = torch.empty_like(x) if need_dx else x.new_empty(0)
+    dw = torch.empty_like(weight) if need_dw else weight.new_empty(0)
+    has_bw = need_dbw and branch_weight is not None
+    dbw = torch.empty_like(weight) if has_bw else weight.new_empty(0)
+    db = grad.new_empty((grad.shape[0], grad.shape[2]))
+    dbb = torch.empty_like(db) if branch_bias is not None else grad.new_empty(0)
+    return dx, dw, dbw, db, dbb
+
+
+def codebook_quantize_fake(z, codebook, straight_through_codebook) -> tuple[Tensor, ...]:
+    """(M, D), (K, D) -> quantized (M, D), sq_dist (M,), indices (M,) int64."""
+    m = z.shape[0]
+    return z.new_empty((m, z.shape[1])), z.new_empty((m,)), z.new_empty((m,), dtype=torch.long)
+
+
+def codebook_quantize_backward_fake(
+    grad_q, grad_sq, z, codebook, indices, straight_through_codebook
+) -> tuple[Tensor, Tensor]:
+    return torch.empty_like(z), torch.empty_like(codebook)
+
+
+def dynamic_linear_autograd(backward_op: Callable[..., Any]) -> tuple[Callable, Callable]:
+    """``(backward, setup_context)`` for a dynamic_linear op whose backward is
+    ``backward_op`` (schema of ``dynamic_linear_backward``)."""
+
+    def setup_context(ctx, inputs, output) -> None:
+        x, weight, bias, branch_weight, branch_bias, tau = inputs
+        ctx.save_for_backward(x, weight, branch_weight, branch_bias)
+        ctx.tau = tau
+        ctx.has_bias = bias is not None
+
+    def backward(ctx, grad):
+        x, weight, branch_weight, branch_bias = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        dx, dw, dbw, db, dbb = backward_op(
+            grad, x, weight, branch_weight, branch_bias, ctx.tau, need[0], need[1], need[3]
+        )
+        return (
+            dx if need[0] else None,
+            dw if need[1] else None,
+            db if ctx.has_bias and need[2] else None,
+            dbw if branch_weight is not None and need[3] else None,
+            dbb if branch_bias is not None and need[4] else None,
+            None,
+        )
+
+    return backward, setup_context
+
+
+def codebook_quantize_autograd(backward_op: Callable[..., Any]) -> tuple[Callable, Callable]:
+    """``(backward, setup_context)`` for a codebook_quantize op whose backward is
+    ``backward_op`` (schema of ``codebook_quantize_backward``)."""
+
+    def setup_context(ctx, inputs, output) -> None:
+        z, codebook, st = inputs
+        ctx.mark_non_differentiable(output[2])
+        ctx.save_for_backward(z, codebook, output[2])
+        ctx.st = st
+
+    def backward(ctx, grad_q, grad_sq, _grad_idx):
+        z, codebook, idx = ctx.saved_tensors
+        gz, gc = backward_op(grad_q, grad_sq, z, codebook, idx, ctx.st)
+        return gz, gc, None
+
+    return backward, setup_context
