@@ -83,6 +83,23 @@ def median_ms(fn: Callable[[], object], reps: int = 20, warmup: int = 3) -> floa
     return statistics.median(times) * 1e3
 
 
+def pedantic(benchmark, target: Callable, setup: Callable | None = None) -> None:
+    """Time ``target`` with pytest-benchmark: one call in smoke mode; otherwise 5-15
+    rounds after warmup, fewer for slow cases (about 2 s of timed work per case), so the
+    quick suite stays within minutes."""
+    if MODE == "smoke":
+        benchmark.pedantic(target, setup=setup, rounds=1, iterations=1, warmup_rounds=0)
+        return
+    once = float("inf")
+    for _ in range(2):  # the first call may compile or fault pages in: keep the faster
+        args = setup() if setup else ((), {})
+        t = time.perf_counter()
+        target(*args[0], **args[1])
+        once = min(once, time.perf_counter() - t)
+    rounds = int(min(15, max(5, 2.0 / max(once, 1e-9))))
+    benchmark.pedantic(target, setup=setup, rounds=rounds, iterations=1, warmup_rounds=0)
+
+
 def peak_mib(fn: Callable[[], object]) -> float | None:
     """Peak MiB of tensor storage allocated while ``fn`` runs (its inputs excluded).
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 import solid_ext
 
-from .common import MODE, peak_mib
+from .common import MODE, peak_mib, pedantic
 
 SMOKE = MODE == "smoke"
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,9 +103,7 @@ def test_train_step(benchmark, label, solid, stage, backend):
         steps_per_epoch=math.ceil(len(tr.item) / 1024),
         peak_mib=peak_mib(step),
     )
-    benchmark.pedantic(
-        step, rounds=1 if SMOKE else 15, iterations=1, warmup_rounds=0 if SMOKE else 2
-    )
+    pedantic(benchmark, step)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -134,6 +132,4 @@ def test_test_batch(benchmark, label, solid, stage, backend):
         size={"data": _data()[1], "users": users, "candidates": int(cand.shape[1])},
         peak_mib=peak_mib(score),
     )
-    benchmark.pedantic(
-        score, rounds=1 if SMOKE else 15, iterations=1, warmup_rounds=0 if SMOKE else 2
-    )
+    pedantic(benchmark, score)

@@ -16,7 +16,7 @@ import solid_ext
 from solid_ext import DynamicLinear, SemanticCodebook, ops
 from solid_ext.reference import dynamic_linear_ref
 
-from .common import MODE, peak_mib
+from .common import MODE, peak_mib, pedantic
 
 FULL = MODE == "full"
 # Peers whose memory lives outside PyTorch's allocator: their peak is not measured.
@@ -69,10 +69,7 @@ def _run_mode(benchmark, mode, forward, inputs, grad_fn):
     if mode != "bwd" and benchmark.extra_info.get("provider") not in NO_TORCH_MEMORY:
         setup()
         benchmark.extra_info["peak_mib"] = peak_mib(target)
-    rounds = 1 if SMOKE else 15
-    benchmark.pedantic(
-        target, setup=setup, rounds=rounds, iterations=1, warmup_rounds=0 if SMOKE else 2
-    )
+    pedantic(benchmark, target, setup)
 
 
 # --- dynamic_linear ------------------------------------------------------------------
