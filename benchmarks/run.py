@@ -249,36 +249,60 @@ def targets(rows: list[dict], ceil: Ceilings) -> str:
     return "\n".join(out)
 
 
+# Size sweeps to plot: (op, the size key that varies, the sizes held fixed).
+SWEEPS = [
+    ("dynamic_linear", "B", {"L": 10, "N_in": 32, "N_out": 64}),
+    ("codebook_quantize", "M", {"K": 1024, "D": 32}),
+    ("codebook_quantize", "K", {"M": 10240, "D": 32}),
+    ("codebook_quantize", "K", {"M": 10240, "D": 64}),
+]
+
+
 def plot(rows: list[dict], out: Path) -> list[Path]:
-    """Time vs work per provider (log-log), one PNG per op and mode."""
+    """Time vs size per provider (log-log), one PNG per sweep, fwd and fwd+bwd side by
+    side; a sweep with fewer than two sizes measured (quick mode) is skipped."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     made = []
-    for op in sorted({r["op"] for r in rows if r["flops"]}):
-        for md in ("fwd", "fwdbwd"):
-            sel = [
-                r for r in rows if r["op"] == op and r["mode"] == md and r["allocator"] == "default"
-            ]
-            if not sel:
-                continue
-            fig, ax = plt.subplots(figsize=(6, 4))
-            for prov in sorted({r["provider"] for r in sel}):
-                pts = sorted((r["flops"], r["median_ms"]) for r in sel if r["provider"] == prov)
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=prov)
-            ax.set_xscale("log")
+    providers = sorted({r["provider"] for r in rows})
+    color = {p: plt.cm.tab10(i % 10) for i, p in enumerate(providers)}  # same in every panel
+    for op, vary, fixed in SWEEPS:
+        sel = [
+            r
+            for r in rows
+            if r["op"] == op
+            and r["allocator"] == "default"
+            and all(r["size"].get(k) == v for k, v in fixed.items())
+        ]
+        if len({r["size"][vary] for r in sel}) < 2:
+            continue
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for ax, md in zip(axes, ("fwd", "fwdbwd"), strict=True):
+            for prov in sorted({r["provider"] for r in sel if r["mode"] == md}):
+                pts = sorted(
+                    (r["size"][vary], r["median_ms"])
+                    for r in sel
+                    if r["provider"] == prov and r["mode"] == md
+                )
+                ax.plot(
+                    [p[0] for p in pts], [p[1] for p in pts], "o-", label=prov, color=color[prov]
+                )
+            ax.set_xscale("log", base=2)
             ax.set_yscale("log")
-            ax.set_xlabel("FLOPs per call")
+            ax.set_xlabel(vary)
             ax.set_ylabel("median ms")
-            ax.set_title(f"{op} ({md})")
+            ax.set_title(f"{md}")
             ax.legend(fontsize=7)
-            fig.tight_layout()
-            path = out / f"{op}-{md}.png"
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            made.append(path)
+        fixed_s = ", ".join(f"{k}={v}" for k, v in fixed.items())
+        fig.suptitle(f"{op}: time vs {vary} ({fixed_s})")
+        fig.tight_layout()
+        path = out / f"{op}-{vary}-{'-'.join(f'{k}{v}' for k, v in fixed.items())}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        made.append(path)
     return made
 
 
@@ -288,20 +312,33 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="benchmarks/results", help="directory for JSON and plots")
     ap.add_argument("--markdown", default="BENCHMARKS.md")
     ap.add_argument("-k", dest="select", default=None, help="pytest -k selection")
+    ap.add_argument(
+        "--render-only", action="store_true", help="re-render from OUT/results.json, no runs"
+    )
     args = ap.parse_args(argv)
     mode = "quick" if args.quick else "full"
     out = ROOT / args.out
     out.mkdir(parents=True, exist_ok=True)
-    load_start = os.getloadavg()[0]
-    ceil = measure_ceilings()
-    print(f"ceilings: {ceil}", flush=True)
-    rows = _pytest(out, mode, "default", args.select)
-    tuned_sel = "dynamic_linear" if not args.select else f"({args.select}) and dynamic_linear"
-    rows += _pytest(out, mode, "tuned", tuned_sel)
-    (out / "results.json").write_text(
-        json.dumps({"ceilings": asdict(ceil), "mode": mode, "rows": rows}, indent=1)
-    )
-    md = render(rows, ceil, mode, (load_start, os.getloadavg()[0]))
+    if args.render_only:
+        saved = json.loads((out / "results.json").read_text())
+        ceil, mode, rows = Ceilings(**saved["ceilings"]), saved["mode"], saved["rows"]
+        load = tuple(saved["load"])
+    else:
+        load_start = os.getloadavg()[0]
+        ceil = measure_ceilings()
+        print(f"ceilings: {ceil}", flush=True)
+        rows = _pytest(out, mode, "default", args.select)
+        tuned_sel = "dynamic_linear" if not args.select else f"({args.select}) and dynamic_linear"
+        rows += _pytest(out, mode, "tuned", tuned_sel)
+        load = (load_start, os.getloadavg()[0])
+        (out / "results.json").write_text(
+            json.dumps(
+                {"ceilings": asdict(ceil), "mode": mode, "load": load, "rows": rows}, indent=1
+            )
+        )
+    for old in out.glob("*.png"):
+        old.unlink()
+    md = render(rows, ceil, mode, load)
     md_path = ROOT / args.markdown
     pngs = plot(rows, out)
     if pngs:
