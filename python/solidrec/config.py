@@ -14,6 +14,9 @@ GENERATORS = ("none", "apg", "duet")
 # The paper's Table 2 rows, plus "scl" (codebook branch without any semantic trunk).
 SOLID_MODES = ("off", "spg", "spg+sml", "spg+scl", "scl", "full")
 CODEBOOK_INITS = ("metacode", "random", "kmeans")
+# Inputs of the static backbone per item: its id embedding, or id + category (the
+# paper's sample carries the target's category and the history's categories).
+ITEM_FEATURES = ("id", "id+category")
 
 
 @dataclass
@@ -33,6 +36,7 @@ class ModelConfig:
     tau: float = 0.01  # SML clip threshold T
     lam: float = 0.1  # SCL loss weight λ
     codebook_init: str = "metacode"  # metacode | random | kmeans
+    item_features: str = "id"  # id | id+category (backbone inputs; generators unchanged)
 
     def validate(self) -> None:
         """Raise ValueError on an unknown choice or an impossible combination."""
@@ -41,6 +45,7 @@ class ModelConfig:
             ("generator", GENERATORS),
             ("solid", SOLID_MODES),
             ("codebook_init", CODEBOOK_INITS),
+            ("item_features", ITEM_FEATURES),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")

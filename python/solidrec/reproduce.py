@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--patience", type=int, default=1)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--backbones", nargs="+", default=list(BACKBONE_ORDER))
+    ap.add_argument(
+        "--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides for every run"
+    )
     args = ap.parse_args(argv)
     jobs = plan(args.seeds, tuple(args.backbones))
 
@@ -61,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             "--epochs", str(args.epochs), "--patience", str(args.patience), "--threads", "1",
             "--no-progress", "--resume",
         ]  # fmt: skip
+        if args.set:
+            cmd += ["--set", *args.set]
         t0 = time.perf_counter()
         rundir.mkdir(parents=True, exist_ok=True)
         with open(rundir / "train.out", "a") as log:

@@ -63,6 +63,14 @@ class SolidModel(nn.Module):
             nn.init.normal_(self.sem_emb.weight, std=0.1)
             with torch.no_grad():
                 self.sem_emb.weight[0].zero_()
+        # Static category feature of every item for the backbone (not E_c: the semantic
+        # table of SPG stays the generator's own, so its metacode keeps its meaning).
+        self.cat_feat = None
+        if cfg.item_features == "id+category":
+            self.cat_feat = nn.Embedding(num_semantic + 1, d, padding_idx=0)
+            nn.init.normal_(self.cat_feat.weight, std=0.1)
+            with torch.no_grad():
+                self.cat_feat.weight[0].zero_()
         self.codebook = None
         if cfg.uses_codebook:
             self.codebook = SemanticCodebook(
@@ -174,6 +182,9 @@ class SolidModel(nn.Module):
         seq, trunk, branch, aux = self.conditions(hist)
         mask = hist > 0
         tgt = self.item_emb(items)  # (B, C, D)
+        if self.cat_feat is not None:
+            seq = seq + self.cat_feat(self.semantic_id[hist])
+            tgt = tgt + self.cat_feat(self.semantic_id[items])
         if self.backbone.target_dependent:
             # DIN: attention depends on the candidate; repeat the user's side per candidate.
             rep = lambda t: None if t is None else t.repeat_interleave(c, 0)  # noqa: E731
