@@ -107,11 +107,6 @@ class DynamicLinear(nn.Module):
                 layer.bias.copy_(linear.bias)
         return layer
 
-    def _split(self, flat: Tensor) -> tuple[Tensor, Tensor | None]:
-        n = self.in_features * self.out_features
-        w = flat[:, :n].reshape(-1, self.in_features, self.out_features)
-        return w, (flat[:, n:] if self.bias is not None else None)
-
     def _from_head(
         self, head: nn.Linear | None, cond: Tensor, name: str, fold_static: bool
     ) -> tuple[Tensor, Tensor | None]:
@@ -128,7 +123,13 @@ class DynamicLinear(nn.Module):
             if self.bias is not None:
                 static.append(self.bias)
             hb = hb + torch.cat(static)
-        return self._split(F.linear(cond, head.weight, hb))
+        # Two matmuls over row blocks of the head rather than slicing one (B, n + N_out)
+        # output: the weight comes out contiguous (a view, no copy), and the backward
+        # has no (B, n + N_out) zero-fill and scatter from slicing.
+        n = self.in_features * self.out_features
+        w = F.linear(cond, head.weight[:n], hb[:n]).view(-1, self.in_features, self.out_features)
+        b = F.linear(cond, head.weight[n:], hb[n:]) if self.bias is not None else None
+        return w, b
 
     def forward(
         self,
