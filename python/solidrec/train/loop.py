@@ -16,6 +16,7 @@ DDP's gradient average equals the single-process gradient of the whole batch.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -30,7 +31,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from solidrec.config import RunConfig
+from solidrec.config import ModelConfig, RunConfig
 from solidrec.data.prepared import EvalSplit, PreparedDataset, load_prepared
 from solidrec.metrics import ranking_metrics
 from solidrec.models import SolidModel, count_parameters
@@ -130,11 +131,14 @@ def _fresh_state() -> dict[str, Any]:
 
 def _compatible(saved: dict[str, Any], cfg: RunConfig) -> None:
     now = cfg.to_dict()
-    for key in ("model",):
-        if saved[key] != now[key]:
-            raise CheckpointError(
-                f"checkpoint was written for a different {key} config: {saved[key]} vs {now[key]}"
-            )
+    # A field added after the checkpoint was written takes its default: the behaviour
+    # the run had (e.g. item_features="id").
+    model = {**dataclasses.asdict(ModelConfig()), **saved["model"]}
+    if model != now["model"]:
+        raise CheckpointError(
+            f"checkpoint was written for a different model config: {saved['model']} vs "
+            f"{now['model']}"
+        )
     if saved["train"]["seed"] != now["train"]["seed"]:
         raise CheckpointError("checkpoint was written with a different seed")
 
