@@ -24,15 +24,17 @@ BACKBONE_ORDER = ("sasrec", "gru4rec", "bert4rec", "din")
 
 
 def plan(
-    seeds: list[int], backbones: tuple[str, ...] = BACKBONE_ORDER
+    seeds: list[int],
+    backbones: tuple[str, ...] = BACKBONE_ORDER,
+    combos: list[tuple[str, str]] | None = None,
 ) -> list[tuple[str, str, str, int]]:
-    """(backbone, generator, solid, seed) in the order that completes comparisons first."""
+    """(backbone, generator, solid, seed) in the order that completes comparisons first;
+    ``combos`` restricts the (generator, solid) pairs."""
     jobs = []
     for seed in seeds:
         for b in backbones:
-            jobs += [(b, g, s, seed) for g, s in TABLE1]
-            if b == "sasrec":
-                jobs += [(b, g, s, seed) for g, s in ABLATION]
+            pairs = TABLE1 + (ABLATION if b == "sasrec" else [])
+            jobs += [(b, g, s, seed) for g, s in pairs if combos is None or (g, s) in combos]
     return jobs
 
 
@@ -50,8 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides for every run"
     )
+    ap.add_argument(
+        "--combos",
+        nargs="+",
+        metavar="GENERATOR:SOLID",
+        help="only these pairs, e.g. duet:off duet:full (default: Table 1 + the ablation)",
+    )
     args = ap.parse_args(argv)
-    jobs = plan(args.seeds, tuple(args.backbones))
+    combos = [tuple(c.split(":", 1)) for c in args.combos] if args.combos else None
+    jobs = plan(args.seeds, tuple(args.backbones), combos)
 
     def run(job: tuple[str, str, str, int]) -> str:
         b, g, s, seed = job
