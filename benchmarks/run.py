@@ -96,7 +96,12 @@ def render(rows: list[dict], ceil: Ceilings, mode: str, load: tuple[float, float
         "tensor memory allocated by one call (fwd) or one forward+backward (fwdbwd), inputs "
         "excluded, counted by PyTorch's MemTracker (`-`: outside PyTorch). "
         "`default` = glibc defaults; `tuned` = MALLOC_MMAP_THRESHOLD_ and "
-        "MALLOC_TRIM_THRESHOLD_ raised to 1 GiB (no page faults on large temporaries).",
+        "MALLOC_TRIM_THRESHOLD_ raised to 1 GiB (no page faults on large temporaries). "
+        "With glibc's defaults every fresh output above the mmap threshold (the 8 MiB "
+        "weight gradients here) is page-faulted in on each call; on this VM that cost "
+        "(about 0.9 us per 4 KiB page when measured) varies between runs, so `default` "
+        "rows of memory-bound cases can move by 2-3x from one run to the next; the `tuned` "
+        "rows are the kernels' own cost.",
         "",
     ]
     last_op = None
