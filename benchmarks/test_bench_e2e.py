@@ -70,6 +70,15 @@ def _model(solid: str, stage: int):
     return model, data
 
 
+def _measure(benchmark, fn, op: str, label: str, backend: str, mode: str, **info) -> None:
+    """Record the case's description and peak memory, then time ``fn``."""
+    benchmark.extra_info.update(
+        op=op, provider=f"{label} / {backend}", model=label, backend=backend, mode=mode,
+        flops=0, bytes=0, peak_mib=peak_mib(fn), **info,
+    )  # fmt: skip
+    pedantic(benchmark, fn)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(("label", "solid", "stage"), MODELS, ids=[m[0] for m in MODELS])
 def test_train_step(benchmark, label, solid, stage, backend):
@@ -91,19 +100,11 @@ def test_train_step(benchmark, label, solid, stage, backend):
             opt.step()
 
     step()  # Adam's state exists before memory is counted
-    benchmark.extra_info.update(
-        op="e2e train step",
-        provider=f"{label} / {backend}",
-        model=label,
-        backend=backend,
-        mode="fwdbwd",
-        flops=0,
-        bytes=0,
+    _measure(
+        benchmark, step, "e2e train step", label, backend, "fwdbwd",
         size={"data": _data()[1], "batch": batch},
         steps_per_epoch=math.ceil(len(tr.item) / 1024),
-        peak_mib=peak_mib(step),
-    )
-    pedantic(benchmark, step)
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -121,15 +122,7 @@ def test_test_batch(benchmark, label, solid, stage, backend):
         with solid_ext.use_backend(backend):
             return model(hist, cand)
 
-    benchmark.extra_info.update(
-        op="e2e test batch",
-        provider=f"{label} / {backend}",
-        model=label,
-        backend=backend,
-        mode="fwd",
-        flops=0,
-        bytes=0,
+    _measure(
+        benchmark, score, "e2e test batch", label, backend, "fwd",
         size={"data": _data()[1], "users": users, "candidates": int(cand.shape[1])},
-        peak_mib=peak_mib(score),
-    )
-    pedantic(benchmark, score)
+    )  # fmt: skip
