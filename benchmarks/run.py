@@ -137,8 +137,25 @@ def render(rows: list[dict], ceil: Ceilings, mode: str, load: tuple[float, float
             )
         lines.append("|  |  |  |  |  |  |  |  |  |")
     lines += e2e_section(rows)
-    lines += ["", targets(rows, ceil)]
+    lines += ["", targets(rows, ceil), "", MISSED_WHY]
     return "\n".join(lines) + "\n"
+
+
+MISSED_WHY = """Why targets are missed, where they are (the reasons, not the figures, are
+written by hand):
+
+- dynamic_linear, `default` rows: each call's 8 MiB weight gradients are fresh mmaps that
+  are page-faulted in (about 0.8 us per 4 KiB page on this VM, varying between runs): the
+  fused backward costs 1.2-1.3 ms with the `tuned` allocator and 4.5-4.9 ms without it.
+- dynamic_linear L=10, `tuned` rows: the backward visits each weight row once and re-reads
+  the sample's (L, N_out) gradient tile and (L, N_in) input column for it, with a
+  horizontal sum per (l, i) for dx; blocking several rows per pass is the next step.
+- codebook_quantize forward vs faiss at K <= 256: both are a few hundred microseconds and
+  within about 10% of each other; the verdict flips between runs.
+- End to end: SOLID(DUET) runs two GRU sequence encoders (semantic trunk, item branch)
+  where DUET runs one, and stage 2 adds the codebook search; the fused ops are about 5% of
+  a training step (torch.profiler), so they cannot make the step 1.5x faster.
+"""
 
 
 def e2e_section(rows: list[dict]) -> list[str]:
