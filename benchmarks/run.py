@@ -145,8 +145,8 @@ MISSED_WHY = """Why targets are missed, where they are (the reasons, not the fig
 written by hand):
 
 - dynamic_linear, `default` rows: each call's 8 MiB weight gradients are fresh mmaps that
-  are page-faulted in (about 0.8 us per 4 KiB page on this VM, varying between runs): the
-  fused backward costs 1.2-1.3 ms with the `tuned` allocator and 4.5-4.9 ms without it.
+  are page-faulted in, at a cost per page that varies between runs on this VM; compare a
+  `bwd` row under `default` with the same row under `tuned`.
 - dynamic_linear L=10, `tuned` rows: the backward visits each weight row once and re-reads
   the sample's (L, N_out) gradient tile and (L, N_in) input column for it, with a
   horizontal sum per (l, i) for dx; blocking several rows per pass is the next step.
