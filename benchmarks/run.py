@@ -99,7 +99,7 @@ def render(rows: list[dict], ceil: Ceilings, mode: str, load: tuple[float, float
         "MALLOC_TRIM_THRESHOLD_ raised to 1 GiB (no page faults on large temporaries). "
         "With glibc's defaults every fresh output above the mmap threshold (the 8 MiB "
         "weight gradients here) is page-faulted in on each call; on this VM that cost "
-        "(about 0.9 us per 4 KiB page when measured) varies between runs, so `default` "
+        "varies between runs, so `default` "
         "rows of memory-bound cases can move by 2-3x from one run to the next; the `tuned` "
         "rows are the kernels' own cost.",
         "",
