@@ -19,8 +19,9 @@ from solid_ext.reference import dynamic_linear_ref
 from .common import MODE, peak_mib, pedantic
 
 FULL = MODE == "full"
-# Peers whose memory lives outside PyTorch's allocator: their peak is not measured.
-NO_TORCH_MEMORY = {"faiss", "faiss+gather"}
+# Peers outside PyTorch: forward search only (no backward), and their memory is not
+# PyTorch's, so no peak is measured for them.
+FAISS = {"faiss", "faiss+gather"}
 SMOKE = MODE == "smoke"
 TAU = 0.01
 F32 = 4
@@ -66,7 +67,7 @@ def _run_mode(benchmark, mode, forward, inputs, grad_fn):
         grad_fn(forward(*leaves))
 
     target = {"fwd": fwd, "bwd": bwd, "fwdbwd": fwdbwd}[mode]
-    if mode != "bwd" and benchmark.extra_info.get("provider") not in NO_TORCH_MEMORY:
+    if mode != "bwd" and benchmark.extra_info.get("provider") not in FAISS:
         setup()
         benchmark.extra_info["peak_mib"] = peak_mib(target)
     pedantic(benchmark, target, setup)
@@ -254,11 +255,10 @@ def _peer_available(name):
 CQ_PROVIDERS = ["fused", "eager"] + ([] if SMOKE else ["compile"])
 CQ_PROVIDERS += ["faiss", "faiss+gather"] if _peer_available("faiss") else []
 CQ_PROVIDERS += ["vector-quantize-pytorch"] if _peer_available("vector_quantize_pytorch") else []
-NO_GRAD = {"faiss", "faiss+gather"}
 
 
 # faiss is a peer for the forward search only (it has no backward): forward rows only.
-CQ_CASES = [(p, m) for p in CQ_PROVIDERS for m in MODES if p not in NO_GRAD or m == "fwd"]
+CQ_CASES = [(p, m) for p in CQ_PROVIDERS for m in MODES if p not in FAISS or m == "fwd"]
 
 
 @pytest.mark.parametrize(("provider", "mode"), CQ_CASES, ids=lambda v: v)

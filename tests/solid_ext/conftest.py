@@ -19,9 +19,11 @@ def pytest_collection_modifyitems(config, items):
     which fails unless they all ran and passed there."""
     if os.environ.get("TRITON_INTERPRET") == "1":
         return
-    keep = [it for it in items if it.get_closest_marker("triton_interpreter") is None]
-    if len(keep) != len(items):
-        config.hook.pytest_deselected(items=[it for it in items if it not in keep])
+    keep, drop = [], []
+    for it in items:
+        (drop if it.get_closest_marker("triton_interpreter") else keep).append(it)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
         items[:] = keep
 
 

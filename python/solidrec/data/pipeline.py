@@ -131,45 +131,17 @@ def is_up_to_date(out: Path, fingerprint: str) -> dict[str, Any] | None:
     return manifest
 
 
-_STEPS = ("reading", "sequences", "semantic ids", "train samples", "valid samples",
-          "test samples", "writing")  # fmt: skip
-
-
-class _StepBar:
-    """An overall progress bar over the pipeline's steps, naming the current one (the
-    sampling steps add their own per-row bars)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.bar = None
-        if enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=len(_STEPS), desc="prepare", unit="step", disable=None)
-
-    def start(self, name: str) -> None:
-        if self.bar is not None and name in _STEPS:
-            self.bar.set_postfix_str(name)
-
-    def done(self, name: str) -> None:
-        if self.bar is not None and name in _STEPS:
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-_NO_BAR = _StepBar(False)
-
-
 @contextmanager
-def _step(name: str, verbose: bool, bar: _StepBar = _NO_BAR) -> Iterator[None]:
+def _step(name: str, verbose: bool, bar: Any = None) -> Iterator[None]:
+    """Log a pipeline step (``verbose``) and advance the overall tqdm ``bar`` past it."""
     t = time.perf_counter()
-    bar.start(name)
+    if bar is not None:
+        bar.set_postfix_str(name)
     if verbose:
         log.info("%s ...", name)
     yield
-    bar.done(name)
+    if bar is not None:
+        bar.update(1)
     if verbose:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         log.info("%s done in %.1fs (peak RSS so far %.2f GiB)", name, time.perf_counter() - t, peak)
@@ -216,95 +188,81 @@ def prepare(
     if not force and (existing := is_up_to_date(out, fp)) is not None:
         return PrepareResult(out, existing, True)
 
-    bar = _StepBar(progress)
-    try:
-        return _build(cfg, out, source, inputs, params, fp, progress, verbose, bar)
-    finally:
-        bar.close()
+    from tqdm import tqdm
 
+    # Overall bar over the 7 steps below (the sampling steps add per-row bars).
+    with tqdm(total=7, desc="prepare", unit="step", disable=None if progress else True) as bar:
+        with _step("reading", verbose, bar):
+            raw = read_dataset(cfg.format, cfg.input, cfg.items)
+        with _step("sequences", verbose, bar):
+            seq = build_sequences(raw, cfg.kcore)
+        with _step("semantic ids", verbose, bar):
+            titles = (
+                [raw.titles[i] for i in seq.item_index.tolist()] if raw.titles is not None else None
+            )
+            cats = (
+                [raw.categories[i] for i in seq.item_index.tolist()]
+                if raw.categories is not None
+                else None
+            )
+            sem = assign_semantic_ids(seq.num_items, titles, cats, cfg.semantic, cfg.seed)
 
-def _build(
-    cfg: PrepareConfig,
-    out: Path,
-    source: dict[str, Any],
-    inputs: list[dict[str, Any]],
-    params: dict[str, Any],
-    fp: str,
-    progress: bool,
-    verbose: bool,
-    bar: _StepBar,
-) -> PrepareResult:
-    with _step("reading", verbose, bar):
-        raw = read_dataset(cfg.format, cfg.input, cfg.items)
-    with _step("sequences", verbose, bar):
-        seq = build_sequences(raw, cfg.kcore)
-    with _step("semantic ids", verbose, bar):
-        titles = (
-            [raw.titles[i] for i in seq.item_index.tolist()] if raw.titles is not None else None
-        )
-        cats = (
-            [raw.categories[i] for i in seq.item_index.tolist()]
-            if raw.categories is not None
-            else None
-        )
-        sem = assign_semantic_ids(seq.num_items, titles, cats, cfg.semantic, cfg.seed)
+        ss = np.random.SeedSequence(cfg.seed)
+        rng_train, rng_valid, rng_test = (np.random.default_rng(s) for s in ss.spawn(3))
+        keys = interaction_keys(seq)
+        train_pos, valid_pos, test_pos = split_positions(seq)
+        L = cfg.history_len
+        with _step("train samples", verbose, bar):
+            upd, close = _progress(len(train_pos), "train negatives", progress)
+            train = make_train(seq, train_pos, L, cfg.neg_train, rng_train, keys, upd)
+            close()
+        with _step("valid samples", verbose, bar):
+            upd, close = _progress(len(valid_pos), "valid negatives", progress)
+            valid = make_eval(seq, valid_pos, L, cfg.neg_eval, rng_valid, keys, upd)
+            close()
+        with _step("test samples", verbose, bar):
+            upd, close = _progress(len(test_pos), "test negatives", progress)
+            test = make_eval(seq, test_pos, L, cfg.neg_eval, rng_test, keys, upd)
+            close()
 
-    ss = np.random.SeedSequence(cfg.seed)
-    rng_train, rng_valid, rng_test = (np.random.default_rng(s) for s in ss.spawn(3))
-    keys = interaction_keys(seq)
-    train_pos, valid_pos, test_pos = split_positions(seq)
-    L = cfg.history_len
-    with _step("train samples", verbose, bar):
-        upd, close = _progress(len(train_pos), "train negatives", progress)
-        train = make_train(seq, train_pos, L, cfg.neg_train, rng_train, keys, upd)
-        close()
-    with _step("valid samples", verbose, bar):
-        upd, close = _progress(len(valid_pos), "valid negatives", progress)
-        valid = make_eval(seq, valid_pos, L, cfg.neg_eval, rng_valid, keys, upd)
-        close()
-    with _step("test samples", verbose, bar):
-        upd, close = _progress(len(test_pos), "test negatives", progress)
-        test = make_eval(seq, test_pos, L, cfg.neg_eval, rng_test, keys, upd)
-        close()
-
-    counts = {
-        "users": seq.num_users,
-        "items": seq.num_items,
-        "interactions": len(seq.item),
-        "semantic_ids": len(sem.names) - 1,
-        "train_positives": len(train_pos),
-        "train_rows": len(train.label),
-        "valid_rows": len(valid.user),
-        "test_rows": len(test.user),
-    }
-    with _step("writing", verbose, bar), atomic_directory(out) as tmp:
-        item_arrays = {
-            "semantic_id": sem.semantic_id,
-            "original_id": np.concatenate([np.asarray([""]), raw.item_ids[seq.item_index]]),
+        counts = {
+            "users": seq.num_users,
+            "items": seq.num_items,
+            "interactions": len(seq.item),
+            "semantic_ids": len(sem.names) - 1,
+            "train_positives": len(train_pos),
+            "train_rows": len(train.label),
+            "valid_rows": len(valid.user),
+            "test_rows": len(test.user),
         }
-        if titles is not None:
-            item_arrays["title"] = np.asarray([""] + titles, dtype=str)
-        write_npz(tmp / "items.npz", item_arrays)
-        del item_arrays
-        write_npz(tmp / "users.npz", {"original_id": raw.user_ids[seq.user_index]})
-        write_npz(tmp / "semantic.npz", {"name": sem.names})
-        write_npz(tmp / "train.npz", _arrays(train))
-        del train
-        write_npz(tmp / "valid.npz", _arrays(valid))
-        write_npz(tmp / "test.npz", _arrays(test))
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "name": cfg.name or out.name,
-            "source": {**source, "files": inputs},
-            "params": {
-                **params,
-                "semantic_method_used": sem.method,
-                "embedding_used": sem.embedding_used,
-            },
-            "counts": counts,
-            "files": list(ARRAY_FILES),
-            "fingerprint": fp,
-            "content_hash": content_hash(tmp, list(ARRAY_FILES)),
-        }
-        write_json(tmp / "manifest.json", manifest)
-    return PrepareResult(out, manifest, False)
+        with _step("writing", verbose, bar), atomic_directory(out) as tmp:
+            item_arrays = {
+                "semantic_id": sem.semantic_id,
+                "original_id": np.concatenate([np.asarray([""]), raw.item_ids[seq.item_index]]),
+            }
+            if titles is not None:
+                item_arrays["title"] = np.asarray([""] + titles, dtype=str)
+            write_npz(tmp / "items.npz", item_arrays)
+            del item_arrays
+            write_npz(tmp / "users.npz", {"original_id": raw.user_ids[seq.user_index]})
+            write_npz(tmp / "semantic.npz", {"name": sem.names})
+            write_npz(tmp / "train.npz", _arrays(train))
+            del train
+            write_npz(tmp / "valid.npz", _arrays(valid))
+            write_npz(tmp / "test.npz", _arrays(test))
+            manifest = {
+                "format_version": FORMAT_VERSION,
+                "name": cfg.name or out.name,
+                "source": {**source, "files": inputs},
+                "params": {
+                    **params,
+                    "semantic_method_used": sem.method,
+                    "embedding_used": sem.embedding_used,
+                },
+                "counts": counts,
+                "files": list(ARRAY_FILES),
+                "fingerprint": fp,
+                "content_hash": content_hash(tmp, list(ARRAY_FILES)),
+            }
+            write_json(tmp / "manifest.json", manifest)
+        return PrepareResult(out, manifest, False)

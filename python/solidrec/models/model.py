@@ -21,6 +21,15 @@ from solidrec.models.backbones import make_backbone
 from solidrec.models.generators import LowRankGenerator, SeqEncoder
 
 
+def _embedding(num: int, dim: int) -> nn.Embedding:
+    """An id table drawn from N(0, 0.1^2) whose row 0 (padding) is zero and gets no grad."""
+    emb = nn.Embedding(num, dim, padding_idx=0)
+    nn.init.normal_(emb.weight, std=0.1)
+    with torch.no_grad():
+        emb.weight[0].zero_()
+    return emb
+
+
 class SolidModel(nn.Module):
     """CTR model. ``forward(hist (B, L), items (B, C))`` → (logits (B, C), aux loss scalar).
 
@@ -42,10 +51,7 @@ class SolidModel(nn.Module):
         self.register_buffer("semantic_id", semantic_id.long().clone(), persistent=False)
         # Stage of Algorithm 1 (1: Eq. 12, 2: Eq. 13); a buffer so checkpoints carry it.
         self.register_buffer("stage", torch.ones((), dtype=torch.long))
-        self.item_emb = nn.Embedding(num_items + 1, d, padding_idx=0)
-        nn.init.normal_(self.item_emb.weight, std=0.1)
-        with torch.no_grad():
-            self.item_emb.weight[0].zero_()
+        self.item_emb = _embedding(num_items + 1, d)
         self.backbone = make_backbone(
             cfg.backbone, d, history_len, cfg.layers, cfg.heads, cfg.dropout
         )
@@ -59,18 +65,12 @@ class SolidModel(nn.Module):
         # E_c: the semantic embedding table; after stage 1 it is the metacode.
         self.sem_emb = None
         if cfg.uses_trunk:
-            self.sem_emb = nn.Embedding(num_semantic + 1, d, padding_idx=0)
-            nn.init.normal_(self.sem_emb.weight, std=0.1)
-            with torch.no_grad():
-                self.sem_emb.weight[0].zero_()
+            self.sem_emb = _embedding(num_semantic + 1, d)
         # Static category feature of every item for the backbone (not E_c: the semantic
         # table of SPG stays the generator's own, so its metacode keeps its meaning).
         self.cat_feat = None
         if cfg.item_features == "id+category":
-            self.cat_feat = nn.Embedding(num_semantic + 1, d, padding_idx=0)
-            nn.init.normal_(self.cat_feat.weight, std=0.1)
-            with torch.no_grad():
-                self.cat_feat.weight[0].zero_()
+            self.cat_feat = _embedding(num_semantic + 1, d)
         self.codebook = None
         if cfg.uses_codebook:
             self.codebook = SemanticCodebook(
