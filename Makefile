@@ -9,7 +9,7 @@ BUILD_STAMP := $(VENV)/.build-stamp
 KERNEL_SOURCES := setup.py $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
 CMAKE_DIR := build/cmake
 
-.PHONY: setup demo test lint ctest pytest bench bench-quick reproduce clean
+.PHONY: setup demo test lint ctest check-build pytest bench bench-quick reproduce clean
 
 setup: $(BUILD_STAMP)
 
@@ -40,10 +40,15 @@ ctest: setup
 	$(BIN)/cmake --build $(CMAKE_DIR) -j2
 	$(BIN)/ctest --test-dir $(CMAKE_DIR) --output-on-failure
 
+# Every C++ CPU source compiled for generic x86-64 and x86-64-v3 with warnings as
+# errors, and the per-ISA kernel objects checked to export only their own namespace.
+check-build: setup
+	$(BIN)/python tools/check_cpu_build.py
+
 pytest: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-test: lint ctest pytest
+test: lint ctest check-build pytest
 
 bench: setup
 	$(BIN)/python -m benchmarks.run --out benchmarks/results

@@ -3,10 +3,12 @@
 Ops (``solid_ext.ops``): ``dynamic_linear`` and ``codebook_quantize``.
 Modules: :class:`DynamicLinear`, :class:`SemanticCodebook`.
 Backends: :func:`available_backends`, :func:`use_backend`, env ``SOLID_EXT_BACKEND``.
+CPU kernel variant: :func:`cpu_isa`, :func:`cpu_isas`, :func:`use_cpu_isa`, env
+``SOLID_EXT_CPU_ISA``.
 """
 
 from . import ops, reference
-from ._backend import available_backends, use_backend
+from ._backend import available_backends, cpu_isa, cpu_isas, use_backend, use_cpu_isa
 from .nn import DynamicLinear, SemanticCodebook
 from .ops import codebook_quantize, dynamic_linear
 
@@ -17,8 +19,11 @@ __all__ = [
     "SemanticCodebook",
     "available_backends",
     "codebook_quantize",
+    "cpu_isa",
+    "cpu_isas",
     "dynamic_linear",
     "ops",
     "reference",
     "use_backend",
+    "use_cpu_isa",
 ]

@@ -10,6 +10,10 @@ Backends:
 tensors, ``cuda`` then ``triton`` then ``reference``. Force a backend with the
 environment variable ``SOLID_EXT_BACKEND`` or, taking precedence, the context
 manager :func:`use_backend`.
+
+The ``cpu`` backend holds one variant of its kernels per instruction set
+(``avx512``, ``avx2``, ``baseline``) and runs the widest the CPU supports;
+:func:`cpu_isa` tells which, ``SOLID_EXT_CPU_ISA`` or :func:`use_cpu_isa` choose.
 """
 
 from __future__ import annotations
@@ -142,6 +146,37 @@ def resolve(device: torch.device, dtype: torch.dtype) -> str:
                 f"solid_ext backend {name!r} supports {list(_KERNEL_DTYPES[name])}, got {dtype}"
             )
     return name
+
+
+def cpu_isas() -> list[str]:
+    """CPU kernel variants built into the extension and runnable on this CPU, widest
+    first (among ``avx512``, ``avx2``, ``baseline``); empty without the extension."""
+    ext = compiled_extension()
+    return list(ext.cpu_isas_supported()) if ext is not None else []
+
+
+def cpu_isa() -> str | None:
+    """The CPU kernel variant the ``cpu`` backend runs: the widest this CPU supports,
+    or ``SOLID_EXT_CPU_ISA`` (``avx512|avx2|baseline|auto``), or :func:`use_cpu_isa`.
+    None without the compiled extension. Raises ValueError, naming the value and the
+    variants this CPU supports, if ``SOLID_EXT_CPU_ISA`` is unknown or unsupported."""
+    ext = compiled_extension()
+    return ext.cpu_isa() if ext is not None else None
+
+
+@contextlib.contextmanager
+def use_cpu_isa(name: str) -> Iterator[str]:
+    """Run the CPU kernels of variant ``name`` inside a ``with`` block (process-wide,
+    like :func:`use_backend`; ``auto`` restores the default). Yields the name."""
+    ext = compiled_extension()
+    if ext is None:
+        raise RuntimeError("solid_ext: the compiled CPU kernels are not available here")
+    previous = ext.cpu_isa()
+    ext.set_cpu_isa(name)
+    try:
+        yield ext.cpu_isa()
+    finally:
+        ext.set_cpu_isa(previous)
 
 
 def triton_module() -> ModuleType:

@@ -1,10 +1,13 @@
 // Calls the registered solid_ext ops through the dispatcher (as any C++ user of
-// libtorch would) and compares them with plain ATen expressions.
+// libtorch would) and compares them with plain ATen expressions, once per CPU
+// kernel variant this machine can run.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
 #include <cstdio>
 #include <string>
+
+#include "cpu/isa.h"
 
 namespace {
 int failures = 0;
@@ -56,14 +59,33 @@ void test_codebook_quantize(at::ScalarType dtype) {
   check(close(sq, std::get<0>(dist.min(1)), dtype == at::kFloat ? 1e-4 : 1e-10),
         std::string("codebook_quantize sq_dist ") + at::toString(dtype));
 }
+
+void test_isa_selection() {
+  namespace cpu = solid_ext::cpu;
+  const auto supported = cpu::isas_supported();
+  check(!supported.empty() && supported.back() == "baseline", "baseline is always supported");
+  bool threw = false;
+  try {
+    cpu::set_isa("sse9");
+  } catch (const c10::Error& e) {
+    const std::string msg = e.what_without_backtrace();
+    threw = msg.find("sse9") != std::string::npos && msg.find("baseline") != std::string::npos;
+  }
+  check(threw, "an unknown variant raises, naming it and the supported ones");
+}
 }  // namespace
 
 int main() {
-  at::manual_seed(0);
-  test_dynamic_linear(at::kFloat, 1e-4);
-  test_dynamic_linear(at::kDouble, 1e-10);
-  test_codebook_quantize(at::kFloat);
-  test_codebook_quantize(at::kDouble);
+  test_isa_selection();
+  for (const auto& isa : solid_ext::cpu::isas_supported()) {
+    solid_ext::cpu::set_isa(isa);
+    std::printf("-- CPU kernels: %s\n", solid_ext::cpu::active_isa().c_str());
+    at::manual_seed(0);
+    test_dynamic_linear(at::kFloat, 1e-4);
+    test_dynamic_linear(at::kDouble, 1e-10);
+    test_codebook_quantize(at::kFloat);
+    test_codebook_quantize(at::kDouble);
+  }
   std::printf("%d failure(s)\n", failures);
   return failures == 0 ? 0 : 1;
 }

@@ -8,9 +8,13 @@ import torch
 
 import solid_ext
 
-# Backends that run on CPU tensors in this process. Triton (interpreter) has its own
-# test module; CUDA has no device here and is covered by the compile/host checks.
-CPU_BACKENDS = [b for b in ("reference", "cpu") if b in solid_ext.available_backends()]
+# Backends that run on CPU tensors in this process, the compiled one once per CPU
+# kernel variant this machine can execute ("cpu:avx2"): on an AVX-512 host that is
+# all three. Triton (interpreter) has its own test module; CUDA has no device here
+# and is covered by the compile/host checks.
+CPU_BACKENDS = ["reference"] + [
+    f"cpu:{isa}" for isa in solid_ext.cpu_isas() if "cpu" in solid_ext.available_backends()
+]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -27,10 +31,22 @@ def pytest_collection_modifyitems(config, items):
         items[:] = keep
 
 
+@contextlib.contextmanager
+def cpu_backend(name: str):
+    """``use_backend`` for a CPU_BACKENDS entry, selecting the kernel variant too."""
+    backend, _, isa = name.partition(":")
+    with solid_ext.use_backend(backend):
+        if isa:
+            with solid_ext.use_cpu_isa(isa):
+                yield backend
+        else:
+            yield backend
+
+
 @pytest.fixture(params=CPU_BACKENDS)
 def backend(request):
-    with solid_ext.use_backend(request.param):
-        yield request.param
+    with cpu_backend(request.param) as name:
+        yield name
 
 
 @contextlib.contextmanager

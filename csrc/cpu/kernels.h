@@ -1,0 +1,90 @@
+// The interface between the torch-facing CPU ops (dynamic_linear.cpp,
+// codebook_quantize.cpp) and the SIMD kernels, which are built once per instruction
+// set (kernels_<isa>.cpp, each compiled with its own -m flags; see isa.h).
+//
+// This header is included by translation units compiled for different ISAs, so it
+// holds plain structs and declarations only: an inline function defined here could
+// be emitted with AVX-512 instructions by one unit and picked by the linker for all.
+#pragma once
+#include <cstdint>
+
+namespace solid_ext::cpu {
+
+// dynamic_linear of one batch range, raw row-major pointers. Optional inputs and
+// unwanted outputs are null.
+template <typename T>
+struct DLArgs {
+  const T* x;     // (B, L, I)
+  const T* w;     // (B, I, O)
+  const T* bias;  // (B, O)
+  const T* bw;    // (B, I, O)
+  const T* bb;    // (B, O)
+  const T* g;     // (B, L, O) output gradient (backward)
+  T tau;
+  int64_t L, I, O;
+  T* y;    // (B, L, O) forward output
+  T* dx;   // (B, L, I)
+  T* dw;   // (B, I, O)
+  T* dbw;  // (B, I, O)
+  T* db;   // (B, O), always written by backward
+  T* dbb;  // (B, O)
+};
+
+// codebook_quantize search over groups of rows. ct is the codebook scaled by -2 and
+// packed in panels of one code tile: (Kp / tile, D, tile), Kp a multiple of the
+// kernel's code tile (zero padding);
+// c2 (Kp) the squared norms (+inf padding). Kc: codes per cache chunk (multiple of
+// the code tile).
+template <typename T>
+struct CQArgs {
+  const T* z;   // (M, D)
+  const T* c;   // (K, D)
+  const T* ct;  // (Kp / tile, D, tile)
+  const T* c2;  // (Kp)
+  int64_t M, K, D, Kp, Kc;
+  bool finite;   // z and the codebook hold no NaN or infinity
+  int64_t* idx;  // (M)
+  T* q;          // (M, D)
+  T* sq;         // (M)
+};
+
+template <typename T>
+struct KernelOps {
+  // Samples [b0, b1); scratch holds dl_scratch_elems(L, I, O) elements.
+  void (*dl_forward)(const DLArgs<T>& a, int64_t b0, int64_t b1, T* scratch);
+  void (*dl_backward)(const DLArgs<T>& a, int64_t b0, int64_t b1, T* scratch);
+  // Row groups [g0, g1) of cq_group rows; scratch holds cq_scratch_bytes.
+  void (*cq_search)(const CQArgs<T>& a, int64_t g0, int64_t g1, void* scratch);
+  int cq_tile;    // codes per micro-tile: Kp and Kc are multiples of it
+  int cq_group;   // rows of z per group
+  int64_t cq_scratch_bytes;
+};
+
+struct Kernels {
+  const char* isa;
+  KernelOps<float> f32;
+  KernelOps<double> f64;
+  // Runs `iters` rounds of independent float32 multiply-adds on one thread with
+  // this ISA's widest vectors; returns the floating-point operations done (the
+  // variant's compute peak, timed by the caller).
+  double (*fma_loop)(int64_t iters);
+};
+
+// Scratch elements dynamic_linear needs per thread: the combined weight of one
+// sample, one bias row and one row of dx partial sums. A macro, not a function: see
+// the note at the top.
+#define SOLID_EXT_DL_SCRATCH_ELEMS(L, I, O) ((I) * (O) + (O) + (L) + 64)
+
+namespace baseline {
+const Kernels& kernels();
+}
+#if defined(SOLID_EXT_X86_ISAS)
+namespace avx2 {
+const Kernels& kernels();
+}
+namespace avx512 {
+const Kernels& kernels();
+}
+#endif
+
+}  // namespace solid_ext::cpu

@@ -1,0 +1,11 @@
+// The baseline variant of the CPU kernels (see kernels_impl.h), compiled with the flags
+// isa_flags.txt gives it. Register budget: 16 vector registers of 16 bytes.
+
+#define SOLID_ISA baseline
+#define SOLID_VBYTES 16
+#define SOLID_DL_ROWS 5
+#define SOLID_DL_VECS 2
+#define SOLID_CQ_ROWS 6
+#define SOLID_CQ_VECS 2
+#define SOLID_FMA_CHAINS 12
+#include "kernels_impl.h"

@@ -1,0 +1,510 @@
+// The SIMD kernels, written once and compiled once per instruction set. The
+// including unit (kernels_<isa>.cpp) defines:
+//   SOLID_ISA          its namespace and name: baseline, avx2 or avx512
+//   SOLID_VBYTES       vector width in bytes: 16, 32 or 64
+//   SOLID_DL_ROWS      rows of a dynamic_linear register tile
+//   SOLID_DL_VECS      vectors per row of a dynamic_linear register tile
+//   SOLID_CQ_ROWS      rows of z per codebook micro-tile
+//   SOLID_CQ_VECS      vectors of codes per codebook micro-tile
+//   SOLID_FMA_CHAINS   independent accumulators of the FMA peak loop
+// Tiles are sized so accumulators plus operands fit the register file of the ISA
+// (16 xmm/ymm on SSE/AVX2, 32 zmm on AVX-512): a tile that does not fit spills on
+// every multiply-add, which is how one fixed 64-byte design ran 10-50x slower on
+// AVX2 than on AVX-512.
+//
+// Everything but kernels() has internal linkage (an anonymous namespace) and no
+// standard-library function is used, so nothing compiled here with wide-ISA flags
+// can be merged by the linker with a copy that another unit calls.
+#include <cstdint>
+
+#include "kernels.h"
+
+#define SOLID_STR2(x) #x
+#define SOLID_STR(x) SOLID_STR2(x)
+
+namespace solid_ext::cpu::SOLID_ISA {
+namespace {
+
+template <typename T>
+struct VT;
+template <>
+struct VT<float> {
+  typedef float v __attribute__((vector_size(SOLID_VBYTES)));
+  typedef int32_t i __attribute__((vector_size(SOLID_VBYTES)));
+  typedef int32_t ie;
+};
+template <>
+struct VT<double> {
+  typedef double v __attribute__((vector_size(SOLID_VBYTES)));
+  typedef int64_t i __attribute__((vector_size(SOLID_VBYTES)));
+  typedef int64_t ie;
+};
+template <typename T>
+using Vec = typename VT<T>::v;
+template <typename T>
+using IVec = typename VT<T>::i;
+template <typename T>
+using IElem = typename VT<T>::ie;
+template <typename T>
+constexpr int lanes() {
+  return SOLID_VBYTES / int(sizeof(T));
+}
+
+template <typename T>
+inline Vec<T> load(const T* p) {
+  Vec<T> v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+template <typename T>
+inline void store(T* p, Vec<T> v) {
+  __builtin_memcpy(p, &v, sizeof(v));
+}
+// s - 0 is s for every s (signed zeros and NaN included), so this folds to a plain
+// broadcast; {} + s would cost an add per splat, as 0 + -0 is +0.
+template <typename T>
+inline Vec<T> splat(T s) {
+  return s - Vec<T>{};
+}
+template <typename T>
+inline T inf() {
+  return static_cast<T>(__builtin_inf());
+}
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// Comparisons with NaN are false, so NaN passes through, as in torch.clamp.
+template <typename T>
+inline T clip(T v, T tau) {
+  v = v < -tau ? -tau : v;
+  return v > tau ? tau : v;
+}
+template <typename T>
+inline Vec<T> vclip(Vec<T> v, Vec<T> lo, Vec<T> hi) {
+  v = v < lo ? lo : v;
+  return v > hi ? hi : v;
+}
+template <typename T>
+inline bool inside(T v, T tau) {
+  return v >= -tau && v <= tau;
+}
+
+// Horizontal sum: halve to 16 bytes with vector adds, then add the last lanes.
+template <typename T>
+inline T hsum(Vec<T> v) {
+  typedef T V16 __attribute__((vector_size(16)));
+  V16 r;
+#if SOLID_VBYTES == 64
+  typedef T V32 __attribute__((vector_size(32)));
+  V32 a, b;
+  __builtin_memcpy(&a, &v, 32);
+  __builtin_memcpy(&b, reinterpret_cast<const char*>(&v) + 32, 32);
+  a += b;
+  V16 c, e;
+  __builtin_memcpy(&c, &a, 16);
+  __builtin_memcpy(&e, reinterpret_cast<const char*>(&a) + 16, 16);
+  r = c + e;
+#elif SOLID_VBYTES == 32
+  V16 c, e;
+  __builtin_memcpy(&c, &v, 16);
+  __builtin_memcpy(&e, reinterpret_cast<const char*>(&v) + 16, 16);
+  r = c + e;
+#else
+  r = v;
+#endif
+  T s = 0;
+  for (int k = 0; k < int(16 / sizeof(T)); ++k) s += r[k];
+  return s;
+}
+
+template <int N>
+struct Rows {
+  static constexpr int value = N;
+};
+
+// Calls f(Rows<n>{}) for 1 <= n <= N: a remainder tile with a compile-time size.
+template <int N, typename F>
+inline void with_rows(int64_t n, F&& f) {
+  if constexpr (N > 0) {
+    if (n == N)
+      f(Rows<N>{});
+    else
+      with_rows<N - 1>(n, f);
+  }
+}
+
+// ---------------------------------------------------------------- dynamic_linear
+//
+// One sample at a time. The sample's combined weight R = w + clamp(bw, -tau, tau)
+// is formed once in an L1-resident scratch (I*O elements) and used by register
+// tiles; the (B, I, O) combined weight is never written to memory.
+
+constexpr int DL_ROWS = SOLID_DL_ROWS;
+constexpr int DL_VECS = SOLID_DL_VECS;
+
+// R = w + clip(bw) for one sample; returns w itself when there is no branch.
+template <typename T>
+inline const T* combined(const T* w, const T* bw, T tau, int64_t n, T* R) {
+  if (!bw) return w;
+  constexpr int V = lanes<T>();
+  const Vec<T> lo = splat<T>(-tau), hi = splat<T>(tau);
+  int64_t j = 0;
+  for (; j + V <= n; j += V) store(R + j, load(w + j) + vclip<T>(load(bw + j), lo, hi));
+  for (; j < n; ++j) R[j] = w[j] + clip(bw[j], tau);
+  return R;
+}
+
+// y[0..LR) x columns [o0, o0 + NV*V) = brow + x @ R, accumulated in registers over I.
+template <typename T, int LR, int NV>
+inline void fwd_tile(const T* x, const T* R, const T* brow, T* y, int64_t I, int64_t O,
+                     int64_t o0) {
+  constexpr int V = lanes<T>();
+  Vec<T> acc[LR][NV];
+  for (int v = 0; v < NV; ++v) {
+    const Vec<T> b = load(brow + o0 + v * V);
+    for (int l = 0; l < LR; ++l) acc[l][v] = b;
+  }
+  for (int64_t i = 0; i < I; ++i) {
+    Vec<T> r[NV];
+    for (int v = 0; v < NV; ++v) r[v] = load(R + i * O + o0 + v * V);
+    for (int l = 0; l < LR; ++l) {
+      const Vec<T> xs = splat<T>(x[l * I + i]);
+      for (int v = 0; v < NV; ++v) acc[l][v] += r[v] * xs;
+    }
+  }
+  for (int l = 0; l < LR; ++l)
+    for (int v = 0; v < NV; ++v) store(y + l * O + o0 + v * V, acc[l][v]);
+}
+
+template <typename T, int NV>
+inline void fwd_cols(const T* x, const T* R, const T* brow, T* y, int64_t L, int64_t I,
+                     int64_t O, int64_t o0) {
+  int64_t l0 = 0;
+  for (; l0 + DL_ROWS <= L; l0 += DL_ROWS)
+    fwd_tile<T, DL_ROWS, NV>(x + l0 * I, R, brow, y + l0 * O, I, O, o0);
+  with_rows<DL_ROWS - 1>(L - l0, [&](auto rows) {
+    constexpr int LR = decltype(rows)::value;
+    fwd_tile<T, LR, NV>(x + l0 * I, R, brow, y + l0 * O, I, O, o0);
+  });
+}
+
+template <typename T>
+void dl_forward(const DLArgs<T>& a, int64_t b0, int64_t b1, T* scratch) {
+  constexpr int V = lanes<T>();
+  const int64_t L = a.L, I = a.I, O = a.O;
+  T* Rbuf = scratch;
+  T* brow = scratch + I * O;
+  for (int64_t b = b0; b < b1; ++b) {
+    const T* x = a.x + b * L * I;
+    const T* R = combined(a.w + b * I * O, a.bw ? a.bw + b * I * O : nullptr, a.tau, I * O,
+                          Rbuf);
+    T* y = a.y + b * L * O;
+    for (int64_t o = 0; o < O; ++o) {
+      T v = a.bias ? a.bias[b * O + o] : T(0);
+      if (a.bb) v += clip(a.bb[b * O + o], a.tau);
+      brow[o] = v;
+    }
+    int64_t o0 = 0;
+    for (; o0 + DL_VECS * V <= O; o0 += DL_VECS * V)
+      fwd_cols<T, DL_VECS>(x, R, brow, y, L, I, O, o0);
+    for (; o0 + V <= O; o0 += V) fwd_cols<T, 1>(x, R, brow, y, L, I, O, o0);
+    for (int64_t l = 0; l < L; ++l)
+      for (int64_t o = o0; o < O; ++o) {
+        T acc = brow[o];
+        for (int64_t i = 0; i < I; ++i) acc += x[l * I + i] * R[i * O + o];
+        y[l * O + o] = acc;
+      }
+  }
+}
+
+// dW rows [i0, i0+IR) x columns [o0, o0 + NV*V) = x^T @ g over L; dbw the same where
+// |bw| <= tau, else 0.
+template <typename T, int IR, int NV>
+inline void dw_tile(const T* x, const T* g, const T* bw, T tau, T* dw, T* dbw, int64_t L,
+                    int64_t I, int64_t O, int64_t i0, int64_t o0) {
+  constexpr int V = lanes<T>();
+  Vec<T> acc[IR][NV];
+  for (int r = 0; r < IR; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = splat<T>(0);
+  for (int64_t l = 0; l < L; ++l) {
+    Vec<T> gv[NV];
+    for (int v = 0; v < NV; ++v) gv[v] = load(g + l * O + o0 + v * V);
+    for (int r = 0; r < IR; ++r) {
+      const Vec<T> xs = splat<T>(x[l * I + i0 + r]);
+      for (int v = 0; v < NV; ++v) acc[r][v] += gv[v] * xs;
+    }
+  }
+  const Vec<T> lo = splat<T>(-tau), hi = splat<T>(tau), zero = splat<T>(0);
+  for (int r = 0; r < IR; ++r)
+    for (int v = 0; v < NV; ++v) {
+      const int64_t off = (i0 + r) * O + o0 + v * V;
+      if (dw) store(dw + off, acc[r][v]);
+      if (dbw) {
+        const Vec<T> bv = load(bw + off);
+        store(dbw + off, (bv >= lo) & (bv <= hi) ? acc[r][v] : zero);
+      }
+    }
+}
+
+template <typename T, int NV>
+inline void dw_cols(const T* x, const T* g, const T* bw, T tau, T* dw, T* dbw, int64_t L,
+                    int64_t I, int64_t O, int64_t o0) {
+  int64_t i0 = 0;
+  for (; i0 + DL_ROWS <= I; i0 += DL_ROWS)
+    dw_tile<T, DL_ROWS, NV>(x, g, bw, tau, dw, dbw, L, I, O, i0, o0);
+  with_rows<DL_ROWS - 1>(I - i0, [&](auto rows) {
+    constexpr int IR = decltype(rows)::value;
+    dw_tile<T, IR, NV>(x, g, bw, tau, dw, dbw, L, I, O, i0, o0);
+  });
+}
+
+// dx rows [0, LR) (pointers already at the block's first row) = g @ R^T: one vector
+// accumulator per row over all of O, then one horizontal sum per (l, i).
+template <typename T, int LR>
+inline void dx_rows(const T* g, const T* R, T* dx, int64_t I, int64_t O) {
+  constexpr int V = lanes<T>();
+  for (int64_t i = 0; i < I; ++i) {
+    const T* r = R + i * O;
+    Vec<T> acc[LR];
+    for (int l = 0; l < LR; ++l) acc[l] = splat<T>(0);
+    int64_t o = 0;
+    for (; o + V <= O; o += V) {
+      const Vec<T> rv = load(r + o);
+      for (int l = 0; l < LR; ++l) acc[l] += load(g + l * O + o) * rv;
+    }
+    for (int l = 0; l < LR; ++l) {
+      T s = hsum<T>(acc[l]);
+      for (int64_t t = o; t < O; ++t) s += g[l * O + t] * r[t];
+      dx[l * I + i] = s;
+    }
+  }
+}
+
+template <typename T>
+void dl_backward(const DLArgs<T>& a, int64_t b0, int64_t b1, T* scratch) {
+  constexpr int V = lanes<T>();
+  const int64_t L = a.L, I = a.I, O = a.O;
+  for (int64_t b = b0; b < b1; ++b) {
+    const T* x = a.x + b * L * I;
+    const T* g = a.g + b * L * O;
+    const T* bw = a.bw ? a.bw + b * I * O : nullptr;
+    // Bias gradients: grad summed over L; the branch bias's masked by |bb| <= tau.
+    for (int64_t o = 0; o < O; ++o) {
+      T s = 0;
+      for (int64_t l = 0; l < L; ++l) s += g[l * O + o];
+      a.db[b * O + o] = s;
+      if (a.dbb) a.dbb[b * O + o] = inside(a.bb[b * O + o], a.tau) ? s : T(0);
+    }
+    T* dw = a.dw ? a.dw + b * I * O : nullptr;
+    T* dbw = a.dbw ? a.dbw + b * I * O : nullptr;
+    if (dw || dbw) {
+      int64_t o0 = 0;
+      for (; o0 + DL_VECS * V <= O; o0 += DL_VECS * V)
+        dw_cols<T, DL_VECS>(x, g, bw, a.tau, dw, dbw, L, I, O, o0);
+      for (; o0 + V <= O; o0 += V) dw_cols<T, 1>(x, g, bw, a.tau, dw, dbw, L, I, O, o0);
+      for (int64_t i = 0; i < I; ++i)
+        for (int64_t o = o0; o < O; ++o) {
+          T s = 0;
+          for (int64_t l = 0; l < L; ++l) s += x[l * I + i] * g[l * O + o];
+          if (dw) dw[i * O + o] = s;
+          if (dbw) dbw[i * O + o] = inside(bw[i * O + o], a.tau) ? s : T(0);
+        }
+    }
+    if (a.dx) {
+      const T* R = combined(a.w + b * I * O, bw, a.tau, I * O, scratch);
+      T* dx = a.dx + b * L * I;
+      int64_t l0 = 0;
+      for (; l0 + DL_ROWS <= L; l0 += DL_ROWS)
+        dx_rows<T, DL_ROWS>(g + l0 * O, R, dx + l0 * I, I, O);
+      with_rows<DL_ROWS - 1>(L - l0, [&](auto rows) {
+    constexpr int LR = decltype(rows)::value;
+        dx_rows<T, LR>(g + l0 * O, R, dx + l0 * I, I, O);
+      });
+    }
+  }
+}
+
+// ---------------------------------------------------------------- codebook search
+//
+// argmin_k ||z - C_k||^2 = argmin_k (||C_k||^2 - 2 z.C_k). A micro-tile of CQ_ROWS
+// rows of z x CQ_VECS vectors of codes starts from ||C_k||^2 and accumulates
+// z . (-2 C_k) in registers (scaling by -2 is exact), then folds the scores into a
+// per-lane running (best score, best index) kept in L1; no distance tile is stored.
+// The codebook comes packed in panels of one tile's codes, (D, NR) each, so a tile
+// streams contiguous memory (a (D, K) layout strides by K and thrashes L1 sets).
+// A group of rows sweeps one L2-sized chunk of codes before the next chunk.
+// With finite inputs a score can only be NaN if the squared norms overflow, so the
+// NaN rules of torch.argmin are applied (at some cost per tile) only when z or the
+// codebook holds a NaN or an infinity.
+
+constexpr int CQ_ROWS = SOLID_CQ_ROWS;
+constexpr int CQ_VECS = SOLID_CQ_VECS;
+constexpr int CQ_GROUP = CQ_ROWS * 8;
+
+template <typename T>
+constexpr int cq_tile_codes() {
+  return lanes<T>() * CQ_VECS;
+}
+
+template <typename T, bool Last, bool NaNs>
+inline void cq_tile(const CQArgs<T>& a, const T* const* zr, int64_t k0, T* bestv,
+                    IElem<T>* besti) {
+  constexpr int V = lanes<T>(), NR = cq_tile_codes<T>();
+  Vec<T> acc[CQ_ROWS][CQ_VECS];
+  for (int v = 0; v < CQ_VECS; ++v) {
+    const Vec<T> c2v = load(a.c2 + k0 + v * V);
+    for (int r = 0; r < CQ_ROWS; ++r) acc[r][v] = c2v;
+  }
+  const T* cp = a.ct + k0 * a.D;  // this tile's (D, NR) panel
+  for (int64_t d = 0; d < a.D; ++d) {
+    Vec<T> cv[CQ_VECS];
+    for (int v = 0; v < CQ_VECS; ++v) cv[v] = load(cp + d * NR + v * V);
+    for (int r = 0; r < CQ_ROWS; ++r) {
+      const Vec<T> zs = splat<T>(zr[r][d]);
+      for (int v = 0; v < CQ_VECS; ++v) acc[r][v] += cv[v] * zs;
+    }
+  }
+  IVec<T> lane;
+  for (int i = 0; i < V; ++i) lane[i] = static_cast<IElem<T>>(i);
+  for (int v = 0; v < CQ_VECS; ++v) {
+    const IVec<T> kidx = lane + static_cast<IElem<T>>(k0 + v * V);
+    for (int r = 0; r < CQ_ROWS; ++r) {
+      const Vec<T> s = acc[r][v];
+      T* bvp = bestv + r * NR + v * V;
+      IElem<T>* bip = besti + r * NR + v * V;
+      Vec<T> bv = load(bvp);
+      IVec<T> bi;
+      __builtin_memcpy(&bi, bip, sizeof(bi));
+      // Strictly smaller wins (ties keep the lower k); NaN beats non-NaN, as in
+      // torch.argmin. Padding codes (only in the last tile) never win.
+      IVec<T> take = s < bv;
+      if constexpr (NaNs) take |= (s != s) & (bv == bv);
+      if constexpr (Last) take &= kidx < static_cast<IElem<T>>(a.K);
+      bv = take ? s : bv;
+      bi = take ? kidx : bi;
+      store(bvp, bv);
+      __builtin_memcpy(bip, &bi, sizeof(bi));
+    }
+  }
+}
+
+// Smallest lane of a vector (NaN-free input).
+template <typename TV, typename E, int N>
+inline E hmin_lanes(TV v) {
+  E m = v[0];
+  for (int k = 1; k < N; ++k) m = v[k] < m ? v[k] : m;
+  return m;
+}
+
+// Reduce one row's per-lane bests to (best score, lowest index among equals; NaN
+// beats everything and the first NaN wins), then write its index, code and exact
+// distance (recomputed from the chosen code, free of the expanded form's
+// cancellation).
+template <typename T>
+inline void cq_finish(const CQArgs<T>& a, int64_t m, const T* bv, const IElem<T>* bi) {
+  constexpr int V = lanes<T>(), NR = cq_tile_codes<T>();
+  Vec<T> vals[CQ_VECS];
+  IVec<T> idxs[CQ_VECS];
+  IVec<T> nan = IVec<T>{};
+  for (int v = 0; v < CQ_VECS; ++v) {
+    vals[v] = load(bv + v * V);
+    __builtin_memcpy(&idxs[v], bi + v * V, sizeof(IVec<T>));
+    nan |= vals[v] != vals[v];
+  }
+  int64_t bk;
+  if (hmin_lanes<IVec<T>, IElem<T>, V>(nan) != 0) {  // some lane holds a NaN
+    bk = a.K;
+    for (int j = 0; j < NR; ++j)
+      if (bv[j] != bv[j] && bi[j] < bk) bk = bi[j];
+  } else {
+    Vec<T> mv = vals[0];
+    for (int v = 1; v < CQ_VECS; ++v) mv = vals[v] < mv ? vals[v] : mv;
+    const Vec<T> best = splat<T>(hmin_lanes<Vec<T>, T, V>(mv));
+    const IVec<T> none = IVec<T>{} + static_cast<IElem<T>>(a.K);
+    IVec<T> cand = none;
+    for (int v = 0; v < CQ_VECS; ++v) {
+      const IVec<T> c = vals[v] == best ? idxs[v] : none;
+      cand = c < cand ? c : cand;
+    }
+    bk = hmin_lanes<IVec<T>, IElem<T>, V>(cand);
+  }
+  a.idx[m] = bk;
+  const T* zm = a.z + m * a.D;
+  const T* cm = a.c + bk * a.D;
+  T* qm = a.q + m * a.D;
+  T acc = 0;
+  for (int64_t d = 0; d < a.D; ++d) {
+    const T diff = zm[d] - cm[d];
+    acc += diff * diff;
+    qm[d] = cm[d];
+  }
+  a.sq[m] = acc;
+}
+
+template <typename T>
+void cq_search(const CQArgs<T>& a, int64_t g0, int64_t g1, void* scratch) {
+  constexpr int NR = cq_tile_codes<T>();
+  T* bestv = static_cast<T*>(scratch);
+  IElem<T>* besti = reinterpret_cast<IElem<T>*>(bestv + CQ_GROUP * NR);
+  for (int64_t g = g0; g < g1; ++g) {
+    const int64_t m0 = g * CQ_GROUP;
+    const int64_t rows = min64(CQ_GROUP, a.M - m0);
+    for (int j = 0; j < CQ_GROUP * NR; ++j) {
+      bestv[j] = inf<T>();
+      besti[j] = 0;
+    }
+    for (int64_t kc = 0; kc < a.Kp; kc += a.Kc) {
+      const int64_t kend = min64(a.Kp, kc + a.Kc);
+      for (int64_t r0 = 0; r0 < rows; r0 += CQ_ROWS) {
+        const T* zr[CQ_ROWS];
+        // Rows past M repeat the last row: wasted work, never written back.
+        for (int r = 0; r < CQ_ROWS; ++r) zr[r] = a.z + min64(m0 + r0 + r, a.M - 1) * a.D;
+        T* bv = bestv + r0 * NR;
+        IElem<T>* bi = besti + r0 * NR;
+        int64_t k0 = kc;
+        if (a.finite) {
+          for (; k0 < kend && k0 + NR <= a.K; k0 += NR) cq_tile<T, false, false>(a, zr, k0, bv, bi);
+          for (; k0 < kend; k0 += NR) cq_tile<T, true, false>(a, zr, k0, bv, bi);
+        } else {
+          for (; k0 < kend && k0 + NR <= a.K; k0 += NR) cq_tile<T, false, true>(a, zr, k0, bv, bi);
+          for (; k0 < kend; k0 += NR) cq_tile<T, true, true>(a, zr, k0, bv, bi);
+        }
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r) cq_finish(a, m0 + r, bestv + r * NR, besti + r * NR);
+  }
+}
+
+template <typename T>
+constexpr int64_t cq_scratch_bytes() {
+  return int64_t(CQ_GROUP) * cq_tile_codes<T>() * int64_t(sizeof(T) + sizeof(IElem<T>));
+}
+
+// ---------------------------------------------------------------- FMA peak
+
+double fma_loop(int64_t iters) {
+  constexpr int N = SOLID_FMA_CHAINS;
+  Vec<float> acc[N];
+  for (int j = 0; j < N; ++j) acc[j] = splat<float>(1e-3f * float(j + 1));
+  const Vec<float> m = splat<float>(0.999999f), c = splat<float>(1e-6f);
+  for (int64_t it = 0; it < iters; ++it)
+    for (int j = 0; j < N; ++j) acc[j] = acc[j] * m + c;
+  Vec<float> s = acc[0];
+  for (int j = 1; j < N; ++j) s += acc[j];
+  volatile float sink = s[0];
+  (void)sink;
+  return 2.0 * double(iters) * N * lanes<float>();
+}
+
+template <typename T>
+constexpr KernelOps<T> ops_of() {
+  return KernelOps<T>{&dl_forward<T>, &dl_backward<T>, &cq_search<T>, cq_tile_codes<T>(),
+                      CQ_GROUP, cq_scratch_bytes<T>()};
+}
+
+const Kernels table{SOLID_STR(SOLID_ISA), ops_of<float>(), ops_of<double>(), &fma_loop};
+
+}  // namespace
+
+const Kernels& kernels() { return table; }
+
+}  // namespace solid_ext::cpu::SOLID_ISA
