@@ -24,6 +24,11 @@ def main() -> None:
         f"solid_ext {solid_ext.__version__}: backends available here: "
         f"{solid_ext.available_backends()}"
     )
+    if solid_ext.cpu_isa() is not None:
+        print(
+            f"CPU kernels: {solid_ext.cpu_isa()} (this CPU runs: {', '.join(solid_ext.cpu_isas())};"
+            " choose with SOLID_EXT_CPU_ISA)"
+        )
 
     b, n_in, n_out, n_cond = 1024, 32, 64, 32
     layer = DynamicLinear(n_in, n_out, cond_features=n_cond, branch_cond_features=n_cond)
@@ -50,14 +55,15 @@ def main() -> None:
     fused = _time(fwd_bwd(ops.dynamic_linear))
     eager = _time(fwd_bwd(reference.dynamic_linear_ref))
     print(
-        f"dynamic_linear fwd+bwd B={b} L=10 {n_in}x{n_out}: fused {fused:.2f} ms, "
+        f"dynamic_linear fwd+bwd B={b} L=10 {n_in}x{n_out}: fused [{solid_ext.cpu_isa()}] "
+        f"{fused:.2f} ms, "
         f"eager {eager:.2f} ms ({eager / fused:.1f}x)"
     )
     z, c = torch.randn(10240, 32), torch.randn(1024, 32)
     fused = _time(lambda: ops.codebook_quantize(z, c))
     eager = _time(lambda: reference.codebook_quantize_ref(z, c))
     print(
-        f"codebook_quantize M=10240 K=1024 D=32: fused {fused:.2f} ms, "
+        f"codebook_quantize M=10240 K=1024 D=32: fused [{solid_ext.cpu_isa()}] {fused:.2f} ms, "
         f"eager {eager:.2f} ms ({eager / fused:.1f}x)"
     )
     print("Full benchmarks: `make bench` (see BENCHMARKS.md).")

@@ -226,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     has_cuda = torch.cuda.is_available()
     avail = _backend.available_backends()
     print(f"torch {torch.__version__}, CUDA available: {has_cuda}, backends: {avail}")
+    if "cpu" in avail:
+        print(
+            f"CPU kernels: {_backend.cpu_isa()} (variants this CPU runs: "
+            f"{', '.join(_backend.cpu_isas())}; choose with SOLID_EXT_CPU_ISA)"
+        )
     if has_cuda:
         print(f"device: {torch.cuda.get_device_name()}")
         device = "cuda"
@@ -242,11 +247,17 @@ def main(argv: list[str] | None = None) -> int:
         for dt in dtypes:
             if dt != torch.float32 and b in ("cpu", "reference"):
                 continue
-            rows.extend(check(b, device, dt, sizes))
-    print(f"\n{'backend':<10} {'op':<18} {'dtype':<9} {'result':<6} detail")
+            if b == "cpu" and device == "cpu":  # every CPU kernel variant this CPU runs
+                for isa in _backend.cpu_isas():
+                    with _backend.use_cpu_isa(isa):
+                        for r in check(b, device, dt, sizes):
+                            rows.append({**r, "backend": f"cpu:{isa}"})
+            else:
+                rows.extend(check(b, device, dt, sizes))
+    print(f"\n{'backend':<12} {'op':<18} {'dtype':<9} {'result':<6} detail")
     for r in rows:
         verdict = "PASS" if r["ok"] else "FAIL"
-        print(f"{r['backend']:<10} {r['op']:<18} {r['dtype']:<9} {verdict:<6} {r['note']}")
+        print(f"{r['backend']:<12} {r['op']:<18} {r['dtype']:<9} {verdict:<6} {r['note']}")
     timed: list[Row] = []
     if (has_cuda and not args.no_timing) or args.cpu_timing:
         clock = "CUDA events" if has_cuda else "wall clock, tiny CPU sizes"

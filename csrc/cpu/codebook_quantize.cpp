@@ -51,7 +51,7 @@ void search(const T* z, const T* c, int64_t M, int64_t K, int64_t D, int64_t* id
                     all_finite(z, M * D) && all_finite(c, K * D), idx, q, sq};
   const int64_t groups = (M + ops.cq_group - 1) / ops.cq_group;
   at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
-    std::vector<char> scratch(ops.cq_scratch_bytes);
+    std::vector<char> scratch(ops.cq_scratch_bytes(D));
     ops.cq_search(a, g0, g1, scratch.data());
   });
 }

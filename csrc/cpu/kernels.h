@@ -53,11 +53,11 @@ struct KernelOps {
   // Samples [b0, b1); scratch holds dl_scratch_elems(L, I, O) elements.
   void (*dl_forward)(const DLArgs<T>& a, int64_t b0, int64_t b1, T* scratch);
   void (*dl_backward)(const DLArgs<T>& a, int64_t b0, int64_t b1, T* scratch);
-  // Row groups [g0, g1) of cq_group rows; scratch holds cq_scratch_bytes.
+  // Row groups [g0, g1) of cq_group rows; scratch holds cq_scratch_bytes(D) bytes.
   void (*cq_search)(const CQArgs<T>& a, int64_t g0, int64_t g1, void* scratch);
   int cq_tile;    // codes per micro-tile: Kp and Kc are multiples of it
   int cq_group;   // rows of z per group
-  int64_t cq_scratch_bytes;
+  int64_t (*cq_scratch_bytes)(int64_t D);
 };
 
 struct Kernels {

@@ -9,5 +9,6 @@
 #define SOLID_DL_VECS 2
 #define SOLID_CQ_ROWS 6
 #define SOLID_CQ_VECS 2
+#define SOLID_CQ_PREBCAST 0
 #define SOLID_FMA_CHAINS 12
 #include "kernels_impl.h"

@@ -9,5 +9,6 @@
 #define SOLID_DL_VECS 4
 #define SOLID_CQ_ROWS 8
 #define SOLID_CQ_VECS 2
+#define SOLID_CQ_PREBCAST 0
 #define SOLID_FMA_CHAINS 16
 #include "kernels_impl.h"

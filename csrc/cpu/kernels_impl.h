@@ -6,6 +6,9 @@
 //   SOLID_DL_VECS      vectors per row of a dynamic_linear register tile
 //   SOLID_CQ_ROWS      rows of z per codebook micro-tile
 //   SOLID_CQ_VECS      vectors of codes per codebook micro-tile
+//   SOLID_CQ_PREBCAST  1: broadcast the tile's z values into scratch once, for ISAs
+//                      with no broadcast-from-memory load (SSE2: a load + a shuffle
+//                      per use, and the shuffles compete with the adds)
 //   SOLID_FMA_CHAINS   independent accumulators of the FMA peak loop
 // Tiles are sized so accumulators plus operands fit the register file of the ISA
 // (16 xmm/ymm on SSE/AVX2, 32 zmm on AVX-512): a tile that does not fit spills on
@@ -346,9 +349,11 @@ constexpr int cq_tile_codes() {
 }
 
 template <typename T, bool Last, bool NaNs>
-inline void cq_tile(const CQArgs<T>& a, const T* const* zr, int64_t k0, T* bestv,
+inline void cq_tile(const CQArgs<T>& a, const T* const* zr, const T* zb, int64_t k0, T* bestv,
                     IElem<T>* besti) {
   constexpr int V = lanes<T>(), NR = cq_tile_codes<T>();
+  (void)zr;
+  (void)zb;
   Vec<T> acc[CQ_ROWS][CQ_VECS];
   for (int v = 0; v < CQ_VECS; ++v) {
     const Vec<T> c2v = load(a.c2 + k0 + v * V);
@@ -359,7 +364,11 @@ inline void cq_tile(const CQArgs<T>& a, const T* const* zr, int64_t k0, T* bestv
     Vec<T> cv[CQ_VECS];
     for (int v = 0; v < CQ_VECS; ++v) cv[v] = load(cp + d * NR + v * V);
     for (int r = 0; r < CQ_ROWS; ++r) {
+#if SOLID_CQ_PREBCAST
+      const Vec<T> zs = load(zb + (r * a.D + d) * V);
+#else
       const Vec<T> zs = splat<T>(zr[r][d]);
+#endif
       for (int v = 0; v < CQ_VECS; ++v) acc[r][v] += cv[v] * zs;
     }
   }
@@ -445,6 +454,8 @@ void cq_search(const CQArgs<T>& a, int64_t g0, int64_t g1, void* scratch) {
   constexpr int NR = cq_tile_codes<T>();
   T* bestv = static_cast<T*>(scratch);
   IElem<T>* besti = reinterpret_cast<IElem<T>*>(bestv + CQ_GROUP * NR);
+  // (CQ_ROWS, D, V): the micro-tile's z values, each broadcast to a full vector.
+  T* zb = reinterpret_cast<T*>(besti + CQ_GROUP * NR);
   for (int64_t g = g0; g < g1; ++g) {
     const int64_t m0 = g * CQ_GROUP;
     const int64_t rows = min64(CQ_GROUP, a.M - m0);
@@ -458,15 +469,19 @@ void cq_search(const CQArgs<T>& a, int64_t g0, int64_t g1, void* scratch) {
         const T* zr[CQ_ROWS];
         // Rows past M repeat the last row: wasted work, never written back.
         for (int r = 0; r < CQ_ROWS; ++r) zr[r] = a.z + min64(m0 + r0 + r, a.M - 1) * a.D;
+#if SOLID_CQ_PREBCAST
+        for (int r = 0; r < CQ_ROWS; ++r)
+          for (int64_t d = 0; d < a.D; ++d) store(zb + (r * a.D + d) * lanes<T>(), splat<T>(zr[r][d]));
+#endif
         T* bv = bestv + r0 * NR;
         IElem<T>* bi = besti + r0 * NR;
         int64_t k0 = kc;
         if (a.finite) {
-          for (; k0 < kend && k0 + NR <= a.K; k0 += NR) cq_tile<T, false, false>(a, zr, k0, bv, bi);
-          for (; k0 < kend; k0 += NR) cq_tile<T, true, false>(a, zr, k0, bv, bi);
+          for (; k0 < kend && k0 + NR <= a.K; k0 += NR) cq_tile<T, false, false>(a, zr, zb, k0, bv, bi);
+          for (; k0 < kend; k0 += NR) cq_tile<T, true, false>(a, zr, zb, k0, bv, bi);
         } else {
-          for (; k0 < kend && k0 + NR <= a.K; k0 += NR) cq_tile<T, false, true>(a, zr, k0, bv, bi);
-          for (; k0 < kend; k0 += NR) cq_tile<T, true, true>(a, zr, k0, bv, bi);
+          for (; k0 < kend && k0 + NR <= a.K; k0 += NR) cq_tile<T, false, true>(a, zr, zb, k0, bv, bi);
+          for (; k0 < kend; k0 += NR) cq_tile<T, true, true>(a, zr, zb, k0, bv, bi);
         }
       }
     }
@@ -475,8 +490,9 @@ void cq_search(const CQArgs<T>& a, int64_t g0, int64_t g1, void* scratch) {
 }
 
 template <typename T>
-constexpr int64_t cq_scratch_bytes() {
-  return int64_t(CQ_GROUP) * cq_tile_codes<T>() * int64_t(sizeof(T) + sizeof(IElem<T>));
+int64_t cq_scratch_bytes(int64_t D) {
+  const int64_t best = int64_t(CQ_GROUP) * cq_tile_codes<T>() * int64_t(sizeof(T) + sizeof(IElem<T>));
+  return best + (SOLID_CQ_PREBCAST ? int64_t(CQ_ROWS) * D * lanes<T>() * int64_t(sizeof(T)) : 0);
 }
 
 // ---------------------------------------------------------------- FMA peak
@@ -498,7 +514,7 @@ double fma_loop(int64_t iters) {
 template <typename T>
 constexpr KernelOps<T> ops_of() {
   return KernelOps<T>{&dl_forward<T>, &dl_backward<T>, &cq_search<T>, cq_tile_codes<T>(),
-                      CQ_GROUP, cq_scratch_bytes<T>()};
+                      CQ_GROUP, &cq_scratch_bytes<T>};
 }
 
 const Kernels table{SOLID_STR(SOLID_ISA), ops_of<float>(), ops_of<double>(), &fma_loop};
