@@ -53,6 +53,8 @@ test: lint ctest check-build pytest
 bench: setup
 	$(BIN)/python -m benchmarks.run --out benchmarks/results
 
+# Writes benchmarks/results-quick/BENCHMARKS.md; only the full run rewrites the tracked
+# BENCHMARKS.md.
 bench-quick: setup
 	$(BIN)/python -m benchmarks.run --quick --out benchmarks/results-quick
 

@@ -11,13 +11,15 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
 # smoke: tiny sizes, one call each (run by the test command so the suite never rots);
 # quick: the paper's sizes (under 5 minutes); full: paper sizes plus the size sweep.
 MODE = os.environ.get("SOLID_BENCH_MODE", "smoke")
+# Threads for the op cases (torch.set_num_threads in conftest); 0: PyTorch's default.
+THREADS = int(os.environ.get("SOLID_BENCH_THREADS", "0") or 0)
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,14 @@ class Ceilings:
     dram_gbs: float  # read+write bandwidth of a copy much larger than the caches
     cache_gbs: float  # read+write bandwidth of a copy that fits in the last-level cache
     threads: int
+    # float32 multiply-add peak of each CPU kernel variant's own FMA loop at `threads`
+    # threads, GFLOP/s (a compute floor each variant can actually reach)
+    fma_gflops: dict[str, float] = field(default_factory=dict)
+
+    def fma_floor_ms(self, isa: str, flops: float) -> float | None:
+        """Compute floor of ``flops`` at variant ``isa``'s measured FMA peak, in ms."""
+        peak = self.fma_gflops.get(isa)
+        return flops / (peak * 1e9) * 1e3 if peak else None
 
     def floor_ms(self, flops: float, bytes_: float, cache: bool = False) -> float:
         """Roofline floor: the slower of compute and memory, in milliseconds."""
@@ -45,8 +55,30 @@ def _best_rate(fn: Callable[[], None], work: float, reps: int) -> float:
     return work / min(times)
 
 
+def fma_peaks(reps: int = 5) -> dict[str, float]:
+    """GFLOP/s of each CPU kernel variant's FMA loop on torch.get_num_threads() threads."""
+    import solid_ext
+
+    ext = solid_ext._backend.compiled_extension()
+    if ext is None:
+        return {}
+    threads = torch.get_num_threads()
+    out = {}
+    for isa in solid_ext.cpu_isas():
+        iters = 2_000_000
+        ext.fma_flops(isa, iters // 10, threads)  # warm up (clock ramp, thread pool)
+        best = 0.0
+        for _ in range(reps):
+            t = time.perf_counter()
+            flops = ext.fma_flops(isa, iters, threads)
+            best = max(best, flops / (time.perf_counter() - t))
+        out[isa] = best / 1e9
+    return out
+
+
 def measure_ceilings(quick: bool = False) -> Ceilings:
-    """sgemm rate and copy bandwidths, best of several repetitions."""
+    """sgemm rate, copy bandwidths and the variants' FMA peaks, best of several
+    repetitions, at torch.get_num_threads() threads."""
     reps = 5 if quick else 15
     n = 2048
     a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
@@ -57,7 +89,7 @@ def measure_ceilings(quick: bool = False) -> Ceilings:
     small = torch.empty(4 * 2**20 // 4).normal_()  # 4 MiB in, 4 MiB out: L3-resident
     small_out = torch.empty_like(small)
     cache = _best_rate(lambda: small_out.copy_(small), 2 * small.numel() * 4, reps * 4) / 1e9
-    return Ceilings(sgemm, dram, cache, torch.get_num_threads())
+    return Ceilings(sgemm, dram, cache, torch.get_num_threads(), fma_peaks(3 if quick else 5))
 
 
 def load_or_measure_ceilings(path: str | None) -> Ceilings:

@@ -1,4 +1,6 @@
-from .common import MODE
+import torch
+
+from .common import MODE, THREADS
 
 
 def pytest_configure(config):
@@ -6,3 +8,5 @@ def pytest_configure(config):
     # tiny sizes: it checks the suite runs, it measures nothing.
     if MODE == "smoke" and hasattr(config.option, "benchmark_disable"):
         config.option.benchmark_disable = True
+    if THREADS:
+        torch.set_num_threads(THREADS)

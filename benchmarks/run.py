@@ -1,13 +1,18 @@
 """Run the benchmark suite and render BENCHMARKS.md, JSON and plots.
 
-    python -m benchmarks.run --quick   # paper sizes, < 5 minutes here
+    python -m benchmarks.run --quick   # paper sizes
     python -m benchmarks.run           # paper sizes + size sweep
 
-Steps: measure the machine's ceilings; run the pytest-benchmark cases twice
-(glibc's default allocator settings, and with the mmap/trim thresholds raised so
-large temporaries are not returned to the OS and re-faulted on every call);
-render one table per op with, for every provider, the median, the speedup over
-eager measured in the same run, and the ratio to the roofline floor.
+Steps, for each thread count (``--threads``, default 2 then 1): measure the
+machine's ceilings (sgemm rate, copy bandwidths, the FMA peak of every CPU kernel
+variant); run the pytest-benchmark cases (at the first thread count: every case,
+under glibc's default allocator settings and again for dynamic_linear with the
+mmap/trim thresholds raised so large temporaries are not re-faulted on every call;
+at the others: the two ops only). The fused ops run once per CPU kernel variant
+this machine executes (``fused[avx2]``). Then render one table per op with, for
+every provider, the median, the speedup over eager measured in the same run and
+the ratio to the roofline floor; one table per variant against eager,
+torch.compile and faiss with both compute floors; and the targets.
 """
 
 from __future__ import annotations
@@ -15,11 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
+
+import torch
 
 from .common import Ceilings, measure_ceilings
 
@@ -27,11 +35,11 @@ ROOT = Path(__file__).resolve().parent.parent
 TUNED_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
 
 
-def _pytest(out: Path, mode: str, allocator: str, select: str | None) -> list[dict]:
-    env = dict(os.environ, SOLID_BENCH_MODE=mode)
+def _pytest(out: Path, mode: str, allocator: str, select: str | None, threads: int) -> list[dict]:
+    env = dict(os.environ, SOLID_BENCH_MODE=mode, SOLID_BENCH_THREADS=str(threads))
     if allocator == "tuned":
         env.update(TUNED_ENV)
-    raw = out / f"raw-{allocator}.json"
+    raw = out / f"raw-{allocator}-t{threads}.json"
     cmd = [
         sys.executable,
         "-m",
@@ -54,6 +62,7 @@ def _pytest(out: Path, mode: str, allocator: str, select: str | None) -> list[di
         rows.append(
             {
                 **info,
+                "threads": threads,
                 "allocator": allocator,
                 "median_ms": b["stats"]["median"] * 1e3,
                 "iqr_ms": b["stats"]["iqr"] * 1e3,
@@ -67,11 +76,52 @@ def _size_key(size: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in size.items())
 
 
-def render(rows: list[dict], ceil: Ceilings, mode: str, load: tuple[float, float]) -> str:
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_line() -> str:
+    """CPU, its kernel variants and the one in use: the header of every report."""
+    import solid_ext
+
+    isas = solid_ext.cpu_isas()
+    return (
+        f"CPU: {_cpu_model()} ({os.cpu_count()} logical cores); CPU kernel variants it runs: "
+        f"{', '.join(isas) or 'none (extension not built)'}; default: {solid_ext.cpu_isa()}; "
+        f"torch {torch.__version__}."
+    )
+
+
+def _ceil_line(c: Ceilings) -> str:
+    fma = ", ".join(f"{k} {v:.0f}" for k, v in c.fma_gflops.items())
+    return (
+        f"- {c.threads} thread(s): sgemm {c.sgemm_gflops:.0f} GFLOP/s; FMA peak per variant "
+        f"(GFLOP/s) {fma or '-'}; DRAM copy {c.dram_gbs:.1f} GB/s; L3-resident copy "
+        f"{c.cache_gbs:.1f} GB/s"
+    )
+
+
+def render(
+    rows: list[dict],
+    ceils: dict[int, Ceilings] | Ceilings,
+    mode: str,
+    load: tuple[float, float],
+    machine: str = "",
+) -> str:
+    if isinstance(ceils, Ceilings):
+        ceils = {ceils.threads: ceils}
+    main_threads = max(ceils)
+    ceil = ceils[main_threads]
     groups: dict[tuple, dict[str, dict]] = defaultdict(dict)
     for r in rows:
-        if r["op"].startswith("e2e"):
-            continue  # its own section
+        if r["op"].startswith("e2e") or r.get("threads", main_threads) != main_threads:
+            continue  # e2e: its own section; other thread counts: the variant tables
         key = (r["op"], _size_key(r["size"]), r["mode"], r["allocator"])
         groups[key][r["provider"]] = r
     lines = [
@@ -81,18 +131,23 @@ def render(rows: list[dict], ceil: Ceilings, mode: str, load: tuple[float, float
         "(`make bench`); raw pytest-benchmark JSON (with machine info) beside this file in "
         "`benchmarks/results*/`. Do not edit by hand.",
         "",
-        f"Ceilings measured at the start of this run ({ceil.threads} threads): "
-        f"sgemm {ceil.sgemm_gflops:.0f} GFLOP/s, DRAM copy {ceil.dram_gbs:.1f} GB/s, "
-        f"L3-resident copy {ceil.cache_gbs:.1f} GB/s. Load average (1 min) at start "
-        f"{load[0]:.2f}, at end {load[1]:.2f}: on this 2-core machine anything above ~0.3 "
-        "means another process shared the cores and medians are inflated.",
+        *([machine, ""] if machine else []),
+        "Ceilings measured at the start of each pass:",
         "",
-        "Columns: median time; speedup = eager median / this median (same run, same "
-        "allocator setting); floor = median / roofline floor, where the floor is "
-        "max(FLOPs / sgemm rate, bytes / DRAM bandwidth) and `floor(L3)` uses the "
-        "L3-resident bandwidth (the paper-size weights, 16.8 MB, stay in L3 across "
+        *(_ceil_line(ceils[t]) for t in sorted(ceils, reverse=True)),
+        "",
+        f"Load average (1 min) at start {load[0]:.2f}, at end {load[1]:.2f}: on this 2-core "
+        "machine anything above ~0.3 means another process shared the cores and medians are "
+        "inflated.",
+        "",
+        f"Per-op tables ({main_threads} threads): median time; speedup = eager median / this "
+        "median (same run, same allocator setting); floor = median / roofline floor, where "
+        "the floor is max(FLOPs / sgemm rate, bytes / DRAM bandwidth) and `floor(L3)` uses "
+        "the L3-resident bandwidth (the paper-size weights, 16.8 MB, stay in L3 across "
         "repetitions). A floor ratio below 1 means the kernel beat the library sgemm rate "
-        "used as the compute ceiling (that rate is not the FMA peak). `peak MiB` = peak "
+        "used as the compute ceiling (that rate is not the FMA peak; the variant tables "
+        "below also give the FMA-peak floor). `fused[isa]` = the fused op running that CPU "
+        "kernel variant. `peak MiB` = peak "
         "tensor memory allocated by one call (fwd) or one forward+backward (fwdbwd), inputs "
         "excluded, counted by PyTorch's MemTracker (`-`: outside PyTorch). "
         "`default` = glibc defaults; `tuned` = MALLOC_MMAP_THRESHOLD_ and "
@@ -104,11 +159,12 @@ def render(rows: list[dict], ceil: Ceilings, mode: str, load: tuple[float, float
         "rows are the kernels' own cost.",
         "",
     ]
+    lines += variant_section(rows, ceils)
     last_op = None
     for (op, size, md, alloc), provs in sorted(groups.items()):
         if op != last_op:
             lines += [
-                f"## {op}",
+                f"## {op} ({main_threads} threads)",
                 "",
                 "| size | mode | alloc | provider | median ms | speedup vs eager | "
                 "floor | floor(L3) | peak MiB |",
@@ -137,8 +193,64 @@ def render(rows: list[dict], ceil: Ceilings, mode: str, load: tuple[float, float
             )
         lines.append("|  |  |  |  |  |  |  |  |  |")
     lines += e2e_section(rows)
-    lines += ["", targets(rows, ceil), "", MISSED_WHY]
+    lines += ["", targets(rows, ceils), "", MISSED_WHY]
     return "\n".join(lines) + "\n"
+
+
+def _ratio(base: dict | None, med: float) -> str:
+    return f"{base['median_ms'] / med:.2f}x" if base else "-"
+
+
+def variant_section(rows: list[dict], ceils: dict[int, Ceilings]) -> list[str]:
+    """One table per CPU kernel variant: its fused ops at every size, mode and thread
+    count against eager, torch.compile and faiss, with the FMA-peak and sgemm floors."""
+    fused = [r for r in rows if r.get("isa") and r["allocator"] == "default" and r["op"] in OPS]
+    if not fused:
+        return []
+    out = [
+        "## CPU kernel variants",
+        "",
+        "One table per variant (forced with `SOLID_EXT_CPU_ISA`, glibc default allocator). "
+        "`x eager`, `x compile`, `x faiss` = that provider's median / the fused median, "
+        "measured in the same pass (above 1: fused is faster; faiss: forward search only). "
+        "`FMA floor` = median / (FLOPs at this variant's own FMA peak, measured at the "
+        "start of the pass at the same thread count); `sgemm floor` = median / (FLOPs at "
+        "PyTorch's sgemm rate) -- compute only, so memory-bound cases (dynamic_linear) sit "
+        "far above both.",
+        "",
+    ]
+    by_key: dict[tuple, dict[str, dict]] = defaultdict(dict)
+    for r in rows:
+        if r["allocator"] == "default" and r["op"] in OPS:
+            by_key[(r["op"], _size_key(r["size"]), r["mode"], r["threads"])][r["provider"]] = r
+    for isa in sorted({r["isa"] for r in fused}, key=ISA_ORDER.index):
+        out += [
+            f"### {isa}",
+            "",
+            "| op | size | mode | threads | fused ms | x eager | x compile | x faiss | "
+            "FMA floor | sgemm floor |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in sorted(
+            (r for r in fused if r["isa"] == isa),
+            key=lambda r: (r["op"], r["mode"], -r["threads"], tuple(r["size"].values())),
+        ):
+            provs = by_key[(r["op"], _size_key(r["size"]), r["mode"], r["threads"])]
+            med, c = r["median_ms"], ceils.get(r["threads"])
+            fma = c.fma_floor_ms(isa, r["flops"]) if c else None
+            sg = r["flops"] / (c.sgemm_gflops * 1e9) * 1e3 if c else None
+            out.append(
+                f"| {r['op']} | {_size_key(r['size'])} | {r['mode']} | {r['threads']} | "
+                f"{med:.3f} | {_ratio(provs.get('eager'), med)} | "
+                f"{_ratio(provs.get('compile'), med)} | {_ratio(provs.get('faiss'), med)} | "
+                f"{f'{med / fma:.2f}x' if fma else '-'} | {f'{med / sg:.2f}x' if sg else '-'} |"
+            )
+        out.append("")
+    return out
+
+
+OPS = ("dynamic_linear", "codebook_quantize")
+ISA_ORDER = ["avx512", "avx2", "baseline"]
 
 
 MISSED_WHY = """Why targets are missed, where they are (the reasons, not the figures, are
@@ -203,67 +315,82 @@ def _med(rows, **kw):
     return found[0]["median_ms"] if found else None
 
 
-def targets(rows: list[dict], ceil: Ceilings) -> str:
-    """The issue's targets, each stated as met or missed with the measured figures."""
+def targets(rows: list[dict], ceils: dict[int, Ceilings] | Ceilings) -> str:
+    """The targets of the portable-kernels issue, per CPU kernel variant and thread
+    count, each stated as met or missed with the measured figures."""
+    if isinstance(ceils, Ceilings):
+        ceils = {ceils.threads: ceils}
     out = ["## Targets", "", "| target | measured | status |", "|---|---|---|"]
 
     def line(text, measured, ok):
         out.append(f"| {text} | {measured} | {'met' if ok else 'MISSED'} |")
 
-    for size in (
-        {"B": 1024, "L": 1, "N_in": 32, "N_out": 64},
-        {"B": 1024, "L": 10, "N_in": 32, "N_out": 64},
-    ):
-        for alloc in ("default", "tuned"):
-            kw = dict(op="dynamic_linear", mode="fwdbwd", size=size, allocator=alloc)
-            f, e, c = (_med(rows, provider=p, **kw) for p in ("fused", "eager", "compile"))
+    isas = sorted({r["isa"] for r in rows if r.get("isa")}, key=ISA_ORDER.index)
+    threads = sorted({r["threads"] for r in rows if r.get("isa")}, reverse=True)
+    for isa, t in ((i, t) for i in isas for t in threads):
+        fused = f"fused[{isa}]"
+        tag0 = f"[{isa}, {t}t]"
+        for size in (
+            {"B": 1024, "L": 1, "N_in": 32, "N_out": 64},
+            {"B": 1024, "L": 10, "N_in": 32, "N_out": 64},
+        ):
+            kw = dict(op="dynamic_linear", mode="fwdbwd", size=size, allocator="default")
+            f, e, c = (_med(rows, provider=p, threads=t, **kw) for p in (fused, "eager", "compile"))
             if f is None or e is None:
                 continue
-            tag = f"dynamic_linear fwd+bwd L={size['L']} ({alloc})"
-            line(f"{tag}: >= 5x eager", f"{e / f:.2f}x", e / f >= 5)
+            tag = f"{tag0} dynamic_linear fwd+bwd L={size['L']}"
+            line(f"{tag}: >= 3x eager", f"{e / f:.2f}x", e / f >= 3)
             if c is not None:
                 line(f"{tag}: faster than torch.compile", f"{f:.3f} vs {c:.3f} ms", f < c)
-            r = _find(rows, provider="fused", **kw)[0]
-            fl = ceil.floor_ms(r["flops"], r["bytes"])
-            line(f"{tag}: within 2x of memory floor ({fl:.3f} ms)", f"{f / fl:.2f}x", f / fl <= 2)
-    for d in (32, 64):
-        for k in (64, 256, 1024, 8192):
-            size = {"M": 10240, "K": k, "D": d}
-            kw = dict(op="codebook_quantize", size=size, allocator="default")
-            f = _med(rows, provider="fused", mode="fwdbwd", **kw)
-            e = _med(rows, provider="eager", mode="fwdbwd", **kw)
-            if f is None or e is None:
-                continue
-            tag = f"codebook_quantize K={k} D={d}"
-            line(f"{tag}: fwd+bwd >= 3x eager", f"{e / f:.2f}x", e / f >= 3)
-            ff = _med(rows, provider="fused", mode="fwd", **kw)
-            fa = _med(rows, provider="faiss", mode="fwd", **kw)
-            if ff is not None and fa is not None:
-                line(
-                    f"{tag}: fwd faster than faiss IndexFlatL2", f"{ff:.3f} vs {fa:.3f} ms", ff < fa
+        for d in (32, 64):
+            for k in (64, 256, 1024, 8192):
+                kw = dict(
+                    op="codebook_quantize",
+                    size={"M": 10240, "K": k, "D": d},
+                    allocator="default",
+                    threads=t,
                 )
-            if k >= 1024 and ff is not None:
-                flops_floor = 2 * 10240 * k * d / (ceil.sgemm_gflops * 1e9) * 1e3
-                line(
-                    f"{tag}: fwd within 1.5x of FLOP floor ({flops_floor:.3f} ms)",
-                    f"{ff / flops_floor:.2f}x",
-                    ff / flops_floor <= 1.5,
-                )
+                tag = f"{tag0} codebook_quantize K={k} D={d}"
+                f = _med(rows, provider=fused, mode="fwdbwd", **kw)
+                e = _med(rows, provider="eager", mode="fwdbwd", **kw)
+                if f is not None and e is not None:
+                    line(f"{tag}: fwd+bwd >= 3x eager", f"{e / f:.2f}x", e / f >= 3)
+                ff = _med(rows, provider=fused, mode="fwd", **kw)
+                fa = _med(rows, provider="faiss", mode="fwd", **kw)
+                if k >= 256 and ff is not None and fa is not None:
+                    line(f"{tag}: fwd faster than faiss", f"{ff:.3f} vs {fa:.3f} ms", ff < fa)
+                fl = ceils[t].fma_floor_ms(isa, 2 * 10240 * k * d) if t in ceils else None
+                if k >= 1024 and ff is not None and fl:
+                    line(
+                        f"{tag}: fwd within 1.3x of the FMA-peak floor ({fl:.3f} ms)",
+                        f"{ff / fl:.2f}x",
+                        ff / fl <= 1.3,
+                    )
+        if isa == "baseline":
+            slower = [
+                r
+                for r in _find(rows, provider=fused, threads=t, allocator="default")
+                if (e := _med(
+                    rows, provider="eager", op=r["op"], mode=r["mode"], size=r["size"],
+                    threads=t, allocator="default",
+                )) is not None and r["median_ms"] > e
+            ]  # fmt: skip
+            line(
+                f"{tag0} never slower than eager",
+                "slower in: "
+                + (", ".join(f"{r['op']} {_size_key(r['size'])} {r['mode']}" for r in slower)
+                   or "none"),
+                not slower,
+            )  # fmt: skip
     step = {r["provider"]: r["median_ms"] for r in rows if r["op"] == "e2e train step"}
     for stage in (1, 2):
         solid = step.get(f"SOLID(DUET) stage {stage} / cpu")
-        duet, ref = step.get("DUET / cpu"), step.get(f"SOLID(DUET) stage {stage} / reference")
-        if solid and duet:
-            line(
-                f"e2e: SOLID(DUET) stage {stage} epoch <= 1.10x DUET (fused ops)",
-                f"{solid / duet:.2f}x",
-                solid / duet <= 1.10,
-            )
+        ref = step.get(f"SOLID(DUET) stage {stage} / reference")
         if solid and ref:
             line(
-                f"e2e: SOLID(DUET) stage {stage} epoch, fused >= 1.5x faster than reference",
+                f"e2e: SOLID(DUET) stage {stage} step, fused ops faster than reference ops",
                 f"{ref / solid:.2f}x",
-                ref / solid >= 1.5,
+                ref / solid > 1,
             )
     return "\n".join(out)
 
@@ -325,12 +452,27 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
     return made
 
 
+OP_CASES = "(test_dynamic_linear and not module) or test_codebook_quantize"
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="paper sizes only (< 5 min)")
+    ap.add_argument("--quick", action="store_true", help="paper sizes only")
     ap.add_argument("--out", default="benchmarks/results", help="directory for JSON and plots")
-    ap.add_argument("--markdown", default="BENCHMARKS.md")
+    ap.add_argument(
+        "--markdown",
+        default=None,
+        help="report path (default: BENCHMARKS.md for a full run, OUT/BENCHMARKS.md for "
+        "--quick, so a quick run never rewrites the tracked report)",
+    )
     ap.add_argument("-k", dest="select", default=None, help="pytest -k selection")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[torch.get_num_threads(), 1],
+        help="thread counts, one pass each (the first runs every case, the others the ops)",
+    )
     ap.add_argument(
         "--render-only", action="store_true", help="re-render from OUT/results.json, no runs"
     )
@@ -338,28 +480,51 @@ def main(argv: list[str] | None = None) -> None:
     mode = "quick" if args.quick else "full"
     out = ROOT / args.out
     out.mkdir(parents=True, exist_ok=True)
+    markdown = args.markdown or (
+        os.path.relpath(out / "BENCHMARKS.md", ROOT) if args.quick else "BENCHMARKS.md"
+    )
     if args.render_only:
         saved = json.loads((out / "results.json").read_text())
-        ceil, mode, rows = Ceilings(**saved["ceilings"]), saved["mode"], saved["rows"]
-        load = tuple(saved["load"])
+        ceils = {int(t): Ceilings(**c) for t, c in saved["ceilings"].items()}
+        mode, rows, load = saved["mode"], saved["rows"], tuple(saved["load"])
+        machine = saved.get("machine", "")
     else:
         load_start = os.getloadavg()[0]
-        ceil = measure_ceilings()
-        print(f"ceilings: {ceil}", flush=True)
-        rows = _pytest(out, mode, "default", args.select)
-        tuned_sel = "dynamic_linear" if not args.select else f"({args.select}) and dynamic_linear"
-        rows += _pytest(out, mode, "tuned", tuned_sel)
+        machine = machine_line()
+        print(machine, flush=True)
+        threads = list(dict.fromkeys(args.threads))
+        ceils, rows = {}, []
+        for i, t in enumerate(threads):
+            torch.set_num_threads(t)
+            ceils[t] = measure_ceilings()
+            print(f"ceilings: {ceils[t]}", flush=True)
+            sel = args.select if i == 0 else (
+                OP_CASES if not args.select else f"({args.select}) and ({OP_CASES})"
+            )  # fmt: skip
+            rows += _pytest(out, mode, "default", sel, t)
+            if i == 0:
+                tuned = (
+                    "dynamic_linear" if not args.select else f"({args.select}) and dynamic_linear"
+                )
+                rows += _pytest(out, mode, "tuned", tuned, t)
         load = (load_start, os.getloadavg()[0])
         (out / "results.json").write_text(
             json.dumps(
-                {"ceilings": asdict(ceil), "mode": mode, "load": load, "rows": rows}, indent=1
+                {
+                    "ceilings": {t: asdict(c) for t, c in ceils.items()},
+                    "machine": machine,
+                    "mode": mode,
+                    "load": load,
+                    "rows": rows,
+                },
+                indent=1,
             )
         )
     for old in out.glob("*.png"):
         old.unlink()
-    md = render(rows, ceil, mode, load)
-    md_path = ROOT / args.markdown
-    pngs = plot(rows, out)
+    md = render(rows, ceils, mode, load, machine)
+    md_path = ROOT / markdown
+    pngs = plot([r for r in rows if r.get("threads") == max(ceils)], out)
     if pngs:
         md += (
             "\n## Plots\n\n"
@@ -367,7 +532,7 @@ def main(argv: list[str] | None = None) -> None:
             + "\n"
         )
     md_path.write_text(md)
-    print(f"wrote {args.markdown}, {out}/results.json and {len(pngs)} plots")
+    print(f"wrote {markdown}, {out}/results.json and {len(pngs)} plots")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,19 @@ else:
         CQ_SIZES += [(m, 1024, 32) for m in (2560, 40960, 163840)]
 
 MODES = ["fwd", "bwd", "fwdbwd"]
+# The fused ops once per CPU kernel variant this machine runs: "fused[avx2]".
+ISAS = solid_ext.cpu_isas()
+FUSED = [f"fused[{isa}]" for isa in ISAS]
+
+
+def _isa(provider: str) -> str | None:
+    return provider[len("fused[") : -1] if provider.startswith("fused[") else None
+
+
+def _info(benchmark, provider: str, **kw) -> None:
+    benchmark.extra_info.update(
+        provider=provider, isa=_isa(provider), threads=torch.get_num_threads(), **kw
+    )
 
 
 def _fresh(*tensors):
@@ -100,9 +113,12 @@ def _dl_cost(b, l, n_in, n_out, mode):
     }[mode]
 
 
-def _fused_dl(*a):
-    with solid_ext.use_backend("cpu"):
-        return ops.dynamic_linear(*a, tau=TAU)
+def _fused_dl(isa):
+    def fn(*a):
+        with solid_ext.use_backend("cpu"), solid_ext.use_cpu_isa(isa):
+            return ops.dynamic_linear(*a, tau=TAU)
+
+    return fn
 
 
 def _eager_dl(*a):
@@ -114,22 +130,24 @@ def _compiled_dl():
     return torch.compile(_eager_dl, dynamic=False)
 
 
-DL_PROVIDERS = ["fused", "eager"] + ([] if SMOKE else ["compile"])
+DL_PROVIDERS = FUSED + ["eager"] + ([] if SMOKE else ["compile"])
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("provider", DL_PROVIDERS)
 @pytest.mark.parametrize("size", DL_SIZES, ids=lambda s: "B{}-L{}-{}x{}".format(*s))
 def test_dynamic_linear(benchmark, size, provider, mode):
-    fn = {"fused": _fused_dl, "eager": _eager_dl, "compile": lambda *a: _compiled_dl()(*a)}[
-        provider
-    ]
+    if _isa(provider):
+        fn = _fused_dl(_isa(provider))
+    else:
+        fn = {"eager": _eager_dl, "compile": lambda *a: _compiled_dl()(*a)}[provider]
     inputs = _dl_inputs(*size)
     gy = torch.randn(size[0], size[1], size[3])
     flops, bytes_ = _dl_cost(*size, mode)
-    benchmark.extra_info.update(
+    _info(
+        benchmark,
+        provider,
         op="dynamic_linear",
-        provider=provider,
         mode=mode,
         flops=flops,
         bytes=bytes_,
@@ -161,9 +179,10 @@ def test_dynamic_linear_module(benchmark, size, provider, mode):
                 return layer(x, cond=c, branch_cond=bc)
 
     x, c, bc = torch.randn(b, l, n_in), torch.randn(b, n_cond), torch.randn(b, n_cond)
-    benchmark.extra_info.update(
+    _info(
+        benchmark,
+        provider,
         op="DynamicLinear module",
-        provider=provider,
         mode=mode,
         flops=0,
         bytes=0,
@@ -196,9 +215,12 @@ def _eager_cq(z, c):
     return z + (chosen - z).detach(), idx, sq
 
 
-def _fused_cq(z, c):
-    with solid_ext.use_backend("cpu"):
-        return ops.codebook_quantize(z, c)
+def _fused_cq(isa):
+    def fn(z, c):
+        with solid_ext.use_backend("cpu"), solid_ext.use_cpu_isa(isa):
+            return ops.codebook_quantize(z, c)
+
+    return fn
 
 
 @functools.cache
@@ -252,7 +274,7 @@ def _peer_available(name):
         return False
 
 
-CQ_PROVIDERS = ["fused", "eager"] + ([] if SMOKE else ["compile"])
+CQ_PROVIDERS = FUSED + ["eager"] + ([] if SMOKE else ["compile"])
 CQ_PROVIDERS += ["faiss", "faiss+gather"] if _peer_available("faiss") else []
 CQ_PROVIDERS += ["vector-quantize-pytorch"] if _peer_available("vector_quantize_pytorch") else []
 
@@ -267,14 +289,17 @@ def test_codebook_quantize(benchmark, size, provider, mode):
     m, k, d = size
     g = torch.Generator().manual_seed(0)
     z, c = torch.randn(m, d, generator=g), torch.randn(k, d, generator=g)
-    fn = {
-        "fused": _fused_cq,
-        "eager": _eager_cq,
-        "compile": lambda zz, cc: _compiled_cq()(zz, cc),
-        "faiss": _faiss_search(False),
-        "faiss+gather": _faiss_search(True),
-        "vector-quantize-pytorch": _vq,
-    }[provider]
+    fn = (
+        _fused_cq(_isa(provider))
+        if _isa(provider)
+        else {
+            "eager": _eager_cq,
+            "compile": lambda zz, cc: _compiled_cq()(zz, cc),
+            "faiss": _faiss_search(False),
+            "faiss+gather": _faiss_search(True),
+            "vector-quantize-pytorch": _vq,
+        }[provider]
+    )
     gq = torch.randn(m, d, generator=g)
 
     def grad_fn(out):
@@ -282,9 +307,10 @@ def test_codebook_quantize(benchmark, size, provider, mode):
         (q * gq).sum().add(sq.sum()).backward()
 
     flops, bytes_ = _cq_cost(m, k, d, mode)
-    benchmark.extra_info.update(
+    _info(
+        benchmark,
+        provider,
         op="codebook_quantize",
-        provider=provider,
         mode=mode,
         flops=flops,
         bytes=bytes_,
@@ -305,9 +331,10 @@ def test_semantic_codebook_module(benchmark, size, provider):
             q, _, loss = cb(z)
         return q.sum() + loss
 
-    benchmark.extra_info.update(
+    _info(
+        benchmark,
+        provider,
         op="SemanticCodebook module",
-        provider=provider,
         mode="fwdbwd",
         flops=0,
         bytes=0,

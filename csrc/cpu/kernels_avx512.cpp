@@ -7,8 +7,8 @@
 #define SOLID_VBYTES 64
 #define SOLID_DL_ROWS 5
 #define SOLID_DL_VECS 4
-#define SOLID_CQ_ROWS 8
-#define SOLID_CQ_VECS 2
+#define SOLID_CQ_ROWS 4
+#define SOLID_CQ_VECS 4
 #define SOLID_CQ_PREBCAST 0
 #define SOLID_FMA_CHAINS 16
 #include "kernels_impl.h"
