@@ -7,6 +7,7 @@
 #define SOLID_VBYTES 64
 #define SOLID_DL_ROWS 5
 #define SOLID_DL_VECS 4
+#define SOLID_DX_ROWS 4
 #define SOLID_CQ_ROWS 4
 #define SOLID_CQ_VECS 4
 #define SOLID_CQ_PREBCAST 0

@@ -5,6 +5,7 @@
 #define SOLID_VBYTES 16
 #define SOLID_DL_ROWS 5
 #define SOLID_DL_VECS 2
+#define SOLID_DX_ROWS 2
 #define SOLID_CQ_ROWS 6
 #define SOLID_CQ_VECS 2
 #define SOLID_CQ_PREBCAST 1

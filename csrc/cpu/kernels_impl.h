@@ -4,6 +4,7 @@
 //   SOLID_VBYTES       vector width in bytes: 16, 32 or 64
 //   SOLID_DL_ROWS      rows of a dynamic_linear register tile
 //   SOLID_DL_VECS      vectors per row of a dynamic_linear register tile
+//   SOLID_DX_ROWS      rows of l per dx tile (x 4 rows of i accumulators)
 //   SOLID_CQ_ROWS      rows of z per codebook micro-tile
 //   SOLID_CQ_VECS      vectors of codes per codebook micro-tile
 //   SOLID_CQ_PREBCAST  1: broadcast the tile's z values into scratch once, for ISAs
@@ -35,12 +36,14 @@ struct VT<float> {
   typedef float v __attribute__((vector_size(SOLID_VBYTES)));
   typedef int32_t i __attribute__((vector_size(SOLID_VBYTES)));
   typedef int32_t ie;
+  typedef float h16 __attribute__((vector_size(16)));
 };
 template <>
 struct VT<double> {
   typedef double v __attribute__((vector_size(SOLID_VBYTES)));
   typedef int64_t i __attribute__((vector_size(SOLID_VBYTES)));
   typedef int64_t ie;
+  typedef double h16 __attribute__((vector_size(16)));
 };
 template <typename T>
 using Vec = typename VT<T>::v;
@@ -119,6 +122,58 @@ inline T hsum(Vec<T> v) {
   return s;
 }
 
+// Reduces a vector to 16 bytes by adding its halves, as hsum does.
+template <typename T>
+inline typename VT<T>::h16 to16(Vec<T> v) {
+#if SOLID_VBYTES > 16
+  typedef typename VT<T>::h16 V16;
+#endif
+#if SOLID_VBYTES == 64
+  typedef T V32 __attribute__((vector_size(32)));
+  V32 a, b;
+  __builtin_memcpy(&a, &v, 32);
+  __builtin_memcpy(&b, reinterpret_cast<const char*>(&v) + 32, 32);
+  a += b;
+  V16 c, e;
+  __builtin_memcpy(&c, &a, 16);
+  __builtin_memcpy(&e, reinterpret_cast<const char*>(&a) + 16, 16);
+  return c + e;
+#elif SOLID_VBYTES == 32
+  V16 c, e;
+  __builtin_memcpy(&c, &v, 16);
+  __builtin_memcpy(&e, reinterpret_cast<const char*>(&v) + 16, 16);
+  return c + e;
+#else
+  return v;
+#endif
+}
+
+// out[j] = hsum(a[j]) for j < 4: after halving to 16 bytes, pairs of vectors are
+// interleaved and added (a transpose folded into the reduction).
+template <typename T>
+inline void hsum4(const Vec<T>* a, T* out) {
+#if defined(__clang__) || __GNUC__ >= 12
+  const auto x0 = to16<T>(a[0]), x1 = to16<T>(a[1]), x2 = to16<T>(a[2]), x3 = to16<T>(a[3]);
+  if constexpr (sizeof(T) == 4) {
+    // t01 = [x0_0+x0_2, x1_0+x1_2, x0_1+x0_3, x1_1+x1_3], t23 likewise
+    const auto t01 = __builtin_shufflevector(x0, x1, 0, 4, 1, 5) +
+                     __builtin_shufflevector(x0, x1, 2, 6, 3, 7);
+    const auto t23 = __builtin_shufflevector(x2, x3, 0, 4, 1, 5) +
+                     __builtin_shufflevector(x2, x3, 2, 6, 3, 7);
+    const auto r = __builtin_shufflevector(t01, t23, 0, 1, 4, 5) +
+                   __builtin_shufflevector(t01, t23, 2, 3, 6, 7);
+    __builtin_memcpy(out, &r, sizeof(r));
+  } else {
+    const auto r01 = __builtin_shufflevector(x0, x1, 0, 2) + __builtin_shufflevector(x0, x1, 1, 3);
+    const auto r23 = __builtin_shufflevector(x2, x3, 0, 2) + __builtin_shufflevector(x2, x3, 1, 3);
+    __builtin_memcpy(out, &r01, sizeof(r01));
+    __builtin_memcpy(out + 2, &r23, sizeof(r23));
+  }
+#else  // no __builtin_shufflevector before GCC 12
+  for (int j = 0; j < 4; ++j) out[j] = hsum<T>(a[j]);
+#endif
+}
+
 template <int N>
 struct Rows {
   static constexpr int value = N;
@@ -142,6 +197,7 @@ inline void with_rows(int64_t n, F&& f) {
 // tiles; the (B, I, O) combined weight is never written to memory.
 
 constexpr int DL_ROWS = SOLID_DL_ROWS;
+constexpr int DX_ROWS = SOLID_DX_ROWS;
 constexpr int DL_VECS = SOLID_DL_VECS;
 
 // R = w + clip(bw) for one sample; returns w itself when there is no branch.
@@ -248,35 +304,67 @@ inline void dw_tile(const T* x, const T* g, const T* bw, T tau, T* dw, T* dbw, i
     }
 }
 
-template <typename T, int NV>
-inline void dw_cols(const T* x, const T* g, const T* bw, T tau, T* dw, T* dbw, int64_t L,
-                    int64_t I, int64_t O, int64_t o0) {
-  int64_t i0 = 0;
-  for (; i0 + DL_ROWS <= I; i0 += DL_ROWS)
-    dw_tile<T, DL_ROWS, NV>(x, g, bw, tau, dw, dbw, L, I, O, i0, o0);
-  with_rows<DL_ROWS - 1>(I - i0, [&](auto rows) {
-    constexpr int IR = decltype(rows)::value;
-    dw_tile<T, IR, NV>(x, g, bw, tau, dw, dbw, L, I, O, i0, o0);
-  });
+// dW and dbw rows [i0, i0 + IR), all columns: the rows are finished one block at a
+// time (a few KB written contiguously) rather than one column strip of every row.
+template <typename T, int IR>
+inline void dw_rows(const T* x, const T* g, const T* bw, T tau, T* dw, T* dbw, int64_t L,
+                    int64_t I, int64_t O, int64_t i0) {
+  constexpr int V = lanes<T>();
+  int64_t o0 = 0;
+  for (; o0 + DL_VECS * V <= O; o0 += DL_VECS * V)
+    dw_tile<T, IR, DL_VECS>(x, g, bw, tau, dw, dbw, L, I, O, i0, o0);
+  for (; o0 + V <= O; o0 += V) dw_tile<T, IR, 1>(x, g, bw, tau, dw, dbw, L, I, O, i0, o0);
+  for (int64_t i = i0; i < i0 + IR; ++i)
+    for (int64_t o = o0; o < O; ++o) {
+      T s = 0;
+      for (int64_t l = 0; l < L; ++l) s += x[l * I + i] * g[l * O + o];
+      if (dw) dw[i * O + o] = s;
+      if (dbw) dbw[i * O + o] = inside(bw[i * O + o], tau) ? s : T(0);
+    }
 }
 
-// dx rows [0, LR) (pointers already at the block's first row) = g @ R^T: one vector
-// accumulator per row over all of O, then one horizontal sum per (l, i).
+// dx rows [0, LR) (pointers already at the block's first row) = g @ R^T. Rows i
+// of R are taken four at a time: LR x 4 vector accumulators over all of O, then one
+// transposing reduction per l turns four accumulators into four adjacent dx values
+// (about a third of the shuffles and adds of four separate horizontal sums, which
+// otherwise cost as much as the multiply-adds when O spans only a few vectors).
 template <typename T, int LR>
 inline void dx_rows(const T* g, const T* R, T* dx, int64_t I, int64_t O) {
   constexpr int V = lanes<T>();
-  for (int64_t i = 0; i < I; ++i) {
+  const int64_t Ov = O / V * V;
+  int64_t i = 0;
+  for (; i + 4 <= I; i += 4) {
+    Vec<T> acc[LR][4];
+    for (int l = 0; l < LR; ++l)
+      for (int j = 0; j < 4; ++j) acc[l][j] = splat<T>(0);
+    for (int64_t o = 0; o < Ov; o += V) {
+      Vec<T> rv[4];
+      for (int j = 0; j < 4; ++j) rv[j] = load(R + (i + j) * O + o);
+      for (int l = 0; l < LR; ++l) {
+        const Vec<T> gv = load(g + l * O + o);
+        for (int j = 0; j < 4; ++j) acc[l][j] += gv * rv[j];
+      }
+    }
+    for (int l = 0; l < LR; ++l) {
+      T s[4];
+      hsum4<T>(acc[l], s);
+      for (int j = 0; j < 4; ++j) {
+        for (int64_t t = Ov; t < O; ++t) s[j] += g[l * O + t] * R[(i + j) * O + t];
+        dx[l * I + i + j] = s[j];
+      }
+    }
+  }
+  for (; i < I; ++i) {
     const T* r = R + i * O;
     Vec<T> acc[LR];
     for (int l = 0; l < LR; ++l) acc[l] = splat<T>(0);
-    int64_t o = 0;
-    for (; o + V <= O; o += V) {
+    for (int64_t o = 0; o < Ov; o += V) {
       const Vec<T> rv = load(r + o);
       for (int l = 0; l < LR; ++l) acc[l] += load(g + l * O + o) * rv;
     }
     for (int l = 0; l < LR; ++l) {
       T s = hsum<T>(acc[l]);
-      for (int64_t t = o; t < O; ++t) s += g[l * O + t] * r[t];
+      for (int64_t t = Ov; t < O; ++t) s += g[l * O + t] * r[t];
       dx[l * I + i] = s;
     }
   }
@@ -284,41 +372,38 @@ inline void dx_rows(const T* g, const T* R, T* dx, int64_t I, int64_t O) {
 
 template <typename T>
 void dl_backward(const DLArgs<T>& a, int64_t b0, int64_t b1, T* scratch) {
-  constexpr int V = lanes<T>();
   const int64_t L = a.L, I = a.I, O = a.O;
   for (int64_t b = b0; b < b1; ++b) {
     const T* x = a.x + b * L * I;
     const T* g = a.g + b * L * O;
     const T* bw = a.bw ? a.bw + b * I * O : nullptr;
-    // Bias gradients: grad summed over L; the branch bias's masked by |bb| <= tau.
-    for (int64_t o = 0; o < O; ++o) {
-      T s = 0;
-      for (int64_t l = 0; l < L; ++l) s += g[l * O + o];
-      a.db[b * O + o] = s;
-      if (a.dbb) a.dbb[b * O + o] = inside(a.bb[b * O + o], a.tau) ? s : T(0);
-    }
+    // Bias gradients: grad summed over L (row by row, so it vectorises); the branch
+    // bias's masked by |bb| <= tau.
+    T* db = a.db + b * O;
+    for (int64_t o = 0; o < O; ++o) db[o] = g[o];
+    for (int64_t l = 1; l < L; ++l)
+      for (int64_t o = 0; o < O; ++o) db[o] += g[l * O + o];
+    if (a.dbb)
+      for (int64_t o = 0; o < O; ++o)
+        a.dbb[b * O + o] = inside(a.bb[b * O + o], a.tau) ? db[o] : T(0);
     T* dw = a.dw ? a.dw + b * I * O : nullptr;
     T* dbw = a.dbw ? a.dbw + b * I * O : nullptr;
     if (dw || dbw) {
-      int64_t o0 = 0;
-      for (; o0 + DL_VECS * V <= O; o0 += DL_VECS * V)
-        dw_cols<T, DL_VECS>(x, g, bw, a.tau, dw, dbw, L, I, O, o0);
-      for (; o0 + V <= O; o0 += V) dw_cols<T, 1>(x, g, bw, a.tau, dw, dbw, L, I, O, o0);
-      for (int64_t i = 0; i < I; ++i)
-        for (int64_t o = o0; o < O; ++o) {
-          T s = 0;
-          for (int64_t l = 0; l < L; ++l) s += x[l * I + i] * g[l * O + o];
-          if (dw) dw[i * O + o] = s;
-          if (dbw) dbw[i * O + o] = inside(bw[i * O + o], a.tau) ? s : T(0);
-        }
+      int64_t i0 = 0;
+      for (; i0 + DL_ROWS <= I; i0 += DL_ROWS)
+        dw_rows<T, DL_ROWS>(x, g, bw, a.tau, dw, dbw, L, I, O, i0);
+      with_rows<DL_ROWS - 1>(I - i0, [&](auto rows) {
+        constexpr int IR = decltype(rows)::value;
+        dw_rows<T, IR>(x, g, bw, a.tau, dw, dbw, L, I, O, i0);
+      });
     }
     if (a.dx) {
       const T* R = combined(a.w + b * I * O, bw, a.tau, I * O, scratch);
       T* dx = a.dx + b * L * I;
       int64_t l0 = 0;
-      for (; l0 + DL_ROWS <= L; l0 += DL_ROWS)
-        dx_rows<T, DL_ROWS>(g + l0 * O, R, dx + l0 * I, I, O);
-      with_rows<DL_ROWS - 1>(L - l0, [&](auto rows) {
+      for (; l0 + DX_ROWS <= L; l0 += DX_ROWS)
+        dx_rows<T, DX_ROWS>(g + l0 * O, R, dx + l0 * I, I, O);
+      with_rows<DX_ROWS - 1>(L - l0, [&](auto rows) {
     constexpr int LR = decltype(rows)::value;
         dx_rows<T, LR>(g + l0 * O, R, dx + l0 * I, I, O);
       });
