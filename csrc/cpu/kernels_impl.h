@@ -380,8 +380,8 @@ void dl_backward(const DLArgs<T>& a, int64_t b0, int64_t b1, T* scratch) {
     // Bias gradients: grad summed over L (row by row, so it vectorises); the branch
     // bias's masked by |bb| <= tau.
     T* db = a.db + b * O;
-    for (int64_t o = 0; o < O; ++o) db[o] = g[o];
-    for (int64_t l = 1; l < L; ++l)
+    for (int64_t o = 0; o < O; ++o) db[o] = T(0);
+    for (int64_t l = 0; l < L; ++l)
       for (int64_t o = 0; o < O; ++o) db[o] += g[l * O + o];
     if (a.dbb)
       for (int64_t o = 0; o < O; ++o)

@@ -7,16 +7,20 @@ test_triton.py in the interpreter.
 
 from __future__ import annotations
 
+import solid_ext
 from solid_ext import selfcheck
 
 
 def test_cpu_run_passes_and_is_decisive(capsys):
     rc = selfcheck.main(["--cpu-timing", "--reps", "1"])
     out = capsys.readouterr().out
-    assert "cpu        dynamic_linear     float32   PASS" in out
-    assert "cpu        codebook_quantize  float32   PASS" in out
+    isas = solid_ext.cpu_isas()
+    assert f"CPU kernels: {solid_ext.cpu_isa()} (variants this CPU runs: {', '.join(isas)}" in out
+    for isa in isas:  # every CPU kernel variant is checked
+        assert f"{f'cpu:{isa}':<12} dynamic_linear     float32   PASS" in out
+        assert f"{f'cpu:{isa}':<12} codebook_quantize  float32   PASS" in out
     assert "NO CUDA DEVICE" in out
-    assert "SUMMARY: correctness 4/4 PASS; timing " in out
+    assert f"SUMMARY: correctness {2 + 2 * len(isas)}/{2 + 2 * len(isas)} PASS; timing " in out
     # Timing on a shared 2-core machine may rank either way: both verdicts are decisive.
     if rc == 0:
         assert "VERDICT: OK" in out
@@ -30,7 +34,7 @@ def test_wrong_kernel_is_reported_broken(capsys, monkeypatch):
     rc = selfcheck.main(["--no-timing"])
     out = capsys.readouterr().out
     assert rc == 1
-    assert "cpu        dynamic_linear     float32   FAIL" in out
+    assert "cpu:baseline dynamic_linear     float32   FAIL" in out
     assert "VERDICT: BROKEN" in out
 
 
