@@ -232,3 +232,18 @@ def test_bad_inputs_raise_clearly(backend, name, mutate, msg):
     with pytest.raises((ValueError, TypeError)) as err:
         ops.codebook_quantize(*mutate(z, c))
     assert msg in str(err.value) and name in str(err.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_infinite_inputs_follow_the_reference(backend, dtype):
+    # Non-finite inputs take the search's NaN-aware path (finite ones skip it):
+    # infinite scores and the NaNs of inf * 0 must resolve as torch.argmin does.
+    z, c = make((40,), 70, 9, dtype=dtype, seed=5)
+    c[::7, 4] = 0.0  # inf * 0 = NaN for these codes
+    z[3, 2] = math.inf
+    z[11, 4] = -math.inf
+    z[20] = math.inf
+    c[50, 1] = -math.inf
+    _, idx, _ = ops.codebook_quantize(z, c)
+    _, idx_ref, _ = codebook_quantize_ref(z, c)
+    assert torch.equal(idx, idx_ref)
