@@ -23,6 +23,15 @@
 
 #include "kernels.h"
 
+// Register tiles are arrays indexed by loop counters; unless every such loop is
+// unrolled completely the array lives on the stack and every access is a load or
+// store (GCC stops unrolling the larger AVX-512 epilogues on its own).
+#if defined(__clang__)
+#define SOLID_UNROLL _Pragma("unroll")
+#else
+#define SOLID_UNROLL _Pragma("GCC unroll 64")
+#endif
+
 #define SOLID_STR2(x) #x
 #define SOLID_STR(x) SOLID_STR2(x)
 
@@ -170,6 +179,7 @@ inline void hsum4(const Vec<T>* a, T* out) {
     __builtin_memcpy(out + 2, &r23, sizeof(r23));
   }
 #else  // no __builtin_shufflevector before GCC 12
+  SOLID_UNROLL
   for (int j = 0; j < 4; ++j) out[j] = hsum<T>(a[j]);
 #endif
 }
@@ -218,19 +228,26 @@ inline void fwd_tile(const T* x, const T* R, const T* brow, T* y, int64_t I, int
                      int64_t o0) {
   constexpr int V = lanes<T>();
   Vec<T> acc[LR][NV];
+  SOLID_UNROLL
   for (int v = 0; v < NV; ++v) {
     const Vec<T> b = load(brow + o0 + v * V);
+    SOLID_UNROLL
     for (int l = 0; l < LR; ++l) acc[l][v] = b;
   }
   for (int64_t i = 0; i < I; ++i) {
     Vec<T> r[NV];
+    SOLID_UNROLL
     for (int v = 0; v < NV; ++v) r[v] = load(R + i * O + o0 + v * V);
+    SOLID_UNROLL
     for (int l = 0; l < LR; ++l) {
       const Vec<T> xs = splat<T>(x[l * I + i]);
+      SOLID_UNROLL
       for (int v = 0; v < NV; ++v) acc[l][v] += r[v] * xs;
     }
   }
+  SOLID_UNROLL
   for (int l = 0; l < LR; ++l)
+    SOLID_UNROLL
     for (int v = 0; v < NV; ++v) store(y + l * O + o0 + v * V, acc[l][v]);
 }
 
@@ -282,18 +299,25 @@ inline void dw_tile(const T* x, const T* g, const T* bw, T tau, T* dw, T* dbw, i
                     int64_t I, int64_t O, int64_t i0, int64_t o0) {
   constexpr int V = lanes<T>();
   Vec<T> acc[IR][NV];
+  SOLID_UNROLL
   for (int r = 0; r < IR; ++r)
+    SOLID_UNROLL
     for (int v = 0; v < NV; ++v) acc[r][v] = splat<T>(0);
   for (int64_t l = 0; l < L; ++l) {
     Vec<T> gv[NV];
+    SOLID_UNROLL
     for (int v = 0; v < NV; ++v) gv[v] = load(g + l * O + o0 + v * V);
+    SOLID_UNROLL
     for (int r = 0; r < IR; ++r) {
       const Vec<T> xs = splat<T>(x[l * I + i0 + r]);
+      SOLID_UNROLL
       for (int v = 0; v < NV; ++v) acc[r][v] += gv[v] * xs;
     }
   }
   const Vec<T> lo = splat<T>(-tau), hi = splat<T>(tau), zero = splat<T>(0);
+  SOLID_UNROLL
   for (int r = 0; r < IR; ++r)
+    SOLID_UNROLL
     for (int v = 0; v < NV; ++v) {
       const int64_t off = (i0 + r) * O + o0 + v * V;
       if (dw) store(dw + off, acc[r][v]);
@@ -335,19 +359,26 @@ inline void dx_rows(const T* g, const T* R, T* dx, int64_t I, int64_t O) {
   int64_t i = 0;
   for (; i + 4 <= I; i += 4) {
     Vec<T> acc[LR][4];
+    SOLID_UNROLL
     for (int l = 0; l < LR; ++l)
+      SOLID_UNROLL
       for (int j = 0; j < 4; ++j) acc[l][j] = splat<T>(0);
     for (int64_t o = 0; o < Ov; o += V) {
       Vec<T> rv[4];
+      SOLID_UNROLL
       for (int j = 0; j < 4; ++j) rv[j] = load(R + (i + j) * O + o);
+      SOLID_UNROLL
       for (int l = 0; l < LR; ++l) {
         const Vec<T> gv = load(g + l * O + o);
+        SOLID_UNROLL
         for (int j = 0; j < 4; ++j) acc[l][j] += gv * rv[j];
       }
     }
+    SOLID_UNROLL
     for (int l = 0; l < LR; ++l) {
       T s[4];
       hsum4<T>(acc[l], s);
+      SOLID_UNROLL
       for (int j = 0; j < 4; ++j) {
         for (int64_t t = Ov; t < O; ++t) s[j] += g[l * O + t] * R[(i + j) * O + t];
         dx[l * I + i + j] = s[j];
@@ -357,11 +388,14 @@ inline void dx_rows(const T* g, const T* R, T* dx, int64_t I, int64_t O) {
   for (; i < I; ++i) {
     const T* r = R + i * O;
     Vec<T> acc[LR];
+    SOLID_UNROLL
     for (int l = 0; l < LR; ++l) acc[l] = splat<T>(0);
     for (int64_t o = 0; o < Ov; o += V) {
       const Vec<T> rv = load(r + o);
+      SOLID_UNROLL
       for (int l = 0; l < LR; ++l) acc[l] += load(g + l * O + o) * rv;
     }
+    SOLID_UNROLL
     for (int l = 0; l < LR; ++l) {
       T s = hsum<T>(acc[l]);
       for (int64_t t = Ov; t < O; ++t) s += g[l * O + t] * r[t];
@@ -440,27 +474,35 @@ inline void cq_tile(const CQArgs<T>& a, const T* const* zr, const T* zb, int64_t
   (void)zr;
   (void)zb;
   Vec<T> acc[CQ_ROWS][CQ_VECS];
+  SOLID_UNROLL
   for (int v = 0; v < CQ_VECS; ++v) {
     const Vec<T> c2v = load(a.c2 + k0 + v * V);
+    SOLID_UNROLL
     for (int r = 0; r < CQ_ROWS; ++r) acc[r][v] = c2v;
   }
   const T* cp = a.ct + k0 * a.D;  // this tile's (D, NR) panel
   for (int64_t d = 0; d < a.D; ++d) {
     Vec<T> cv[CQ_VECS];
+    SOLID_UNROLL
     for (int v = 0; v < CQ_VECS; ++v) cv[v] = load(cp + d * NR + v * V);
+    SOLID_UNROLL
     for (int r = 0; r < CQ_ROWS; ++r) {
 #if SOLID_CQ_PREBCAST
       const Vec<T> zs = load(zb + (r * a.D + d) * V);
 #else
       const Vec<T> zs = splat<T>(zr[r][d]);
 #endif
+      SOLID_UNROLL
       for (int v = 0; v < CQ_VECS; ++v) acc[r][v] += cv[v] * zs;
     }
   }
   IVec<T> lane;
+  SOLID_UNROLL
   for (int i = 0; i < V; ++i) lane[i] = static_cast<IElem<T>>(i);
+  SOLID_UNROLL
   for (int v = 0; v < CQ_VECS; ++v) {
     const IVec<T> kidx = lane + static_cast<IElem<T>>(k0 + v * V);
+    SOLID_UNROLL
     for (int r = 0; r < CQ_ROWS; ++r) {
       const Vec<T> s = acc[r][v];
       T* bvp = bestv + r * NR + v * V;
@@ -481,12 +523,26 @@ inline void cq_tile(const CQArgs<T>& a, const T* const* zr, const T* zb, int64_t
   }
 }
 
-// Smallest lane of a vector (NaN-free input).
-template <typename TV, typename E, int N>
-inline E hmin_lanes(TV v) {
-  E m = v[0];
-  for (int k = 1; k < N; ++k) m = v[k] < m ? v[k] : m;
-  return m;
+template <typename E, int BYTES>
+struct VecOf {
+  typedef E t __attribute__((vector_size(BYTES)));
+};
+
+// Smallest lane of a vector of E (NaN-free), by halving: log2 steps, not a chain of
+// one compare per lane.
+template <typename E, int BYTES>
+inline E hmin(typename VecOf<E, BYTES>::t v) {
+  if constexpr (BYTES > 16) {
+    typedef typename VecOf<E, BYTES / 2>::t H;
+    H a, b;
+    __builtin_memcpy(&a, &v, BYTES / 2);
+    __builtin_memcpy(&b, reinterpret_cast<const char*>(&v) + BYTES / 2, BYTES / 2);
+    return hmin<E, BYTES / 2>(b < a ? b : a);
+  } else {
+    E m = v[0];
+    for (int k = 1; k < int(BYTES / sizeof(E)); ++k) m = v[k] < m ? v[k] : m;
+    return m;
+  }
 }
 
 // Reduce one row's per-lane bests to (best score, lowest index among equals; NaN
@@ -499,34 +555,46 @@ inline void cq_finish(const CQArgs<T>& a, int64_t m, const T* bv, const IElem<T>
   Vec<T> vals[CQ_VECS];
   IVec<T> idxs[CQ_VECS];
   IVec<T> nan = IVec<T>{};
+  SOLID_UNROLL
   for (int v = 0; v < CQ_VECS; ++v) {
     vals[v] = load(bv + v * V);
     __builtin_memcpy(&idxs[v], bi + v * V, sizeof(IVec<T>));
     nan |= vals[v] != vals[v];
   }
   int64_t bk;
-  if (hmin_lanes<IVec<T>, IElem<T>, V>(nan) != 0) {  // some lane holds a NaN
+  if (hmin<IElem<T>, SOLID_VBYTES>(nan) != 0) {  // some lane holds a NaN (-1)
     bk = a.K;
+    SOLID_UNROLL
     for (int j = 0; j < NR; ++j)
       if (bv[j] != bv[j] && bi[j] < bk) bk = bi[j];
   } else {
     Vec<T> mv = vals[0];
+    SOLID_UNROLL
     for (int v = 1; v < CQ_VECS; ++v) mv = vals[v] < mv ? vals[v] : mv;
-    const Vec<T> best = splat<T>(hmin_lanes<Vec<T>, T, V>(mv));
+    const Vec<T> best = splat<T>(hmin<T, SOLID_VBYTES>(mv));
     const IVec<T> none = IVec<T>{} + static_cast<IElem<T>>(a.K);
     IVec<T> cand = none;
+    SOLID_UNROLL
     for (int v = 0; v < CQ_VECS; ++v) {
       const IVec<T> c = vals[v] == best ? idxs[v] : none;
       cand = c < cand ? c : cand;
     }
-    bk = hmin_lanes<IVec<T>, IElem<T>, V>(cand);
+    bk = hmin<IElem<T>, SOLID_VBYTES>(cand);
   }
   a.idx[m] = bk;
   const T* zm = a.z + m * a.D;
   const T* cm = a.c + bk * a.D;
   T* qm = a.q + m * a.D;
-  T acc = 0;
-  for (int64_t d = 0; d < a.D; ++d) {
+  // Lane-parallel partial sums: a sequential sum would be a chain of D dependent adds.
+  Vec<T> accv = splat<T>(0);
+  int64_t d = 0;
+  for (; d + V <= a.D; d += V) {
+    const Vec<T> cv = load(cm + d), diff = load(zm + d) - cv;
+    accv += diff * diff;
+    store(qm + d, cv);
+  }
+  T acc = hsum<T>(accv);
+  for (; d < a.D; ++d) {
     const T diff = zm[d] - cm[d];
     acc += diff * diff;
     qm[d] = cm[d];
@@ -553,8 +621,10 @@ void cq_search(const CQArgs<T>& a, int64_t g0, int64_t g1, void* scratch) {
       for (int64_t r0 = 0; r0 < rows; r0 += CQ_ROWS) {
         const T* zr[CQ_ROWS];
         // Rows past M repeat the last row: wasted work, never written back.
+        SOLID_UNROLL
         for (int r = 0; r < CQ_ROWS; ++r) zr[r] = a.z + min64(m0 + r0 + r, a.M - 1) * a.D;
 #if SOLID_CQ_PREBCAST
+        SOLID_UNROLL
         for (int r = 0; r < CQ_ROWS; ++r)
           for (int64_t d = 0; d < a.D; ++d) store(zb + (r * a.D + d) * lanes<T>(), splat<T>(zr[r][d]));
 #endif
@@ -585,11 +655,14 @@ int64_t cq_scratch_bytes(int64_t D) {
 double fma_loop(int64_t iters) {
   constexpr int N = SOLID_FMA_CHAINS;
   Vec<float> acc[N];
+  SOLID_UNROLL
   for (int j = 0; j < N; ++j) acc[j] = splat<float>(1e-3f * float(j + 1));
   const Vec<float> m = splat<float>(0.999999f), c = splat<float>(1e-6f);
   for (int64_t it = 0; it < iters; ++it)
+    SOLID_UNROLL
     for (int j = 0; j < N; ++j) acc[j] = acc[j] * m + c;
   Vec<float> s = acc[0];
+  SOLID_UNROLL
   for (int j = 1; j < N; ++j) s += acc[j];
   volatile float sink = s[0];
   (void)sink;
