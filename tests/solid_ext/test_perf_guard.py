@@ -4,10 +4,13 @@ must beat the eager PyTorch reference measured in the same process.
 This is a collapse detector, not a benchmark (benchmarks/ measures): a variant whose
 register tiles spill, or that is built for the wrong ISA, runs 10-50x slower and
 fails here on any machine. Noise margin: fused and eager are timed interleaved (so a
-busy neighbour slows both) and compared by their medians over 7 rounds; on a quiet
-2-core VM either median moves by about 10% between runs, while the slimmest margin
-measured (baseline codebook_quantize forward, SSE2 kernels against eager's
-AVX2/AVX-512 BLAS) is about 1.1-1.5x and the others 2-4x.
+busy neighbour slows both) and compared by their medians over 7 rounds; a case that
+loses is measured again, up to ATTEMPTS times, and fails only if it loses every time.
+On this 2-core VM either median moves by 10% or more between runs (a second process
+on the other core moves it by far more), while the slimmest true margin (baseline
+codebook_quantize, SSE2 kernels against eager's AVX2/AVX-512 BLAS) is about 1.1x at
+2 threads; one attempt lost 0.97x in a CI run. The others are 2-4x. A collapse (a
+spilling tile, a wrong-ISA build: 10-50x) loses every attempt.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ pytestmark = pytest.mark.skipif(
     reason="compiled extension not built (the build itself fails `make test` first)",
 )
 ROUNDS = 7
+ATTEMPTS = 3
 TAU = 0.01
 
 
@@ -89,10 +93,12 @@ CASES = {
 @pytest.mark.parametrize("isa", solid_ext.cpu_isas())
 def test_fused_beats_eager(isa, case):
     fused, eager = CASES[case]()
+    tries = []
     with solid_ext.use_backend("cpu"), solid_ext.use_cpu_isa(isa):
-        tf, te = _interleaved_medians(fused, eager)
-    print(
-        f"{case} [{isa}, {torch.get_num_threads()} threads]: fused {tf:.2f} ms, "
-        f"eager {te:.2f} ms ({te / tf:.2f}x)"
-    )
-    assert tf < te, f"{case} [{isa}]: fused {tf:.2f} ms is not faster than eager {te:.2f} ms"
+        for _ in range(ATTEMPTS):
+            tf, te = _interleaved_medians(fused, eager)
+            tries.append(f"fused {tf:.2f} ms vs eager {te:.2f} ms ({te / tf:.2f}x)")
+            if tf < te:
+                break
+    print(f"{case} [{isa}, {torch.get_num_threads()} threads]: " + "; ".join(tries))
+    assert tf < te, f"{case} [{isa}]: fused slower than eager in every attempt: {tries}"
