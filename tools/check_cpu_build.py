@@ -26,17 +26,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU = ROOT / "csrc" / "cpu"
+sys.path.insert(0, str(ROOT))
+from setup import isa_flags  # noqa: E402  (the one reader of csrc/cpu/isa_flags.txt)
+
 WARN = ["-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter"]
-
-
-def isa_flags() -> dict[str, list[str]]:
-    out = {}
-    for line in (CPU / "isa_flags.txt").read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            name, _, flags = line.partition(":")
-            out[name.strip()] = shlex.split(flags)
-    return out
 
 
 def torch_includes() -> list[str]:

@@ -103,58 +103,49 @@ inline bool inside(T v, T tau) {
   return v >= -tau && v <= tau;
 }
 
-// Horizontal sum: halve to 16 bytes with vector adds, then add the last lanes.
+template <typename E, int BYTES>
+struct VecOf {
+  typedef E t __attribute__((vector_size(BYTES)));
+};
+
+// Folds a vector of E in halves with op (a + b, min) down to 16 bytes: log2 steps.
+template <typename E, int BYTES, typename Op>
+inline typename VecOf<E, 16>::t fold16(typename VecOf<E, BYTES>::t v, Op op) {
+  if constexpr (BYTES > 16) {
+    typedef typename VecOf<E, BYTES / 2>::t H;
+    H a, b;
+    __builtin_memcpy(&a, &v, BYTES / 2);
+    __builtin_memcpy(&b, reinterpret_cast<const char*>(&v) + BYTES / 2, BYTES / 2);
+    return fold16<E, BYTES / 2>(op(a, b), op);
+  } else {
+    return v;
+  }
+}
+
+constexpr auto add_op = [](auto a, auto b) { return a + b; };
+constexpr auto min_op = [](auto a, auto b) { return b < a ? b : a; };
+
+template <typename T>
+inline typename VT<T>::h16 to16(Vec<T> v) {
+  return fold16<T, SOLID_VBYTES>(v, add_op);
+}
+
+// Horizontal sum: fold to 16 bytes, then add the last lanes.
 template <typename T>
 inline T hsum(Vec<T> v) {
-  typedef T V16 __attribute__((vector_size(16)));
-  V16 r;
-#if SOLID_VBYTES == 64
-  typedef T V32 __attribute__((vector_size(32)));
-  V32 a, b;
-  __builtin_memcpy(&a, &v, 32);
-  __builtin_memcpy(&b, reinterpret_cast<const char*>(&v) + 32, 32);
-  a += b;
-  V16 c, e;
-  __builtin_memcpy(&c, &a, 16);
-  __builtin_memcpy(&e, reinterpret_cast<const char*>(&a) + 16, 16);
-  r = c + e;
-#elif SOLID_VBYTES == 32
-  V16 c, e;
-  __builtin_memcpy(&c, &v, 16);
-  __builtin_memcpy(&e, reinterpret_cast<const char*>(&v) + 16, 16);
-  r = c + e;
-#else
-  r = v;
-#endif
+  const auto r = to16<T>(v);
   T s = 0;
   for (int k = 0; k < int(16 / sizeof(T)); ++k) s += r[k];
   return s;
 }
 
-// Reduces a vector to 16 bytes by adding its halves, as hsum does.
-template <typename T>
-inline typename VT<T>::h16 to16(Vec<T> v) {
-#if SOLID_VBYTES > 16
-  typedef typename VT<T>::h16 V16;
-#endif
-#if SOLID_VBYTES == 64
-  typedef T V32 __attribute__((vector_size(32)));
-  V32 a, b;
-  __builtin_memcpy(&a, &v, 32);
-  __builtin_memcpy(&b, reinterpret_cast<const char*>(&v) + 32, 32);
-  a += b;
-  V16 c, e;
-  __builtin_memcpy(&c, &a, 16);
-  __builtin_memcpy(&e, reinterpret_cast<const char*>(&a) + 16, 16);
-  return c + e;
-#elif SOLID_VBYTES == 32
-  V16 c, e;
-  __builtin_memcpy(&c, &v, 16);
-  __builtin_memcpy(&e, reinterpret_cast<const char*>(&v) + 16, 16);
-  return c + e;
-#else
-  return v;
-#endif
+// Smallest lane of a vector of E (NaN-free), folded the same way.
+template <typename E>
+inline E hmin(typename VecOf<E, SOLID_VBYTES>::t v) {
+  const auto r = fold16<E, SOLID_VBYTES>(v, min_op);
+  E m = r[0];
+  for (int k = 1; k < int(16 / sizeof(E)); ++k) m = r[k] < m ? r[k] : m;
+  return m;
 }
 
 // out[j] = hsum(a[j]) for j < 4: after halving to 16 bytes, pairs of vectors are
@@ -523,28 +514,6 @@ inline void cq_tile(const CQArgs<T>& a, const T* const* zr, const T* zb, int64_t
   }
 }
 
-template <typename E, int BYTES>
-struct VecOf {
-  typedef E t __attribute__((vector_size(BYTES)));
-};
-
-// Smallest lane of a vector of E (NaN-free), by halving: log2 steps, not a chain of
-// one compare per lane.
-template <typename E, int BYTES>
-inline E hmin(typename VecOf<E, BYTES>::t v) {
-  if constexpr (BYTES > 16) {
-    typedef typename VecOf<E, BYTES / 2>::t H;
-    H a, b;
-    __builtin_memcpy(&a, &v, BYTES / 2);
-    __builtin_memcpy(&b, reinterpret_cast<const char*>(&v) + BYTES / 2, BYTES / 2);
-    return hmin<E, BYTES / 2>(b < a ? b : a);
-  } else {
-    E m = v[0];
-    for (int k = 1; k < int(BYTES / sizeof(E)); ++k) m = v[k] < m ? v[k] : m;
-    return m;
-  }
-}
-
 // Reduce one row's per-lane bests to (best score, lowest index among equals; NaN
 // beats everything and the first NaN wins), then write its index, code and exact
 // distance (recomputed from the chosen code, free of the expanded form's
@@ -562,7 +531,7 @@ inline void cq_finish(const CQArgs<T>& a, int64_t m, const T* bv, const IElem<T>
     nan |= vals[v] != vals[v];
   }
   int64_t bk;
-  if (hmin<IElem<T>, SOLID_VBYTES>(nan) != 0) {  // some lane holds a NaN (-1)
+  if (hmin<IElem<T>>(nan) != 0) {  // some lane holds a NaN (-1)
     bk = a.K;
     SOLID_UNROLL
     for (int j = 0; j < NR; ++j)
@@ -571,7 +540,7 @@ inline void cq_finish(const CQArgs<T>& a, int64_t m, const T* bv, const IElem<T>
     Vec<T> mv = vals[0];
     SOLID_UNROLL
     for (int v = 1; v < CQ_VECS; ++v) mv = vals[v] < mv ? vals[v] : mv;
-    const Vec<T> best = splat<T>(hmin<T, SOLID_VBYTES>(mv));
+    const Vec<T> best = splat<T>(hmin<T>(mv));
     const IVec<T> none = IVec<T>{} + static_cast<IElem<T>>(a.K);
     IVec<T> cand = none;
     SOLID_UNROLL
@@ -579,7 +548,7 @@ inline void cq_finish(const CQArgs<T>& a, int64_t m, const T* bv, const IElem<T>
       const IVec<T> c = vals[v] == best ? idxs[v] : none;
       cand = c < cand ? c : cand;
     }
-    bk = hmin<IElem<T>, SOLID_VBYTES>(cand);
+    bk = hmin<IElem<T>>(cand);
   }
   a.idx[m] = bk;
   const T* zm = a.z + m * a.D;
