@@ -6,8 +6,8 @@ already installed (an isolated build would fetch another, multi-GB torch).
 The CPU kernels are built once per instruction set (csrc/cpu/kernels_<isa>.cpp, each
 with the flags csrc/cpu/isa_flags.txt gives it: baseline everywhere, avx2 and avx512
 on x86-64) into the one extension, which picks a variant at run time from the CPU.
-Nothing is compiled for the build machine's own CPU (no ``-march=native``), so a
-build runs on any CPU of its architecture.
+No flag targets the build machine's own CPU, so a build runs on any CPU of its
+architecture.
 
 Environment: ``SOLID_EXT_CUDA=0`` skips the CUDA kernels even where torch and nvcc
 allow them; ``CXX`` names the compiler of the per-ISA kernel objects (default c++).
@@ -52,8 +52,12 @@ def _extensions() -> list:
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
     cxx = ["-O3", "-fopenmp", "-Wall"]
-    kernel_sources = {f"csrc/cpu/kernels_{isa}.cpp" for isa in ("baseline", "avx2", "avx512")}
-    cpu_sources = [s for s in sorted(glob.glob("csrc/cpu/*.cpp")) if s not in kernel_sources]
+    # kernels_<isa>.cpp are compiled by Build with their own flags, not here.
+    cpu_sources = [
+        s
+        for s in sorted(glob.glob("csrc/cpu/*.cpp"))
+        if not os.path.basename(s).startswith("kernels_")
+    ]
     sources = ["csrc/module.cpp", "csrc/ops.cpp", *cpu_sources]
     cuda_sources = sorted(glob.glob("csrc/cuda/*.cu"))
     want_cuda = (

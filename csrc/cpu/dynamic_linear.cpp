@@ -27,7 +27,7 @@ void run(const DLArgs<T>& a, int64_t B, bool backward) {
   const auto kernel = backward ? ops.dl_backward : ops.dl_forward;
   const Dims d{B, a.L, a.I, a.O};
   at::parallel_for(0, B, grain(d), [&](int64_t b0, int64_t b1) {
-    std::vector<T> scratch(SOLID_EXT_DL_SCRATCH_ELEMS(a.L, a.I, a.O));
+    std::vector<T> scratch(SOLID_EXT_DL_SCRATCH_ELEMS(a.I, a.O));
     kernel(a, b0, b1, scratch.data());
   });
 }

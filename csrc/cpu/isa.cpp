@@ -68,6 +68,12 @@ const Variant& resolve(const std::string& name, const char* where) {
   return find_runnable(name, where);
 }
 
+// The variant SOLID_EXT_CPU_ISA asks for (unset, empty or "auto": the widest).
+const Variant& from_env() {
+  const char* env = std::getenv("SOLID_EXT_CPU_ISA");
+  return resolve(env ? env : "", "SOLID_EXT_CPU_ISA");
+}
+
 std::mutex mu;
 std::atomic<const Variant*> active{nullptr};
 
@@ -77,8 +83,7 @@ const Variant& current() {
   std::lock_guard<std::mutex> lock(mu);
   v = active.load(std::memory_order_relaxed);
   if (!v) {
-    const char* env = std::getenv("SOLID_EXT_CPU_ISA");
-    v = &resolve(env ? env : "", "SOLID_EXT_CPU_ISA");
+    v = &from_env();
     active.store(v, std::memory_order_release);
   }
   return *v;
@@ -104,8 +109,7 @@ std::string active_isa() { return current().name; }
 void set_isa(const std::string& name) {
   std::lock_guard<std::mutex> lock(mu);
   if (name.empty() || name == "auto") {
-    const char* env = std::getenv("SOLID_EXT_CPU_ISA");
-    active.store(&resolve(env ? env : "", "SOLID_EXT_CPU_ISA"), std::memory_order_release);
+    active.store(&from_env(), std::memory_order_release);
   } else {
     active.store(&find_runnable(name, "cpu_isa"), std::memory_order_release);
   }

@@ -50,7 +50,7 @@ struct CQArgs {
 
 template <typename T>
 struct KernelOps {
-  // Samples [b0, b1); scratch holds dl_scratch_elems(L, I, O) elements.
+  // Samples [b0, b1); scratch holds SOLID_EXT_DL_SCRATCH_ELEMS(I, O) elements.
   void (*dl_forward)(const DLArgs<T>& a, int64_t b0, int64_t b1, T* scratch);
   void (*dl_backward)(const DLArgs<T>& a, int64_t b0, int64_t b1, T* scratch);
   // Row groups [g0, g1) of cq_group rows; scratch holds cq_scratch_bytes(D) bytes.
@@ -71,9 +71,8 @@ struct Kernels {
 };
 
 // Scratch elements dynamic_linear needs per thread: the combined weight of one
-// sample, one bias row and one row of dx partial sums. A macro, not a function: see
-// the note at the top.
-#define SOLID_EXT_DL_SCRATCH_ELEMS(L, I, O) ((I) * (O) + (O) + (L) + 64)
+// sample and one bias row. A macro, not a function: see the note at the top.
+#define SOLID_EXT_DL_SCRATCH_ELEMS(I, O) ((I) * (O) + (O))
 
 namespace baseline {
 const Kernels& kernels();
