@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from solidrec import __version__
+from solidrec.data.io import OutputError
 
 COMMAND_MODULES: list[str] = [
     "solidrec.data.commands",
@@ -44,7 +45,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
     )
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except OSError as e:
+        # Disk full, read-only or forbidden output: one line naming the path, no traceback.
+        text = e.strerror if isinstance(e, OutputError) else str(e)
+        print(f"solidrec {args.command}: error: {text}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -86,6 +86,8 @@ class TrainConfig:
     threads: int = 0  # torch threads (0 = leave as is)
     progress: bool = True
     max_steps_per_epoch: int = 0  # 0 = full epoch (for smoke runs)
+    # Consecutive steps with a non-finite loss that are skipped before training stops.
+    nonfinite_patience: int = 0
 
 
 @dataclass
@@ -117,8 +119,11 @@ class RunConfig:
         """Load a YAML file with optional ``data``, ``out``, ``model:`` and ``train:`` keys."""
         return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
 
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        Path(path).write_text(self.to_yaml())
 
     def override(self, items: list[str]) -> None:
         """Apply ``section.key=value`` (or bare ``key=value``, searched in model then train)."""

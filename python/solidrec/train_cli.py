@@ -25,6 +25,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int)
     p.add_argument("--threads", type=int)
     p.add_argument("--resume", action="store_true", help="continue from RUNDIR/checkpoints/last.pt")
+    p.add_argument(
+        "--allow-schedule-change",
+        action="store_true",
+        help="with --resume: accept a changed max_epochs, stage2_max_epochs, patience, "
+        "min_delta, eval_batch_size or nonfinite_patience (any other change is refused)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(
         "--set",
@@ -71,14 +77,17 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from solidrec.train import CheckpointError, train
+    from solidrec.train import CheckpointError, RunLockedError, TrainingDivergedError, train
 
     try:
         cfg = resolve_config(args)
-        metrics = train(cfg, resume=args.resume)
+        metrics = train(cfg, resume=args.resume, allow_schedule_change=args.allow_schedule_change)
     except (ValueError, CheckpointError, FileNotFoundError) as e:
         print(f"solidrec train: error: {e}", file=sys.stderr)
         return 2
+    except (RunLockedError, TrainingDivergedError) as e:
+        print(f"solidrec train: error: {e}", file=sys.stderr)
+        return 1
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
 
@@ -102,7 +111,7 @@ def run_quickstart(args: argparse.Namespace) -> int:
         cfg.train.max_epochs, cfg.train.patience = args.epochs, 2
         cfg.train.progress = not args.no_progress
         run = Path(cfg.out)
-        train(cfg, resume=(run / "checkpoints" / "last.pt").exists())
+        train(cfg, resume=(run / "checkpoints" / "last.pt").exists(), allow_schedule_change=True)
         runs.append(run)
     print(format_runs(runs, paper=False))  # synthetic data: no paper row applies
     print(f"\nquickstart finished in {time.perf_counter() - t0:.0f} s; runs in {out / 'runs'}")

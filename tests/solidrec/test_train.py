@@ -99,6 +99,7 @@ def test_checkpoint_errors(tiny: Path, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="different model"):
         train(_cfg(tiny, run, solid="spg", max_epochs=1), resume=True)
     (run / "checkpoints" / "last.pt").write_bytes(b"PK\x03\x04broken")
+    (run / "checkpoints" / "last.prev.pt").write_bytes(b"PK\x03\x04broken")
     assert cli_main(["train", "--data", str(tiny), "--out", str(run), "--solid", "off",
                      "--resume", "--no-progress"]) == 2  # fmt: skip
 
@@ -133,9 +134,9 @@ def test_resume_accepts_checkpoint_from_before_a_new_config_field(tiny: Path, tm
     ck = load_checkpoint(last)
     del ck["config"]["model"]["item_features"]
     save_checkpoint(last, ck)
-    train(_cfg(tiny, run, solid="off", max_epochs=2), resume=True)
+    train(_cfg(tiny, run, solid="off", max_epochs=2), resume=True, allow_schedule_change=True)
     ck = load_checkpoint(last)
     ck["config"]["model"]["item_features"] = "id+category"
     save_checkpoint(last, ck)
     with pytest.raises(CheckpointError, match="different model"):
-        train(_cfg(tiny, run, solid="off", max_epochs=3), resume=True)
+        train(_cfg(tiny, run, solid="off", max_epochs=3), resume=True, allow_schedule_change=True)

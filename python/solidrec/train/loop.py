@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
+import io
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +32,42 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from solidrec.config import ModelConfig, RunConfig
+from solidrec.config import ModelConfig, RunConfig, TrainConfig
+from solidrec.data.io import atomic_write, clean_stale_temps, write_json
 from solidrec.data.prepared import EvalSplit, PreparedDataset, load_prepared
 from solidrec.metrics import ranking_metrics
 from solidrec.models import SolidModel, count_parameters
-from solidrec.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from solidrec.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_latest,
+    previous_path,
+    save_checkpoint,
+)
+from solidrec.train.lock import RunLock
 
 METRIC_KEYS = ("auc", "uauc", "ndcg@10", "ndcg@20", "recall@10", "recall@20")
+
+#: Config keys that never change what a run computes: a resume may differ in them.
+RESUME_FREE_KEYS = frozenset(
+    {"data", "out", "train.threads", "train.progress", "train.ckpt_every_steps"}
+)
+#: Keys a resume may change only with ``allow_schedule_change`` (``--allow-schedule-change``):
+#: they extend or shorten the schedule (or the selection) but not the optimisation itself.
+RESUME_SCHEDULE_KEYS = frozenset(
+    {
+        "train.max_epochs",
+        "train.stage2_max_epochs",
+        "train.patience",
+        "train.min_delta",
+        "train.eval_batch_size",
+        "train.nonfinite_patience",
+    }
+)
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss stayed non-finite for more steps than allowed."""
 
 
 @dataclass
@@ -126,28 +156,74 @@ def _fresh_state() -> dict[str, Any]:
         "epoch_seconds": [],
         "log": [],
         "finished": False,
+        "nonfinite": 0,
     }
 
 
-def _compatible(saved: dict[str, Any], cfg: RunConfig) -> None:
-    now = cfg.to_dict()
-    # A field added after the checkpoint was written takes its default: the behaviour
-    # the run had (e.g. item_features="id").
-    model = {**dataclasses.asdict(ModelConfig()), **saved["model"]}
-    if model != now["model"]:
+def _flat(cfg: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            out.update({f"{k}.{kk}": vv for kk, vv in v.items()})
+        else:
+            out[k] = v
+    return out
+
+
+def config_differences(saved: dict[str, Any], now: RunConfig) -> dict[str, tuple[Any, Any]]:
+    """``{key: (run's value, new value)}`` for every resolved config key that differs.
+
+    A field added after the checkpoint was written takes its default on the saved side:
+    the behaviour the run had (e.g. ``item_features="id"``).
+    """
+    full = {
+        **saved,
+        "model": {**dataclasses.asdict(ModelConfig()), **saved.get("model", {})},
+        "train": {**dataclasses.asdict(TrainConfig()), **saved.get("train", {})},
+    }
+    a, b = _flat(full), _flat(now.to_dict())
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def _compatible(ck: dict[str, Any], cfg: RunConfig, data: PreparedDataset, allow: bool) -> bool:
+    """Refuse a resume whose config differs from the run's; True if schedule keys changed
+    (allowed by ``allow``). The data must be the same prepared dataset (fingerprint)."""
+    diff = {
+        k: v for k, v in config_differences(ck["config"], cfg).items() if k not in RESUME_FREE_KEYS
+    }
+    hard = {k: v for k, v in diff.items() if k not in RESUME_SCHEDULE_KEYS}
+    soft = {k: v for k, v in diff.items() if k in RESUME_SCHEDULE_KEYS}
+
+    def fmt(d: dict[str, tuple[Any, Any]]) -> str:
+        return ", ".join(f"{k}: {a!r} (run) vs {b!r} (now)" for k, (a, b) in d.items())
+
+    if hard:
+        part = "model" if any(k.startswith("model.") for k in hard) else "training"
         raise CheckpointError(
-            f"checkpoint was written for a different model config: {saved['model']} vs "
-            f"{now['model']}"
+            f"--resume: the run was written for a different {part} config: {fmt(hard)}. "
+            "Resume with the run's config (RUNDIR/config.yaml) or train into a new --out"
         )
-    if saved["train"]["seed"] != now["train"]["seed"]:
-        raise CheckpointError("checkpoint was written with a different seed")
+    if soft and not allow:
+        raise CheckpointError(
+            f"--resume: schedule differs from the run's: {fmt(soft)}. Pass "
+            "--allow-schedule-change to apply it, or drop the change"
+        )
+    saved_fp, fp = ck.get("data_fingerprint"), data.manifest.get("fingerprint")
+    if saved_fp and fp and saved_fp != fp:
+        raise CheckpointError(
+            f"--resume: {data.path} is not the prepared dataset the run was trained on "
+            f"(fingerprint {fp[:12]} vs {saved_fp[:12]})"
+        )
+    return bool(soft)
 
 
 class Trainer:
     """Runs (or resumes) one training run into ``cfg.out``."""
 
-    def __init__(self, cfg: RunConfig, resume: bool = False) -> None:
-        self.cfg, self.resume = cfg, resume
+    def __init__(
+        self, cfg: RunConfig, resume: bool = False, allow_schedule_change: bool = False
+    ) -> None:
+        self.cfg, self.resume, self.allow_schedule_change = cfg, resume, allow_schedule_change
         self.dist = setup_distributed()
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
@@ -171,11 +247,13 @@ class Trainer:
             self.ckdir / "last.pt",
             {
                 "config": self.cfg.to_dict(),
+                "data_fingerprint": self.data.manifest.get("fingerprint", ""),
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "rng": torch.get_rng_state(),
                 "state": self.state,
             },
+            keep_previous=True,
         )
 
     def _save_best(self) -> None:
@@ -198,40 +276,45 @@ class Trainer:
         ck = load_checkpoint(self.ckdir / f"best_stage{stage}.pt")
         self.model.load_state_dict(ck["model"])
 
-    def _restore(self) -> bool:
+    def _restore(self) -> tuple[bool, bool]:
+        """Load last.pt (or the previous one if it is corrupt) when resuming; returns
+        (resumed, config changed under --allow-schedule-change)."""
         last = self.ckdir / "last.pt"
-        if not last.exists():
+        if not last.exists() and not previous_path(last).exists():
             if self.resume and self.dist.main:
                 print(f"solidrec train: no checkpoint in {self.ckdir}; starting from scratch")
-            return False
+            return False, False
         if not self.resume:
             raise CheckpointError(
                 f"{self.out} already holds a run (checkpoints/last.pt); "
                 "pass --resume or a new --out"
             )
-        ck = load_checkpoint(last)
-        _compatible(ck["config"], self.cfg)
+        found = load_latest(last)
+        assert found is not None
+        ck, used, note = found
+        if note and self.dist.main:
+            print(f"solidrec train: warning: {note}", file=sys.stderr)
+        changed = _compatible(ck, self.cfg, self.data, self.allow_schedule_change)
         try:
             self.model.load_state_dict(ck["model"])
-        except RuntimeError as e:
-            raise CheckpointError(f"{last}: weights do not fit this model: {e}") from e
-        self.state = ck["state"]
-        self.optimizer = self._optimizer()
-        self.optimizer.load_state_dict(ck["optimizer"])
+            self.optimizer = self._optimizer()
+            self.optimizer.load_state_dict(ck["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{used}: weights do not fit this model: {e}") from e
+        self.state = {**_fresh_state(), **ck["state"]}
         torch.set_rng_state(ck["rng"])
-        return True
+        return True, changed
 
     # -- logging -------------------------------------------------------------------
     def _write_log(self) -> None:
         if not self.dist.main or not self.state["log"]:
             return
         rows = self.state["log"]
-        tmp = self.out / ".log.csv.tmp"
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
-            w.writeheader()
-            w.writerows(rows)
-        os.replace(tmp, self.out / "log.csv")
+        buf = io.StringIO(newline="")
+        w = csv.DictWriter(buf, fieldnames=list(rows[0].keys()))
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write(self.out / "log.csv", buf.getvalue())
 
     def _tensorboard(self, row: dict[str, Any]) -> None:
         if not self.dist.main:
@@ -302,9 +385,13 @@ class Trainer:
                 loss = bce / len(idx) * d.world + aux
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                self.optimizer.step()
-                s["loss_sum"] += float(bce.detach()) / len(idx) * d.world
-                s["loss_n"] += 1
+                if self._finite(loss):
+                    self.optimizer.step()
+                    s["loss_sum"] += float(bce.detach()) / len(idx) * d.world
+                    s["loss_n"] += 1
+                    s["nonfinite"] = 0
+                else:
+                    self._nonfinite_step(float(loss.detach()))
             s["step"] = step + 1
             s["global_step"] += 1
             bar.update(1)
@@ -312,6 +399,26 @@ class Trainer:
                 self._save_last()
         bar.close()
         s["epoch_seconds"].append(time.perf_counter() - t0)
+
+    def _finite(self, loss: torch.Tensor) -> bool:
+        ok = torch.isfinite(loss.detach()).to(torch.float32).reshape(1)
+        if self.dist.world > 1:  # every rank must skip the same steps
+            dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        return bool(ok.item())
+
+    def _nonfinite_step(self, value: float) -> None:
+        """Skip the update; stop once more consecutive steps than
+        ``train.nonfinite_patience`` had a non-finite loss."""
+        s, t = self.state, self.cfg.train
+        s["nonfinite"] = s.get("nonfinite", 0) + 1
+        if s["nonfinite"] > t.nonfinite_patience:
+            raise TrainingDivergedError(
+                f"stage {s['stage']} epoch {s['epoch']} step {s['step']}: training loss is "
+                f"{value} for {s['nonfinite']} step(s) in a row (train.nonfinite_patience="
+                f"{t.nonfinite_patience}); stopped with train.lr={t.lr}. The last checkpoint "
+                f"before it, {self.ckdir / 'last.pt'}, is kept; lower train.lr and train "
+                "into a new --out"
+            )
 
     def _end_epoch(self) -> None:
         t, s = self.cfg.train, self.state
@@ -341,14 +448,30 @@ class Trainer:
             )
 
     def run(self) -> dict[str, Any]:
-        """Train to the end (or resume), evaluate the test split once, write metrics.json."""
+        """Train to the end (or resume), evaluate the test split once, write metrics.json.
+
+        Rank 0 holds the run directory's lock (:class:`~solidrec.train.lock.RunLock`)
+        throughout, so a second process on the same ``--out`` stops at once.
+        """
+        lock = RunLock(self.out) if self.dist.main else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            return self._run()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _run(self) -> dict[str, Any]:
         cfg = self.cfg
         if self.dist.main:
-            self.out.mkdir(parents=True, exist_ok=True)
+            # Temporaries of a writer killed mid-write (it is not us: we hold the lock).
+            clean_stale_temps(self.out)
+            clean_stale_temps(self.ckdir)
         self._barrier()
-        resumed = self._restore()
-        if self.dist.main:
-            cfg.save(self.out / "config.yaml")
+        resumed, changed = self._restore()
+        if self.dist.main and (not resumed or (changed and not self.state["finished"])):
+            atomic_write(self.out / "config.yaml", cfg.to_yaml())
         if not resumed and self.model.codebook is not None and not self.model.two_stage:
             self.model.init_codebook(cfg.model.codebook_init, seed=cfg.train.seed)
         if self.dist.world > 1:
@@ -405,20 +528,21 @@ class Trainer:
             "world_size": self.dist.world,
         }
         if self.dist.main:
-            _write_json(self.out / "metrics.json", metrics)
-            _write_json(self.out / "cost.json", cost)
+            write_json(self.out / "metrics.json", metrics)
+            write_json(self.out / "cost.json", cost)
             s["finished"] = True
             self._save_last()
         self._barrier()
         return metrics
 
 
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+def train(
+    cfg: RunConfig, resume: bool = False, allow_schedule_change: bool = False
+) -> dict[str, Any]:
+    """Train one run described by ``cfg``; returns the test metrics.
 
-
-def train(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
-    """Train one run described by ``cfg``; returns the test metrics."""
-    return Trainer(cfg, resume).run()
+    ``resume`` continues ``cfg.out`` from its last checkpoint; the config must equal the
+    run's except :data:`RESUME_FREE_KEYS`, and :data:`RESUME_SCHEDULE_KEYS` when
+    ``allow_schedule_change``.
+    """
+    return Trainer(cfg, resume, allow_schedule_change).run()
