@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import json
 import math
 import os
 import sys
@@ -470,6 +471,10 @@ class Trainer:
             clean_stale_temps(self.ckdir)
         self._barrier()
         resumed, changed = self._restore()
+        if resumed and self.state["finished"] and (self.out / "metrics.json").exists():
+            if self.dist.main:
+                print(f"solidrec train: {self.out} is finished; nothing to do", file=sys.stderr)
+            return json.loads((self.out / "metrics.json").read_text())
         if self.dist.main and (not resumed or (changed and not self.state["finished"])):
             atomic_write(self.out / "config.yaml", cfg.to_yaml())
         if not resumed and self.model.codebook is not None and not self.model.two_stage:

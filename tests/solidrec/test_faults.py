@@ -1,0 +1,380 @@
+"""Fault injection: crafted and corrupted checkpoints, concurrent runs, kills at every
+write step, disk full, read-only output, stale temporaries, resumes with another config.
+
+docs/RELIABILITY.md states what these promise; each test failed on main fc7277d.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from solidrec.cli import main as cli_main
+from solidrec.config import RunConfig
+from solidrec.data.io import OutputError, atomic_write, clean_stale_temps
+from solidrec.testing import make_tiny_dataset
+from solidrec.train import (
+    CheckpointError,
+    RunLock,
+    RunLockedError,
+    TrainingDivergedError,
+    load_checkpoint,
+    save_checkpoint,
+    train,
+)
+from solidrec.train.checkpoint import load_latest, previous_path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_dataset(tmp_path_factory.mktemp("tiny") / "data")
+
+
+@pytest.fixture(scope="module")
+def reference(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Metrics of an uninterrupted run (the config of :func:`_cfg`)."""
+    return train(_cfg(tiny, tmp_path_factory.mktemp("ref") / "run"))
+
+
+def _cfg(data: Path, out: Path, **train_kw) -> RunConfig:
+    cfg = RunConfig(data=str(data), out=str(out))
+    cfg.model.backbone, cfg.model.generator, cfg.model.solid = "sasrec", "duet", "full"
+    cfg.train.batch_size, cfg.train.max_epochs, cfg.train.patience = 64, 1, 1
+    cfg.train.progress, cfg.train.threads, cfg.train.ckpt_every_steps = False, 1, 2
+    for k, v in train_kw.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+def _train_args(data: Path, out: Path) -> list[str]:
+    return [
+        "train", "--data", str(data), "--out", str(out), "--backbone", "sasrec",
+        "--generator", "duet", "--solid", "full", "--epochs", "1", "--patience", "1",
+        "--threads", "1", "--no-progress", "--set", "batch_size=64", "ckpt_every_steps=2",
+    ]  # fmt: skip
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "python"), str(REPO)])
+    return env
+
+
+# -- 1. a checkpoint cannot run code ----------------------------------------------------
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # what an attacker's file would hold
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _framed(body: bytes) -> bytes:
+    import hashlib
+
+    meta = {"format": 2, "sha256": hashlib.sha256(body).hexdigest(), "size": len(body)}
+    return b"SOLIDREC-CKPT\n" + json.dumps(meta).encode() + b"\n" + body
+
+
+def test_crafted_pickle_never_runs(tiny: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    import io
+
+    buf = io.BytesIO()
+    torch.save({"magic": "solidrec-checkpoint", "version": 1, "x": _Payload(marker)}, buf)
+    bare, framed = tmp_path / "bare.pt", tmp_path / "framed.pt"
+    bare.write_bytes(buf.getvalue())  # format 1 (plain torch.save)
+    framed.write_bytes(_framed(buf.getvalue()))  # format 2 with a valid checksum
+    for path in (bare, framed):
+        with pytest.raises(CheckpointError, match="refused"):
+            load_checkpoint(path)
+    # Through the CLI: --resume and evaluate on a run whose checkpoints were replaced.
+    run = tmp_path / "run"
+    train(_cfg(tiny, run))
+    for name in ("last.pt", "last.prev.pt", "best_stage1.pt", "best_stage2.pt"):
+        (run / "checkpoints" / name).write_bytes(framed.read_bytes())
+    assert cli_main(["evaluate", str(run)]) != 0
+    assert cli_main([*_train_args(tiny, run), "--resume"]) == 2
+    assert not marker.exists()
+
+
+# -- 2. corruption is detected and the previous checkpoint is used -----------------------
+def test_flipped_byte_detected_and_previous_checkpoint_used(
+    tiny: Path, tmp_path: Path, reference: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, {"model": {"w": torch.arange(1000.0)}})
+    raw = bytearray(good.read_bytes())
+    raw[len(raw) // 2] ^= 0x01  # inside the tensor data: torch.load alone would accept it
+    good.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="sha256 mismatch"):
+        load_checkpoint(good)
+
+    # A run killed mid-way whose newest checkpoint then rots: resume uses the previous one
+    # and ends with the metrics of an uninterrupted run.
+    run = tmp_path / "run"
+    assert _kill_at_replace(tiny, run, n=7) == 137  # after the second last.pt
+    last = run / "checkpoints" / "last.pt"
+    assert last.exists() and previous_path(last).exists()
+    raw = bytearray(last.read_bytes())
+    raw[-100] ^= 0xFF
+    last.write_bytes(bytes(raw))
+    capsys.readouterr()
+    got = train(_cfg(tiny, run), resume=True)
+    assert "using the previous checkpoint" in capsys.readouterr().err
+    assert got == reference
+    # Both bad: a clear error naming both files, never a silent restart.
+    for p in (last, previous_path(last)):
+        p.write_bytes(b"SOLIDREC-CKPT\n{}\n")
+    with pytest.raises(CheckpointError, match="no good checkpoint"):
+        load_latest(last)
+
+
+# -- 3. kills at every write step ---------------------------------------------------------
+_KILLER = textwrap.dedent(
+    """
+    import os, sys
+    n = int(sys.argv[1]); calls = [0]; real = os.replace
+    def replace(a, b):
+        calls[0] += 1
+        if calls[0] == n:
+            os._exit(137)  # SIGKILL-like: no cleanup, no finally
+        return real(a, b)
+    os.replace = replace
+    from solidrec.cli import main
+    sys.exit(main(sys.argv[2:]))
+    """
+)
+
+
+def _kill_at_replace(data: Path, run: Path, n: int, resume: bool = False) -> int:
+    args = _train_args(data, run) + (["--resume"] if resume else [])
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLER, str(n), *args], env=_env(), capture_output=True
+    )
+    return proc.returncode
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 13])
+def test_kill_at_each_write_step_then_resume(
+    tiny: Path, tmp_path: Path, reference: dict, n: int
+) -> None:
+    """os.replace is the commit point of every write (config, checkpoint rotation,
+    checkpoint, log, metrics); dying just before the n-th one, then resuming, must end
+    exactly as an uninterrupted run and leave no temporaries."""
+    run = tmp_path / "run"
+    assert _kill_at_replace(tiny, run, n) == 137
+    got = train(_cfg(tiny, run), resume=True)
+    assert got == reference
+    leftovers = [p.name for p in run.rglob(".*tmp*")]
+    assert leftovers == []
+
+
+# -- 4. one writer per run directory ---------------------------------------------------
+def test_concurrent_run_refused_and_lock_dies_with_its_owner(tiny: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from solidrec.train import RunLock; "
+         f"RunLock({str(run)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
+        env=_env(), stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunLockedError, match=f"pid {holder.pid}"):
+            train(_cfg(tiny, run))
+        assert not (run / "checkpoints").exists()  # nothing written by the refused run
+        assert cli_main([*_train_args(tiny, run), "--resume"]) == 1
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    train(_cfg(tiny, run), resume=True)  # the kernel released the dead owner's lock
+    with RunLock(run), pytest.raises(RunLockedError):
+        RunLock(run).acquire()
+
+
+# -- 5. resume checks the whole config ---------------------------------------------------
+def test_resume_refuses_another_config_and_keeps_config_yaml(tiny: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert _kill_at_replace(tiny, run, n=7) == 137  # an unfinished run (max_epochs 1)
+    before = (run / "config.yaml").read_text()
+    with pytest.raises(CheckpointError, match=r"train.lr: 0.001 \(run\) vs 0.5 \(now\)"):
+        train(_cfg(tiny, run, lr=0.5, batch_size=64), resume=True)
+    with pytest.raises(CheckpointError, match="batch_size"):
+        train(_cfg(tiny, run, batch_size=32), resume=True)
+    # A schedule change needs the flag; threads and progress are free.
+    with pytest.raises(CheckpointError, match="--allow-schedule-change"):
+        train(_cfg(tiny, run, max_epochs=2), resume=True)
+    assert (run / "config.yaml").read_text() == before
+    train(_cfg(tiny, run, max_epochs=2, threads=2), resume=True, allow_schedule_change=True)
+    assert "max_epochs: 2" in (run / "config.yaml").read_text()
+    # A finished run resumed again returns its metrics and rewrites nothing.
+    after = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert train(_cfg(tiny, run, max_epochs=2, threads=2), resume=True) == metrics
+    assert after == {
+        p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != ".lock"
+    }
+    # Another prepared dataset under the same path is refused by its fingerprint.
+    ck = load_checkpoint(run / "checkpoints" / "last.pt")
+    ck["data_fingerprint"] = "0" * 64
+    save_checkpoint(run / "checkpoints" / "last.pt", ck)
+    if json.loads((tiny / "manifest.json").read_text()).get("fingerprint"):
+        with pytest.raises(CheckpointError, match="not the prepared dataset"):
+            train(_cfg(tiny, run, max_epochs=2), resume=True)
+
+
+# -- 6. non-finite loss stops the run ----------------------------------------------------
+def test_nonfinite_loss_stops_with_a_clear_message(tiny: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainingDivergedError, match=r"loss is nan.*train.lr=1000000.0"):
+        train(_cfg(tiny, tmp_path / "a", lr=1e6))
+    assert not (tmp_path / "a" / "metrics.json").exists()
+    rc = cli_main([*_train_args(tiny, tmp_path / "b"), "--set", "lr=1e6"])
+    assert rc == 1
+    # Patience: skipped steps do not touch the weights, then the run stops all the same.
+    with pytest.raises(TrainingDivergedError, match="3 step"):
+        train(_cfg(tiny, tmp_path / "c", lr=1e6, nonfinite_patience=2))
+
+
+# -- 7. OS failures -------------------------------------------------------------------------
+def test_write_failure_is_one_clear_message_and_leaves_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "metrics.json"
+    atomic_write(target, "old\n")
+    real_fsync = os.fsync
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OutputError, match=r"cannot write .*metrics.json: No space left.*is kept"):
+        atomic_write(target, "new\n")
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_stale_temporaries_of_dead_writers_are_removed(tiny: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    dead = 2**22 + 12345  # above pid_max's default: no live process has it
+    stale = run / "checkpoints" / f".last.pt.tmp-{dead}-abc"
+    stale.write_bytes(b"x" * 1000)
+    live = run / "checkpoints" / f".last.pt.tmp-{os.getpid()}-abc"
+    live.write_bytes(b"x")
+    train(_cfg(tiny, run))
+    assert not stale.exists() and live.exists()
+
+
+def _unshare_ok() -> str:
+    if shutil.which("unshare") is None:
+        return "no unshare(1) to mount a private tmpfs"
+    probe = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True
+    )
+    return "" if probe.returncode == 0 else "user namespaces are disabled on this machine"
+
+
+@pytest.mark.skipif(bool(_unshare_ok()), reason=_unshare_ok() or "n/a")
+def test_disk_full_on_a_tmpfs_then_resume(tiny: Path, tmp_path: Path, reference: dict) -> None:
+    """A 1.2 MB tmpfs fills up mid-run (a checkpoint is ~0.4 MB): one clear message, exit
+    1, no temporaries; with space again, --resume ends as an uninterrupted run.
+    (test_write_failure_is_one_clear_message_and_leaves_no_temporary covers the same
+    code where user namespaces are unavailable.)"""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    script = textwrap.dedent(
+        f"""
+        set -e
+        mount -t tmpfs -o size=1200k tmpfs {mnt}
+        set +e
+        {sys.executable} -m solidrec {" ".join(_train_args(tiny, mnt / "run"))}
+        echo "rc=$?"
+        ls -A {mnt / "run"} {mnt / "run" / "checkpoints"}
+        cp -a {mnt / "run"} {tmp_path / "copy"}
+        """
+    )
+    proc = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        env=_env(), capture_output=True, text=True,
+    )  # fmt: skip
+    assert "rc=1" in proc.stdout, proc.stdout + proc.stderr
+    assert "No space left on device" in proc.stderr and "Traceback" not in proc.stderr
+    assert ".tmp-" not in proc.stdout  # ls shows no temporaries
+    got = train(_cfg(tiny, tmp_path / "copy"), resume=True)
+    assert got == reference
+
+
+def test_read_only_output_is_a_clear_error(tiny: Path, tmp_path: Path) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as root: permissions do not stop writes (tmpfs test covers it)")
+        rc = cli_main(_train_args(tiny, ro / "run"))
+        assert rc == 1
+    finally:
+        ro.chmod(0o755)
+
+
+# -- 8. the atomic directory swap -----------------------------------------------------------
+_SWAPPER = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    import solidrec.data.io as io
+    n, exchange, out = int(sys.argv[1]), sys.argv[2] == "1", Path(sys.argv[3])
+    if not exchange:
+        io._exchange = lambda a, b: False
+    calls = [0]; real = os.replace
+    def replace(a, b):
+        calls[0] += 1
+        if calls[0] == n:
+            os._exit(137)
+        return real(a, b)
+    os.replace = replace
+    with io.atomic_directory(out) as tmp:
+        (tmp / "data.txt").write_text("new")
+    """
+)
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_directory_swap_keeps_old_or_new_at_every_kill(
+    tmp_path: Path, exchange: bool, n: int
+) -> None:
+    out = tmp_path / "dataset"
+    out.mkdir()
+    (out / "data.txt").write_text("old")
+    subprocess.run(
+        [sys.executable, "-c", _SWAPPER, str(n), str(int(exchange)), str(out)], env=_env()
+    )
+    clean_stale_temps(tmp_path, "dataset")  # what the next prepare does first
+    assert (out / "data.txt").read_text() in ("old", "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset"]
+
+
+def test_prepared_files_follow_the_umask(tmp_path: Path) -> None:
+    from solidrec.data.io import atomic_directory, write_json
+
+    old = os.umask(0o022)
+    try:
+        with atomic_directory(tmp_path / "out") as tmp:
+            write_json(tmp / "manifest.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "out" / "manifest.json").stat().st_mode & 0o777 == 0o644
