@@ -100,11 +100,7 @@ def clean_stale_temps(directory: str | Path, name: str | None = None) -> list[Pa
             # only complete one; put it back.
             os.replace(p, target)
             continue
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
+        _remove(p)
         removed.append(p)
     return removed
 
@@ -180,21 +176,30 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(a))
 
 
-def swap_directory(tmp: Path, out: Path) -> None:
-    """Put the complete directory ``tmp`` at ``out``; at every instant ``out`` is the old
-    directory or the new one (atomic exchange), or, where the OS cannot exchange, a kill
-    between the two renames is repaired by the next :func:`clean_stale_temps`."""
-    if not out.exists():
-        os.replace(tmp, out)
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def replace_path(new: Path, target: Path) -> None:
+    """Put the complete file or directory ``new`` at ``target`` (replacing a file, tree or
+    symlink there). At every instant ``target`` is the old entry or the new one (atomic
+    exchange); where the OS cannot exchange, a kill between the two renames is repaired
+    by the next :func:`clean_stale_temps`. Never follows a symlink at ``target``."""
+    if not target.exists() and not target.is_symlink():
+        os.replace(new, target)
         return
-    if _exchange(tmp, out):
-        shutil.rmtree(tmp, ignore_errors=True)  # now the old copy
+    if _exchange(new, target):
+        _remove(new)  # now the old entry
         return
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+    old = target.parent / f".{target.name}.old-{os.getpid()}"
+    _remove(old)
+    os.replace(target, old)
+    os.replace(new, target)
+    _remove(old)
 
 
 @contextlib.contextmanager
@@ -215,7 +220,7 @@ def atomic_directory(out: str | Path) -> Iterator[Path]:
         raise _output_error(out, e, "nothing was changed") from e
     try:
         yield tmp
-        swap_directory(tmp, out)
+        replace_path(tmp, out)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OutputError) or not _is_write_failure(e, out.parent):
