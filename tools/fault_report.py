@@ -1,0 +1,333 @@
+"""Fault-injection figures for docs/RELIABILITY.md: cases tried, crashes, silent wrong
+results, per fault family.
+
+    python tools/fault_report.py [--quick] [--seed 0] [--out report.json]
+
+Families:
+- crafted checkpoints: pickles that run a command on load, in both file formats;
+- corrupted checkpoints: single flipped bytes, truncations and header edits of a real
+  ``last.pt`` (a "silent" case is one that loads without an error);
+- kills: the training process dies (``os._exit``) just before its n-th ``os.replace``,
+  for every n in a full run, then ``--resume``; "silent" = metrics differ from an
+  uninterrupted run;
+- raw ops: ``torch.ops.solid_ext.*`` called directly with invalid arguments (wrong
+  shapes, dtypes, out-of-range indices, non-finite tau) in a subprocess; "crash" = the
+  process died, "silent" = no error raised;
+- malformed inputs: the reader corpus of :mod:`solidrec.testing` through ``prepare``;
+  "crash" = an exception other than the data error, "silent" = accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "python"), str(ROOT)]
+
+import torch  # noqa: E402
+from solidrec.config import RunConfig  # noqa: E402
+from solidrec.testing import make_tiny_dataset  # noqa: E402
+from solidrec.train import CheckpointError, load_checkpoint, train  # noqa: E402
+from solidrec.train.checkpoint import _HEADER  # noqa: E402
+
+
+def _env() -> dict[str, str]:
+    return dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(ROOT / "python"), str(ROOT)]),
+    )
+
+
+def _cfg(data: Path, out: Path) -> RunConfig:
+    cfg = RunConfig(data=str(data), out=str(out))
+    cfg.model.backbone, cfg.model.generator, cfg.model.solid = "sasrec", "duet", "full"
+    cfg.train.batch_size, cfg.train.max_epochs, cfg.train.patience = 64, 1, 1
+    cfg.train.progress, cfg.train.threads, cfg.train.ckpt_every_steps = False, 1, 2
+    return cfg
+
+
+def _train_args(data: Path, out: Path) -> list[str]:
+    return [
+        "train", "--data", str(data), "--out", str(out), "--backbone", "sasrec",
+        "--generator", "duet", "--solid", "full", "--epochs", "1", "--patience", "1",
+        "--threads", "1", "--no-progress", "--set", "batch_size=64", "ckpt_every_steps=2",
+    ]  # fmt: skip
+
+
+# ----------------------------------------------------------------- crafted checkpoints
+def _framed(body: bytes) -> bytes:
+    import hashlib
+
+    meta = {"format": 2, "sha256": hashlib.sha256(body).hexdigest(), "size": len(body)}
+    return _HEADER + json.dumps(meta).encode() + b"\n" + body
+
+
+def crafted(work: Path) -> Counter:
+    marker = work / "executed"
+
+    class Cmd:
+        def __init__(self, fn: Callable, *args: object) -> None:
+            self.fn, self.args = fn, args
+
+        def __reduce__(self):
+            return (self.fn, self.args)
+
+    import builtins
+
+    payloads = [
+        Cmd(os.system, f"touch {marker}"),
+        Cmd(builtins.exec, f"open({str(marker)!r}, 'w').close()"),
+        Cmd(builtins.eval, f"open({str(marker)!r}, 'w').close()"),
+        Cmd(subprocess.call, ["touch", str(marker)]),
+        Cmd(Path.touch, marker),
+    ]
+    c: Counter = Counter()
+    for obj in payloads:
+        for where in ("model", "state", "top"):
+            d = {"magic": "solidrec-checkpoint", "version": 1, "model": {}, "state": {}}
+            if where == "top":
+                d["x"] = obj
+            else:
+                d[where] = {"x": obj}
+            buf = io.BytesIO()
+            torch.save(d, buf)
+            for blob in (buf.getvalue(), _framed(buf.getvalue())):
+                path = work / "crafted.pt"
+                path.write_bytes(blob)
+                c["cases"] += 1
+                try:
+                    load_checkpoint(path)
+                    c["silent"] += 1
+                except CheckpointError:
+                    c["refused"] += 1
+                except Exception:  # noqa: BLE001 - counted, reported
+                    c["crash"] += 1
+                if marker.exists():
+                    c["executed"] += 1
+                    marker.unlink()
+    return c
+
+
+# --------------------------------------------------------------- corrupted checkpoints
+def corrupted(work: Path, last: Path, n: int, rng: random.Random) -> Counter:
+    good = last.read_bytes()
+    c: Counter = Counter()
+    cases: list[bytes] = []
+    for _ in range(n):
+        b = bytearray(good)
+        i = rng.randrange(len(b))
+        b[i] ^= 1 << rng.randrange(8)
+        cases.append(bytes(b))
+    for _ in range(n // 4):
+        cases.append(good[: rng.randrange(len(good))])
+    header_end = good.index(b"\n", len(_HEADER))
+    for edit in (b'{"format": 2}', b"{}", b"not json", b'{"format": 2, "sha256": "0", "size": 1}'):
+        cases.append(good[: len(_HEADER)] + edit + good[header_end:])
+    path = work / "corrupt.pt"
+    for blob in cases:
+        path.write_bytes(blob)
+        c["cases"] += 1
+        try:
+            load_checkpoint(path)
+            c["silent"] += 1
+        except CheckpointError:
+            c["detected"] += 1
+        except Exception:  # noqa: BLE001
+            c["crash"] += 1
+    return c
+
+
+# ------------------------------------------------------------------------------- kills
+_KILLER = textwrap.dedent(
+    """
+    import os, sys
+    n = int(sys.argv[1]); calls = [0]; real = os.replace
+    def replace(a, b):
+        calls[0] += 1
+        if calls[0] == n:
+            os._exit(137)
+        return real(a, b)
+    os.replace = replace
+    from solidrec.cli import main
+    rc = main(sys.argv[2:])
+    print("REPLACES", calls[0])
+    sys.exit(rc)
+    """
+)
+
+
+def kills(work: Path, data: Path, reference: dict, quick: bool) -> Counter:
+    probe = subprocess.run(
+        [sys.executable, "-c", _KILLER, "0", *_train_args(data, work / "probe")],
+        env=_env(), capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    total = int(probe.stdout.rsplit("REPLACES", 1)[1])
+    points = range(1, total + 1) if not quick else range(1, total + 1, max(1, total // 8))
+    c: Counter = Counter()
+    for n in points:
+        run = work / f"kill{n}"
+        subprocess.run(
+            [sys.executable, "-c", _KILLER, str(n), *_train_args(data, run)],
+            env=_env(), capture_output=True,
+        )  # fmt: skip
+        c["cases"] += 1
+        try:
+            got = train(_cfg(data, run), resume=True)
+        except Exception:  # noqa: BLE001
+            c["crash"] += 1
+            continue
+        c["identical" if got == reference else "silent"] += 1
+    c["replaces_per_run"] = total
+    return c
+
+
+# ------------------------------------------------------------------------------ raw ops
+_RAW_OPS = textwrap.dedent(
+    """
+    import json, random, sys, torch, solid_ext  # noqa: F401 (registers the ops)
+    ops = torch.ops.solid_ext
+    rng = random.Random(int(sys.argv[1])); n = int(sys.argv[2])
+    def t(*shape, dtype=torch.float32):
+        return torch.randn(*shape).to(dtype)
+    def bad_case():
+        B, L, N, M = (rng.randint(1, 5) for _ in range(4))
+        K, D = rng.randint(1, 6), rng.randint(1, 6)
+        kind = rng.randrange(10)
+        if kind == 0:  # bias of the wrong size
+            return "dynamic_linear", (t(B, L, N), t(B, N, M), t(B, M + 1), None, None, 0.1)
+        if kind == 1:  # branch weight undersized
+            return "dynamic_linear", (t(B, L, N), t(B, N, M), None, t(B, N, M + 1), None, 0.1)
+        if kind == 2:  # weight of another batch
+            return "dynamic_linear", (t(B, L, N), t(B + 1, N, M), None, None, None, 0.1)
+        if kind == 3:  # mixed dtypes
+            return "dynamic_linear", (t(B, L, N), t(B, N, M, dtype=torch.float64), None,
+                                      None, None, 0.1)
+        if kind == 4:  # non-finite / negative tau with a branch
+            tau = rng.choice([float("nan"), -1.0, float("inf")])
+            return "dynamic_linear", (t(B, L, N), t(B, N, M), None, t(B, N, M), None, tau)
+        if kind == 5:  # codebook of another dim
+            return "codebook_quantize", (t(B, D), t(K, D + 1), False)
+        if kind == 6:  # integer codebook
+            return "codebook_quantize", (t(B, D), torch.ones(K, D, dtype=torch.int64), False)
+        if kind == 7:  # index out of range
+            idx = torch.randint(0, K, (B,)); idx[rng.randrange(B)] = rng.choice([K, -1, 10**9])
+            return "codebook_quantize_backward", (t(B, D), None, t(B, D), t(K, D), idx, False)
+        if kind == 8:  # indices of another length
+            return "codebook_quantize_backward", (t(B, D), None, t(B, D), t(K, D),
+                                                  torch.randint(0, K, (B + 1,)), False)
+        return "codebook_quantize_backward", (t(B, D + 1), None, t(B, D), t(K, D),
+                                              torch.randint(0, K, (B,)), False)
+    counts = {"cases": 0, "clean_error": 0, "silent": 0}
+    for _ in range(n):
+        name, args = bad_case()
+        counts["cases"] += 1
+        try:
+            getattr(ops, name)(*args)
+            counts["silent"] += 1
+        except (RuntimeError, ValueError, TypeError, IndexError):
+            counts["clean_error"] += 1
+    print(json.dumps(counts))
+    """
+)
+
+
+def raw_ops(n: int, seed: int, batches: int = 4) -> Counter:
+    c: Counter = Counter()
+    per = max(1, n // batches)
+    for b in range(batches):
+        proc = subprocess.run(
+            [sys.executable, "-c", _RAW_OPS, str(seed * 1000 + b), str(per)],
+            env=_env(), capture_output=True, text=True,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            c["crash"] += 1  # the whole batch died: count one crash, rerun to isolate
+            c["cases"] += per
+            continue
+        c.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return c
+
+
+# -------------------------------------------------------------------------- malformed
+def malformed(work: Path) -> Counter:
+    from solidrec.data.errors import DataFormatError
+    from solidrec.data.readers import read_dataset
+    from solidrec.testing import malformed_inputs
+
+    c: Counter = Counter()
+    for case in malformed_inputs(work / "corpus"):
+        c["cases"] += 1
+        try:
+            read_dataset(case.format, case.path, case.items)
+            c["silent"] += 1
+        except DataFormatError as e:
+            c["clean_error"] += 1
+            if case.must_mention and case.must_mention not in str(e):
+                c["wrong_location"] += 1
+        except Exception:  # noqa: BLE001
+            c["crash"] += 1
+    return c
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer cases (CI-sized)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, help="also write the figures as JSON")
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    torch.manual_seed(args.seed)
+    report: dict[str, dict[str, int]] = {}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        data = make_tiny_dataset(work / "data")
+        reference = train(_cfg(data, work / "ref"))
+        report["crafted checkpoints"] = dict(crafted(work))
+        report["corrupted checkpoints"] = dict(
+            corrupted(
+                work, work / "ref" / "checkpoints" / "last.pt", 60 if args.quick else 400, rng
+            )
+        )
+        report["kill before the n-th os.replace, then --resume"] = dict(
+            kills(work, data, reference, args.quick)
+        )
+        report["raw ops, invalid arguments"] = dict(raw_ops(200 if args.quick else 2000, args.seed))
+        try:
+            report["malformed reader inputs"] = dict(malformed(work))
+        except ImportError as e:
+            print(f"malformed inputs skipped: {e}", file=sys.stderr)
+    keys = ["cases", "crash", "silent"]
+    print("| family | cases | crashes | silent wrong results | other |")
+    print("|---|---:|---:|---:|---|")
+    for fam, c in report.items():
+        other = ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if k not in keys)
+        print(
+            f"| {fam} | {c.get('cases', 0)} | {c.get('crash', 0)} | "
+            f"{c.get('silent', 0)} | {other} |"
+        )
+    print(
+        f"\n{time.perf_counter() - t0:.0f} s, seed {args.seed}{', --quick' if args.quick else ''}"
+    )
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    bad = sum(
+        c.get("crash", 0) + c.get("silent", 0) + c.get("executed", 0) for c in report.values()
+    )
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
