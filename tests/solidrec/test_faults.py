@@ -316,6 +316,33 @@ def test_disk_full_on_a_tmpfs_then_resume(tiny: Path, tmp_path: Path, reference:
     assert got == reference
 
 
+@pytest.mark.skipif(bool(_unshare_ok()), reason=_unshare_ok() or "n/a")
+def test_prepare_disk_full_on_a_tmpfs(tmp_path: Path) -> None:
+    """prepare into a 64 KB tmpfs: exit 1, one line naming the output, no temporaries."""
+    from solidrec.data.synth import SynthConfig, generate, write_generic
+
+    inter, items = write_generic(generate(SynthConfig(users=300, items=200)), tmp_path, "csv")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    script = textwrap.dedent(
+        f"""
+        mount -t tmpfs -o size=64k tmpfs {mnt} || exit 99
+        {sys.executable} -m solidrec prepare --format generic --input {inter} \
+            --items {items} --out {mnt / "data"}
+        echo "rc=$?"
+        ls -A {mnt}
+        """
+    )
+    proc = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        env=_env(), capture_output=True, text=True,
+    )  # fmt: skip
+    assert "rc=1" in proc.stdout, proc.stdout + proc.stderr
+    assert "No space left on device" in proc.stderr and "Traceback" not in proc.stderr
+    assert str(mnt / "data") in proc.stderr
+    assert proc.stdout.split("rc=1", 1)[1].strip() == ""  # nothing left behind
+
+
 def test_read_only_output_is_a_clear_error(tiny: Path, tmp_path: Path) -> None:
     ro = tmp_path / "ro"
     ro.mkdir()
