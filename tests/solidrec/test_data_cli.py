@@ -227,3 +227,16 @@ def test_download_restarts_unverifiable_part(server: _Server, tmp_path: Path) ->
     assert (out / "x").read_bytes() == b"meta"
     with pytest.raises(ValueError):
         resolve_source("nonsense")
+
+
+def test_atomic_single_inter_file_is_fingerprinted(tmp_path: Path) -> None:
+    """--input D.inter: the fingerprint covers D.inter (it missed it, so an edited file
+    was wrongly 'up to date')."""
+    from solidrec.data import PrepareConfig
+    from solidrec.data.pipeline import _input_files
+
+    (tmp_path / "D.inter").write_text("user_id:token\titem_id:token\n")
+    (tmp_path / "D.item").write_text("")
+    (tmp_path / "E.inter").write_text("")
+    cfg = PrepareConfig(format="atomic", input=tmp_path / "D.inter", out=tmp_path / "out")
+    assert [f.name for f in _input_files(cfg)] == ["D.inter", "D.item"]

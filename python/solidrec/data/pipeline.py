@@ -85,6 +85,7 @@ def _input_files(cfg: PrepareConfig) -> list[Path]:
             stem = p.name
             for s in (".train.inter", ".valid.inter", ".test.inter"):
                 stem = stem.removesuffix(s)
+            stem = stem.removesuffix(".inter")  # RecBole's single NAME.inter
             files = sorted(
                 x for x in p.parent.iterdir() if x.is_file() and x.name.startswith(stem + ".")
             )

@@ -17,13 +17,17 @@ class RawDataset:
 
     Rows are in file order. If ``time`` is None the file order is each user's
     chronological order; otherwise rows are ordered by ``time`` per user, ties broken
-    by file order. ``titles`` and ``categories`` (when present) align with
-    ``item_ids``; an item may carry several category paths (e.g. MovieLens genres).
+    by file order. ``time`` is a sort key, not necessarily the timestamps themselves:
+    integer timestamps as they are, ISO-8601 date/times in nanoseconds since the epoch,
+    and decimals (or anything an int64 cannot hold exactly) as their dense rank under
+    exact comparison, so equal timestamps get equal keys and distinct ones never tie.
+    ``titles`` and ``categories`` (when present) align with ``item_ids``; an item may
+    carry several category paths (e.g. MovieLens genres).
     """
 
     user: np.ndarray  # int64 (n,)
     item: np.ndarray  # int64 (n,)
-    time: np.ndarray | None  # int64 (n,) or None
+    time: np.ndarray | None  # int64 (n,) order key, or None
     user_ids: np.ndarray  # str (num_users,)
     item_ids: np.ndarray  # str (num_items,)
     titles: list[str] | None = None
