@@ -1,8 +1,13 @@
-"""Argument checks shared by every backend: errors name the tensor and what was seen."""
+"""Argument checks shared by every backend: errors name the argument and what was seen.
+
+The compiled ops check their own arguments too (``csrc/validate.h``): they can be
+called directly, as ``torch.ops.solid_ext.*``, without these wrappers.
+"""
 
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -35,13 +40,26 @@ def _check_same(ref_name: str, ref: Tensor, name: str, t: Tensor) -> None:
         )
 
 
-def check_tau(tau: float) -> float:
+def check_tau(tau: object) -> float:
+    """tau as a float; it must be a real number, finite and >= 0 (the clip bound)."""
     if isinstance(tau, Tensor):
         raise TypeError("tau must be a Python float, not a tensor")
+    # bool is an int subclass, and float() would also parse a string: both are mistakes.
+    if isinstance(tau, bool) or not isinstance(tau, (numbers.Real, torch.SymFloat, torch.SymInt)):
+        raise TypeError(f"tau must be a real number (a Python float), got {type(tau).__name__}")
     tau = float(tau)
-    if math.isnan(tau) or tau < 0:
-        raise ValueError(f"tau must be a non-negative number, got {tau}")
+    if not math.isfinite(tau) or tau < 0:
+        raise ValueError(f"tau must be a non-negative finite number, got {tau}")
     return tau
+
+
+def check_straight_through(flag: object) -> bool:
+    """The ``straight_through_codebook`` flag: a bool (a truthy string or tensor is a bug)."""
+    if not isinstance(flag, bool):
+        raise TypeError(
+            f"straight_through_codebook must be a bool, got {type(flag).__name__} {flag!r}"
+        )
+    return flag
 
 
 def check_dynamic_linear(
@@ -106,3 +124,67 @@ def check_codebook_quantize(z: Tensor, codebook: Tensor) -> None:
             f"D mismatch: z has D={z.shape[-1]} ({_desc(z)}) but codebook has "
             f"D={codebook.shape[1]} ({_desc(codebook)})"
         )
+
+
+# --- the raw ops' layout (3-D x, 2-D z), for the Triton ops, which take it directly ----
+
+
+def check_dynamic_linear_op(
+    x3: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    branch_weight: Tensor | None,
+    branch_bias: Tensor | None,
+    tau: float,
+    grad: Tensor | None = None,
+) -> float:
+    """Validate the arguments of a ``dynamic_linear`` op (x is (B, L, N_in)) or, given
+    ``grad``, of its backward; return tau as a float."""
+    if isinstance(x3, Tensor) and x3.dim() != 3:
+        raise ValueError(f"x must be (B, L, N_in), got {_desc(x3)}")
+    tau = check_dynamic_linear(x3, weight, bias, branch_weight, branch_bias, tau)
+    if grad is not None:
+        _check_float("grad", grad)
+        _check_same("x", x3, "grad", grad)
+        want = (x3.shape[0], x3.shape[1], weight.shape[2])
+        if tuple(grad.shape) != want:
+            raise ValueError(
+                f"grad must be (B, L, N_out) = {want} to match x and weight, got {_desc(grad)}"
+            )
+    return tau
+
+
+def check_codebook_quantize_op(z2: Tensor, codebook: Tensor) -> None:
+    """Validate the arguments of a ``codebook_quantize`` op (z is (M, D))."""
+    if isinstance(z2, Tensor) and z2.dim() != 2:
+        raise ValueError(f"z must be (M, D), got {_desc(z2)}")
+    check_codebook_quantize(z2, codebook)
+
+
+def check_codebook_quantize_backward_op(
+    grad_q: Tensor | None, grad_sq: Tensor | None, z2: Tensor, codebook: Tensor, indices: Tensor
+) -> None:
+    """Validate the arguments of a ``codebook_quantize_backward`` op, including that every
+    index lies in [0, K): the backward gathers and scatters codebook rows through them."""
+    check_codebook_quantize_op(z2, codebook)
+    m, d = z2.shape
+    for name, t, want in (("grad_q", grad_q, (m, d)), ("grad_sq", grad_sq, (m,))):
+        if t is None:
+            continue
+        _check_float(name, t)
+        _check_same("z", z2, name, t)
+        if tuple(t.shape) != want:
+            raise ValueError(f"{name} must be {want} to match z, got {_desc(t)}")
+    if not isinstance(indices, Tensor) or indices.dtype != torch.long:
+        got = _desc(indices) if isinstance(indices, Tensor) else type(indices).__name__
+        raise TypeError(f"indices must be an int64 tensor, got {got}")
+    if indices.device != z2.device:
+        raise ValueError(f"indices is on {indices.device} but z is on {z2.device}")
+    if tuple(indices.shape) != (m,):
+        raise ValueError(f"indices must be ({m},) to match z, got {_desc(indices)}")
+    if m:
+        # One reduction and one device-to-host copy of two numbers.
+        lo, hi = torch.stack(torch.aminmax(indices)).tolist()
+        k = codebook.shape[0]
+        if lo < 0 or hi >= k:
+            raise IndexError(f"indices must lie in [0, K) = [0, {k}), got values in [{lo}, {hi}]")

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import ops
+from ._validate import check_straight_through, check_tau
+from .reference import clip_bound
 
 __all__ = ["DynamicLinear", "SemanticCodebook"]
 
@@ -29,7 +31,7 @@ class DynamicLinear(nn.Module):
 
     Args:
         in_features, out_features, bias, device, dtype: as ``nn.Linear``.
-        tau: clip threshold of the branch.
+        tau: clip threshold of the branch, a finite float >= 0.
         cond_features: if set, a trunk head ``Linear(cond_features, N_in*N_out [+N_out])``
             turns a condition vector (B, cond_features) into trunk deltas.
         branch_cond_features: the same for the branch.
@@ -37,7 +39,9 @@ class DynamicLinear(nn.Module):
     Shapes: x (B, N_in) or (B, L, N_in) → (B, N_out) or (B, L, N_out);
     ``weight``/``branch_weight`` deltas (B, N_in, N_out); ``bias``/``branch_bias``
     deltas (B, N_out); ``cond`` (B, cond_features); ``branch_cond``
-    (B, branch_cond_features).
+    (B, branch_cond_features). These shapes are exact: a delta is never broadcast over
+    the batch (a wrong shape raises ValueError naming it). ``in_features=0`` works as
+    for ``nn.Linear``: the output is the bias.
     """
 
     def __init__(
@@ -53,10 +57,9 @@ class DynamicLinear(nn.Module):
         branch_cond_features: int | None = None,
     ) -> None:
         super().__init__()
-        if tau < 0 or math.isnan(tau):
-            raise ValueError(f"tau must be a non-negative number, got {tau}")
+        tau = check_tau(tau)
         factory = {"device": device, "dtype": dtype}
-        self.in_features, self.out_features, self.tau = in_features, out_features, float(tau)
+        self.in_features, self.out_features, self.tau = in_features, out_features, tau
         self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
         self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
         self.reset_parameters()
@@ -75,7 +78,8 @@ class DynamicLinear(nn.Module):
 
     def reset_parameters(self) -> None:
         """The initialisation of ``nn.Linear``."""
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.weight.numel():  # in_features or out_features 0: nothing to draw
+            nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
             bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0
             nn.init.uniform_(self.bias, -bound, bound)
@@ -127,7 +131,9 @@ class DynamicLinear(nn.Module):
         # output: the weight comes out contiguous (a view, no copy), and the backward
         # has no (B, n + N_out) zero-fill and scatter from slicing.
         n = self.in_features * self.out_features
-        w = F.linear(cond, head.weight[:n], hb[:n]).view(-1, self.in_features, self.out_features)
+        # The batch size given explicitly: view(-1, 0, N_out) is ambiguous (in_features=0).
+        w = F.linear(cond, head.weight[:n], hb[:n])
+        w = w.view(cond.shape[0], self.in_features, self.out_features)
         b = F.linear(cond, head.weight[n:], hb[n:]) if self.bias is not None else None
         return w, b
 
@@ -147,6 +153,9 @@ class DynamicLinear(nn.Module):
             raise ValueError("pass either cond or explicit weight/bias deltas, not both")
         if branch_cond is not None and (branch_weight is not None or branch_bias is not None):
             raise ValueError("pass either branch_cond or explicit branch deltas, not both")
+        deltas = (weight, bias, branch_weight, branch_bias, cond, branch_cond)
+        if any(t is not None for t in deltas):
+            self._check_per_sample(x, weight, bias, branch_weight, branch_bias, cond, branch_cond)
         trunk_is_total = False
         if cond is not None:
             weight, bias = self._from_head(self.weight_head, cond, "cond", fold_static=True)
@@ -159,7 +168,8 @@ class DynamicLinear(nn.Module):
             y = F.linear(x, self.weight, self.bias)
             extra = bias
             if branch_bias is not None:
-                cb = branch_bias.clamp(-self.tau, self.tau)
+                bound = clip_bound(self.tau, branch_bias.dtype)  # no clamp overflow in fp16
+                cb = branch_bias.clamp(-bound, bound)
                 extra = cb if extra is None else extra + cb
             if extra is not None:
                 y = y + (extra.unsqueeze(1) if x.dim() == 3 else extra)
@@ -170,6 +180,48 @@ class DynamicLinear(nn.Module):
             if self.bias is not None:
                 bias = self.bias.expand(x.shape[0], -1) if bias is None else bias + self.bias
         return ops.dynamic_linear(x, weight, bias, branch_weight, branch_bias, self.tau)
+
+    def _check_per_sample(
+        self,
+        x: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        branch_weight: Tensor | None,
+        branch_bias: Tensor | None,
+        cond: Tensor | None,
+        branch_cond: Tensor | None,
+    ) -> None:
+        """Deltas and conditions are per sample, exactly (B, ...): a (N_out,) bias delta
+        or a (1, N_in, N_out) weight delta would otherwise broadcast over the batch (or
+        fail later, with the shapes after the static weights were added)."""
+        n_in, n_out = self.in_features, self.out_features
+        if x.dim() not in (2, 3) or x.shape[-1] != n_in:
+            raise ValueError(
+                f"x must be (B, in_features={n_in}) or (B, L, in_features={n_in}) when "
+                f"per-sample deltas or conditions are given, got shape {tuple(x.shape)}"
+            )
+        b = x.shape[0]
+        heads = {"cond": self.weight_head, "branch_cond": self.branch_head}
+        for name, t, want in (
+            ("weight", weight, (b, n_in, n_out)),
+            ("bias", bias, (b, n_out)),
+            ("branch_weight", branch_weight, (b, n_in, n_out)),
+            ("branch_bias", branch_bias, (b, n_out)),
+            ("cond", cond, None),
+            ("branch_cond", branch_cond, None),
+        ):
+            if t is None:
+                continue
+            if not isinstance(t, Tensor):
+                raise TypeError(f"{name} must be a tensor or None, got {type(t).__name__}")
+            if want is None:  # a condition: (B, features of its head)
+                head = heads[name]
+                want = (b, head.in_features) if head is not None else (b, t.shape[-1])
+            if tuple(t.shape) != want:
+                raise ValueError(
+                    f"{name} must have shape {want} (one row per sample of x, shape "
+                    f"{tuple(x.shape)}), got shape {tuple(t.shape)}; it is not broadcast"
+                )
 
     def extra_repr(self) -> str:
         return (
@@ -209,7 +261,8 @@ class SemanticCodebook(nn.Module):
             metacode: SOLID initialises from the semantic encoder's category table).
             Use :meth:`init_kmeans` for k-means of sample data.
         lam: weight of the quantisation loss (λ = 0.1 in the paper).
-        straight_through_codebook: also pass quantized's gradient to the chosen rows.
+        straight_through_codebook: a bool; also pass quantized's gradient to the
+            chosen rows.
     """
 
     def __init__(
@@ -235,7 +288,7 @@ class SemanticCodebook(nn.Module):
             codebook_weight,
             commitment_weight,
         )
-        self.straight_through_codebook = straight_through_codebook
+        self.straight_through_codebook = check_straight_through(straight_through_codebook)
         self.codebook = nn.Parameter(torch.empty(num_codes, dim, device=device, dtype=dtype))
         if isinstance(init, Tensor):
             self.load_metacode(init)
@@ -268,9 +321,17 @@ class SemanticCodebook(nn.Module):
     def init_kmeans(self, data: Tensor, iters: int = 20, seed: int = 0) -> Tensor:
         """Set the codebook to k-means centroids of ``data`` (N, D); return assignments.
 
-        Lloyd's algorithm with the fused search for assignment; an empty cluster is
-        re-seeded with the point currently farthest from its centroid.
+        ``data`` may have more leading dims, (..., D); its last dim must be the
+        codebook's D. Lloyd's algorithm with the fused search for assignment; an empty
+        cluster is re-seeded with the point currently farthest from its centroid.
         """
+        if not isinstance(data, Tensor) or data.dim() < 1 or data.shape[-1] != self.dim:
+            got = tuple(data.shape) if isinstance(data, Tensor) else type(data).__name__
+            # (N, 2D) data has as many values as (2N, D): never reshape it into rows of D.
+            raise ValueError(
+                f"init_kmeans: data must be (N, D) with D={self.dim} (the codebook's dim), "
+                f"got shape {got}"
+            )
         data = data.reshape(-1, self.dim).to(self.codebook)
         n = data.shape[0]
         if n < self.num_codes:

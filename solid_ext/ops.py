@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 
 from . import _backend, _opmeta
-from ._validate import check_codebook_quantize, check_dynamic_linear
-from .reference import codebook_quantize_ref, dynamic_linear_ref
+from ._validate import check_codebook_quantize, check_dynamic_linear, check_straight_through
+from .reference import as_rows, codebook_quantize_ref, dynamic_linear_ref
 
 __all__ = ["dynamic_linear", "codebook_quantize"]
 
@@ -37,12 +37,15 @@ def dynamic_linear(
         bias: optional (B, N_out) trunk bias.
         branch_weight: optional (B, N_in, N_out) branch weights, clipped to ±tau.
         branch_bias: optional (B, N_out) branch bias, clipped to ±tau.
-        tau: clip threshold, >= 0.
+        tau: clip threshold, a finite float >= 0 (anything else raises, naming tau).
+            As in ``torch.clamp``, it is compared in the inputs' dtype; a tau beyond
+            that dtype's range clips nothing.
 
     Returns:
         (B, N_out) or (B, L, N_out). Gradients flow to every tensor argument; the
         branch gradients are zero where ``|branch| > tau`` (as for ``clamp``).
-        NaN in any input propagates to the output.
+        NaN in any input propagates to the output. float16/bfloat16 inputs are
+        computed in float32 and the results rounded back.
     """
     tau = check_dynamic_linear(x, weight, bias, branch_weight, branch_bias, tau)
     backend = _backend.resolve(x.device, x.dtype)
@@ -64,9 +67,10 @@ def codebook_quantize(
 
     Args:
         z: (..., D) vectors to quantise.
-        codebook: (K, D), K >= 1.
-        straight_through_codebook: also pass ``quantized``'s gradient to the chosen
-            codebook rows (summed per row). Off by default: as in VQ-VAE, the
+        codebook: (K, D), K >= 1. D = 0 is allowed: every distance is then 0 and
+            every row takes code 0.
+        straight_through_codebook: a bool; also pass ``quantized``'s gradient to the
+            chosen codebook rows (summed per row). Off by default: as in VQ-VAE, the
             codebook then learns only from ``sq_dist``.
 
     Returns:
@@ -78,13 +82,22 @@ def codebook_quantize(
         A row of z containing NaN gets index 0 and NaN sq_dist; a NaN codebook
         row is chosen by every row that compares against it (as ``torch.argmin``
         treats NaN).
+
+        Infinite entries: ``quantized`` is still exactly ``codebook[indices]``, and
+        ``sq_dist`` is inf. The gradient to z is ``grad_q + 2 grad_sq (z - C_idx)``
+        where a zero ``grad_sq`` contributes exactly zero (not 0 * inf = NaN): with
+        only ``quantized`` in the loss an infinite z still receives the upstream
+        gradient unchanged; a non-zero ``grad_sq`` gives it an infinite gradient.
+        Every backend follows this. float16/bfloat16 inputs are searched and their
+        distances computed in float32, the results rounded back.
     """
     check_codebook_quantize(z, codebook)
+    straight_through_codebook = check_straight_through(straight_through_codebook)
     backend = _backend.resolve(z.device, z.dtype)
     if backend == "reference":
         return codebook_quantize_ref(z, codebook, straight_through_codebook)
     lead, d = z.shape[:-1], z.shape[-1]
-    z2 = z.reshape(-1, d)
+    z2 = as_rows(z)
     if backend == "triton":
         fn = _backend.triton_module().codebook_quantize
     else:

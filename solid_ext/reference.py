@@ -2,18 +2,49 @@
 
 These are the test oracle for every backend and the fallback when no compiled
 backend is usable. They are written for clarity, differentiate through ordinary
-autograd, and make no attempt at speed beyond tiling the distance matrix.
+autograd (plus two small autograd functions that pin down the straight-through and
+non-finite conventions of ``codebook_quantize``), and make no attempt at speed beyond
+tiling the distance matrix. float16/bfloat16 inputs are computed in float32 and the
+results rounded back, as the CUDA and Triton kernels accumulate.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-__all__ = ["dynamic_linear_ref", "codebook_quantize_ref"]
+from ._validate import check_straight_through, check_tau
+
+__all__ = ["dynamic_linear_ref", "codebook_quantize_ref", "clip_bound", "as_rows"]
 
 # Rows of z per distance tile: bounds the (rows, K) scratch of the reference search.
 _REF_TILE_ELEMS = 1 << 20
+_REDUCED = (torch.float16, torch.bfloat16)
+
+
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    # float16 overflows at 65504: ||C_k||^2 or x @ W of valid inputs can exceed it.
+    return torch.float32 if dtype in _REDUCED else dtype
+
+
+def clip_bound(tau: float, dtype: torch.dtype) -> float:
+    """tau as the clamp bound for tensors of ``dtype``.
+
+    Rounded to ``dtype`` as ``torch.clamp`` (and every kernel) compares it, except that
+    a tau beyond the dtype's range becomes inf: it clips nothing either way, but
+    ``torch.clamp`` raises an overflow error for it.
+    """
+    if dtype == torch.float64 or (dtype == torch.float32 and tau <= torch.finfo(dtype).max):
+        return tau
+    return torch.tensor(tau, dtype=torch.float64).to(dtype).item()
+
+
+def as_rows(z: Tensor) -> Tensor:
+    """(..., D) -> (M, D). With D = 0 the row count is given: reshape(-1, 0) is ambiguous."""
+    d = z.shape[-1]
+    return z.reshape(-1, d) if d else z.reshape(math.prod(z.shape[:-1]), 0)
 
 
 def dynamic_linear_ref(
@@ -27,21 +58,31 @@ def dynamic_linear_ref(
     """``x @ (weight + clamp(branch_weight, ±tau)) + bias + clamp(branch_bias, ±tau)``.
 
     Shapes: x (B, N_in) or (B, L, N_in); weight, branch_weight (B, N_in, N_out);
-    bias, branch_bias (B, N_out). Returns (B, N_out) or (B, L, N_out).
+    bias, branch_bias (B, N_out). Returns (B, N_out) or (B, L, N_out). tau must be a
+    finite float >= 0; it is compared in the inputs' dtype (see :func:`clip_bound`).
     """
+    tau = check_tau(tau)
+    dtype = x.dtype
+    bound = clip_bound(tau, dtype)
+    work = _work_dtype(dtype)
+    if work != dtype:
+        x, weight, bias, branch_weight, branch_bias = (
+            None if t is None else t.to(work) for t in (x, weight, bias, branch_weight, branch_bias)
+        )
     w = weight
     if branch_weight is not None:
-        w = w + branch_weight.clamp(-tau, tau)
+        w = w + branch_weight.clamp(-bound, bound)
     squeeze = x.dim() == 2
     x3 = x.unsqueeze(1) if squeeze else x
     y = torch.bmm(x3, w)
     b = bias
     if branch_bias is not None:
-        cb = branch_bias.clamp(-tau, tau)
+        cb = branch_bias.clamp(-bound, bound)
         b = cb if b is None else b + cb
     if b is not None:
         y = y + b.unsqueeze(1)
-    return y.squeeze(1) if squeeze else y
+    y = y.squeeze(1) if squeeze else y
+    return y.to(dtype)
 
 
 def _nearest(z2: Tensor, codebook: Tensor) -> Tensor:
@@ -59,6 +100,44 @@ def _nearest(z2: Tensor, codebook: Tensor) -> Tensor:
     return out
 
 
+class _StraightThrough(torch.autograd.Function):
+    """The value of ``chosen``; the gradient passes unchanged to ``z`` and ``chosen``.
+
+    ``chosen + (z - z.detach())`` would be the same for finite z, but inf - inf makes
+    the value NaN where z is infinite; quantized must stay exactly codebook[indices].
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor, chosen: Tensor) -> Tensor:
+        return chosen.clone()
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> tuple[Tensor, Tensor]:
+        return g, g
+
+
+class _SqDist(torch.autograd.Function):
+    """``sum((z - c)^2, -1)`` whose gradient ``±2 g (z - c)`` is exactly zero where g is.
+
+    Plain autograd would give 0 * inf = NaN for an infinite z with an unused (zero)
+    sq_dist gradient, turning quantized's straight-through gradient into NaN; every
+    kernel backend skips the term for a zero g, and so does this oracle.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor, c: Tensor) -> Tensor:
+        diff = z - c
+        ctx.save_for_backward(diff)
+        return (diff * diff).sum(-1)
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> tuple[Tensor, Tensor]:
+        (diff,) = ctx.saved_tensors
+        g = g.unsqueeze(-1)
+        t = torch.where(g != 0, 2 * g * diff, torch.zeros_like(diff))
+        return t, -t
+
+
 def codebook_quantize_ref(
     z: Tensor, codebook: Tensor, straight_through_codebook: bool = False
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -66,20 +145,22 @@ def codebook_quantize_ref(
 
     Shapes: z (..., D), codebook (K, D). Returns ``(quantized (..., D),
     indices (...) int64, sq_dist (...))``. ``quantized`` equals ``codebook[indices]``
-    and passes its gradient to ``z`` unchanged (and to the chosen codebook rows when
-    ``straight_through_codebook``); ``sq_dist = ||z - codebook[indices]||^2`` is
-    differentiable in both inputs.
+    (also where z is infinite) and passes its gradient to ``z`` unchanged (and to the
+    chosen codebook rows when ``straight_through_codebook``, a bool);
+    ``sq_dist = ||z - codebook[indices]||^2`` is differentiable in both inputs, a zero
+    sq_dist gradient contributing exactly zero (see :func:`solid_ext.codebook_quantize`).
     """
+    straight_through_codebook = check_straight_through(straight_through_codebook)
     lead = z.shape[:-1]
     d = z.shape[-1]
-    z2 = z.reshape(-1, d)
+    z2 = as_rows(z)
+    work = _work_dtype(z.dtype)
+    zw, cw = (z2, codebook) if work == z.dtype else (z2.to(work), codebook.to(work))
     with torch.no_grad():
-        idx = _nearest(z2.detach(), codebook.detach())
+        idx = _nearest(zw.detach(), cw.detach())
     chosen = codebook.index_select(0, idx)
-    diff = z2 - chosen
-    sq = (diff * diff).sum(-1)
-    # z - z.detach() is exactly zero for finite z: the value stays codebook[idx].
-    passthrough = z2 - z2.detach()
+    chosen_w = chosen if cw is codebook else cw.index_select(0, idx)
+    sq = _SqDist.apply(zw, chosen_w).to(z.dtype)
     base = chosen if straight_through_codebook else chosen.detach()
-    q = base + passthrough
+    q = _StraightThrough.apply(z2, base)
     return q.reshape(*lead, d), idx.reshape(lead), sq.reshape(lead)

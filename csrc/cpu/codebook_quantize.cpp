@@ -1,4 +1,5 @@
-// CPU ops solid_ext::codebook_quantize and its backward.
+// CPU ops solid_ext::codebook_quantize and its backward. Both check their arguments
+// first (validate.h: the backward also that every index lies in [0, K)).
 //
 // Search: the codebook is scaled by -2, packed in panels of the kernel's code tile
 // and padded once per call, its
@@ -17,6 +18,7 @@
 #include <limits>
 #include <vector>
 
+#include "../validate.h"
 #include "isa.h"
 
 namespace solid_ext::cpu {
@@ -78,13 +80,17 @@ void backward_impl(const T* gq, const T* gsq, const T* z, const T* c, const int6
     for (int64_t m = 0; m < M; ++m) {
       const int64_t k = idx[m];
       const T g2 = gsq ? T(2) * gsq[m] : T(0);
+      // A zero sq_dist gradient contributes exactly zero, also where z - C_k is
+      // infinite (0 * inf would be NaN): an unused sq_dist must not turn quantized's
+      // straight-through gradient into NaN. NaN in grad_sq still propagates.
+      const bool dist = g2 != T(0);  // true for NaN
       const T* zm = z + m * D;
       const T* cm = c + k * D;
       const T* gqm = gq ? gq + m * D : nullptr;
       T* gzm = gz + m * D;
       T* gcm = gc + k * D;
       for (int64_t d = d0; d < d1; ++d) {
-        const T t = g2 * (zm[d] - cm[d]);
+        const T t = dist ? g2 * (zm[d] - cm[d]) : T(0);
         const T q = gqm ? gqm[d] : T(0);
         gzm[d] = q + t;
         gcm[d] += (st ? q : T(0)) - t;
@@ -95,11 +101,7 @@ void backward_impl(const T* gq, const T* gsq, const T* z, const T* c, const int6
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> codebook_quantize_cpu(
     const at::Tensor& z_, const at::Tensor& codebook_, bool /*straight_through_codebook*/) {
-  TORCH_CHECK(z_.dim() == 2, "codebook_quantize: z must be (M, D), got ", z_.sizes());
-  TORCH_CHECK(codebook_.dim() == 2 && codebook_.size(0) > 0 &&
-                  codebook_.size(1) == z_.size(1),
-              "codebook_quantize: codebook must be (K>0, D=", z_.size(1), "), got ",
-              codebook_.sizes());
+  validate::codebook_quantize(z_, codebook_, validate::kCpu);
   // The search keeps code indices in 32-bit lanes for float32.
   TORCH_CHECK(codebook_.size(0) < (int64_t(1) << 30), "codebook_quantize: codebook has ",
               codebook_.size(0), " rows; at most 2^30 are supported");
@@ -120,14 +122,16 @@ std::tuple<at::Tensor, at::Tensor> codebook_quantize_backward_cpu(
     const c10::optional<at::Tensor>& grad_q, const c10::optional<at::Tensor>& grad_sq,
     const at::Tensor& z_, const at::Tensor& codebook_, const at::Tensor& indices_,
     bool straight_through_codebook) {
+  const auto v = validate::codebook_quantize_backward(grad_q, grad_sq, z_, codebook_, indices_,
+                                                      validate::kCpu);
   const at::Tensor z = z_.contiguous(), c = codebook_.contiguous();
   const at::Tensor idx = indices_.contiguous();
-  const int64_t M = z.size(0), D = z.size(1);
+  const int64_t M = v.M, D = v.D;
   at::Tensor gz = at::empty_like(z);
   at::Tensor gc = at::zeros_like(c);
   at::Tensor gq, gs;
-  if (grad_q.has_value()) gq = grad_q->contiguous();
-  if (grad_sq.has_value()) gs = grad_sq->contiguous();
+  if (validate::present(grad_q)) gq = grad_q->contiguous();
+  if (validate::present(grad_sq)) gs = grad_sq->contiguous();
   if (M == 0) return {gz, gc};
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "codebook_quantize_backward_cpu", [&] {
     backward_impl<scalar_t>(gq.defined() ? gq.data_ptr<scalar_t>() : nullptr,

@@ -1,5 +1,5 @@
-// CPU ops solid_ext::dynamic_linear and its backward: argument checks, then the
-// batch split over threads; each thread runs the SIMD kernels of the variant chosen
+// CPU ops solid_ext::dynamic_linear and its backward: argument checks (validate.h),
+// then the batch split over threads; each thread runs the SIMD kernels of the variant chosen
 // for this CPU (kernels_impl.h, isa.h) on whole samples.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "../validate.h"
 #include "isa.h"
 
 namespace solid_ext::cpu {
@@ -38,7 +39,7 @@ const T* opt_ptr(const c10::optional<at::Tensor>& t) {
 }
 
 c10::optional<at::Tensor> opt_contig(const c10::optional<at::Tensor>& t) {
-  if (!t.has_value()) return c10::nullopt;
+  if (!validate::present(t)) return c10::nullopt;
   return t->contiguous();
 }
 
@@ -46,15 +47,12 @@ at::Tensor dynamic_linear_cpu(const at::Tensor& x_, const at::Tensor& weight_,
                               const c10::optional<at::Tensor>& bias_,
                               const c10::optional<at::Tensor>& branch_weight_,
                               const c10::optional<at::Tensor>& branch_bias_, double tau) {
-  TORCH_CHECK(x_.dim() == 3, "dynamic_linear: x must be (B, L, N_in), got ", x_.sizes());
-  TORCH_CHECK(weight_.dim() == 3, "dynamic_linear: weight must be (B, N_in, N_out), got ",
-              weight_.sizes());
+  const auto v = validate::dynamic_linear(x_, weight_, bias_, branch_weight_, branch_bias_, tau,
+                                          validate::kCpu);
+  const Dims d{v.B, v.L, v.I, v.O};
   const at::Tensor x = x_.contiguous(), w = weight_.contiguous();
   const auto bias = opt_contig(bias_), bw = opt_contig(branch_weight_),
              bb = opt_contig(branch_bias_);
-  const Dims d{w.size(0), x.size(1), w.size(1), w.size(2)};
-  TORCH_CHECK(x.size(0) == d.B && x.size(2) == d.I, "dynamic_linear: x ", x.sizes(),
-              " does not match weight ", w.sizes());
   at::Tensor y = at::empty({d.B, d.L, d.O}, x.options());
   if (y.numel() == 0) return y;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dynamic_linear_cpu", [&] {
@@ -64,7 +62,7 @@ at::Tensor dynamic_linear_cpu(const at::Tensor& x_, const at::Tensor& weight_,
     a.bias = opt_ptr<scalar_t>(bias);
     a.bw = opt_ptr<scalar_t>(bw);
     a.bb = opt_ptr<scalar_t>(bb);
-    a.tau = static_cast<scalar_t>(tau);
+    a.tau = validate::tau_as<scalar_t>(tau);
     a.L = d.L;
     a.I = d.I;
     a.O = d.O;
@@ -80,12 +78,11 @@ dynamic_linear_backward_cpu(const at::Tensor& grad_, const at::Tensor& x_,
                             const c10::optional<at::Tensor>& branch_weight_,
                             const c10::optional<at::Tensor>& branch_bias_, double tau,
                             bool need_dx, bool need_dw, bool need_dbw) {
+  const auto v = validate::dynamic_linear_backward(grad_, x_, weight_, branch_weight_,
+                                                   branch_bias_, tau, validate::kCpu);
+  const Dims d{v.B, v.L, v.I, v.O};
   const at::Tensor g = grad_.contiguous(), x = x_.contiguous(), w = weight_.contiguous();
   const auto bw = opt_contig(branch_weight_), bb = opt_contig(branch_bias_);
-  const Dims d{w.size(0), x.size(1), w.size(1), w.size(2)};
-  TORCH_CHECK(g.dim() == 3 && g.size(0) == d.B && g.size(1) == d.L && g.size(2) == d.O,
-              "dynamic_linear_backward: grad ", g.sizes(), " does not match output (",
-              d.B, ", ", d.L, ", ", d.O, ")");
   const bool has_dbw = need_dbw && bw.has_value();
   at::Tensor dx = need_dx ? at::empty_like(x) : x.new_empty({0});
   at::Tensor dw = need_dw ? at::empty_like(w) : w.new_empty({0});
@@ -100,7 +97,7 @@ dynamic_linear_backward_cpu(const at::Tensor& grad_, const at::Tensor& x_,
     a.bw = opt_ptr<scalar_t>(bw);
     a.bb = opt_ptr<scalar_t>(bb);
     a.g = g.data_ptr<scalar_t>();
-    a.tau = static_cast<scalar_t>(tau);
+    a.tau = validate::tau_as<scalar_t>(tau);
     a.L = d.L;
     a.I = d.I;
     a.O = d.O;

@@ -11,7 +11,8 @@
 // wins (codes are visited in increasing k, so ties keep the lowest k); a NaN score
 // wins over numbers and the first NaN is kept (a NaN row of z -> index 0).
 // Backward: one thread per element (m, d); the codebook gradient is scattered with
-// atomicAdd (float/double) into an accumulation-type buffer.
+// atomicAdd (float/double) into an accumulation-type buffer. The ATen binding has
+// checked every index lies in [0, K) (../validate.h).
 #pragma once
 
 #include <cstdint>
@@ -155,8 +156,10 @@ SX_HD void cq_bwd_thread(const CQParams<T>& p, int64_t bx, int tx) {
   const int64_t k = p.bidx[m];
   const A gq = p.gq ? to_acc<A>(p.gq[e]) : A(0);
   A t = 0;
-  if (p.gsq)
-    t = A(2) * to_acc<A>(p.gsq[m]) * (to_acc<A>(p.z[e]) - to_acc<A>(p.c[k * p.D + d]));
+  // A zero sq_dist gradient contributes exactly zero, also where z - C_k is infinite
+  // (0 * inf would be NaN in quantized's straight-through gradient); NaN propagates.
+  const A gs = p.gsq ? to_acc<A>(p.gsq[m]) : A(0);
+  if (gs != A(0)) t = A(2) * gs * (to_acc<A>(p.z[e]) - to_acc<A>(p.c[k * p.D + d]));
   p.gz[e] = from_acc<T>(gq + t);
   const A gcv = (p.st ? gq : A(0)) - t;
   if (p.gsq || (p.st && p.gq)) atomic_add(p.gc + k * p.D + d, gcv);

@@ -1,12 +1,14 @@
 // ATen binding of the CUDA kernels: implements the solid_ext schemas (csrc/ops.cpp)
-// for the CUDA dispatch key. Outputs and 0-element conventions match the fake
-// kernels in solid_ext/ops.py. Kernels launch on the current CUDA stream.
+// for the CUDA dispatch key. Arguments are checked first, by the same code as the
+// CPU ops (../validate.h). Outputs and 0-element conventions match the fake
+// kernels in solid_ext/_opmeta.py. Kernels launch on the current CUDA stream.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "../validate.h"
 #include "codebook_quantize_kernels.cuh"
 #include "dynamic_linear_kernels.cuh"
 
@@ -33,7 +35,13 @@ T* ptr(const at::Tensor& t) {
 }
 
 at::Tensor contig(const c10::optional<at::Tensor>& t) {
-  return t.has_value() ? t->contiguous() : at::Tensor();
+  return validate::present(t) ? t->contiguous() : at::Tensor();
+}
+
+// tau for the kernels' DLParams (a double that tau_of<T> converts to the accumulation
+// type): beyond float's range it becomes +inf, a defined conversion.
+double kernel_tau(double tau, at::ScalarType s) {
+  return s == at::kDouble ? tau : static_cast<double>(validate::tau_as<float>(tau));
 }
 
 void check(cudaError_t err, const char* what) {
@@ -44,8 +52,7 @@ at::Tensor dynamic_linear_cuda(const at::Tensor& x_, const at::Tensor& weight_,
                                const c10::optional<at::Tensor>& bias_,
                                const c10::optional<at::Tensor>& branch_weight_,
                                const c10::optional<at::Tensor>& branch_bias_, double tau) {
-  TORCH_CHECK(x_.dim() == 3 && weight_.dim() == 3, "dynamic_linear: x must be (B, L, N_in) "
-              "and weight (B, N_in, N_out), got ", x_.sizes(), " and ", weight_.sizes());
+  validate::dynamic_linear(x_, weight_, bias_, branch_weight_, branch_bias_, tau, validate::kCuda);
   const c10::cuda::CUDAGuard guard(x_.device());
   const at::Tensor x = x_.contiguous(), w = weight_.contiguous();
   const at::Tensor bias = contig(bias_), bw = contig(branch_weight_), bb = contig(branch_bias_);
@@ -60,7 +67,7 @@ at::Tensor dynamic_linear_cuda(const at::Tensor& x_, const at::Tensor& weight_,
     p.bw = ptr<T>(bw);
     p.bb = ptr<T>(bb);
     p.y = ptr<T>(y);
-    p.tau = tau;
+    p.tau = kernel_tau(tau, x.scalar_type());
     p.B = w.size(0);
     p.L = x.size(1);
     p.I = w.size(1);
@@ -76,13 +83,12 @@ dynamic_linear_backward_cuda(const at::Tensor& grad_, const at::Tensor& x_,
                              const c10::optional<at::Tensor>& branch_weight_,
                              const c10::optional<at::Tensor>& branch_bias_, double tau,
                              bool need_dx, bool need_dw, bool need_dbw) {
+  const auto d = validate::dynamic_linear_backward(grad_, x_, weight_, branch_weight_,
+                                                   branch_bias_, tau, validate::kCuda);
   const c10::cuda::CUDAGuard guard(x_.device());
   const at::Tensor g = grad_.contiguous(), x = x_.contiguous(), w = weight_.contiguous();
   const at::Tensor bw = contig(branch_weight_), bb = contig(branch_bias_);
-  const int64_t B = w.size(0), L = x.size(1), I = w.size(1), O = w.size(2);
-  TORCH_CHECK(g.dim() == 3 && g.size(0) == B && g.size(1) == L && g.size(2) == O,
-              "dynamic_linear_backward: grad ", g.sizes(), " does not match output (", B,
-              ", ", L, ", ", O, ")");
+  const int64_t B = d.B, L = d.L, I = d.I, O = d.O;
   const bool has_dbw = need_dbw && bw.defined();
   at::Tensor dx = need_dx ? at::empty_like(x) : x.new_empty({0});
   at::Tensor dw = need_dw ? at::empty_like(w) : w.new_empty({0});
@@ -104,7 +110,7 @@ dynamic_linear_backward_cuda(const at::Tensor& grad_, const at::Tensor& x_,
     p.dbw = has_dbw ? ptr<T>(dbw) : nullptr;
     p.db = ptr<T>(db);
     p.dbb = bb.defined() ? ptr<T>(dbb) : nullptr;
-    p.tau = tau;
+    p.tau = kernel_tau(tau, x.scalar_type());
     p.B = B;
     p.L = L;
     p.I = I;
@@ -117,10 +123,7 @@ dynamic_linear_backward_cuda(const at::Tensor& grad_, const at::Tensor& x_,
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> codebook_quantize_cuda(
     const at::Tensor& z_, const at::Tensor& codebook_, bool /*straight_through_codebook*/) {
-  TORCH_CHECK(z_.dim() == 2, "codebook_quantize: z must be (M, D), got ", z_.sizes());
-  TORCH_CHECK(codebook_.dim() == 2 && codebook_.size(0) > 0 && codebook_.size(1) == z_.size(1),
-              "codebook_quantize: codebook must be (K>0, D=", z_.size(1), "), got ",
-              codebook_.sizes());
+  validate::codebook_quantize(z_, codebook_, validate::kCuda);
   const c10::cuda::CUDAGuard guard(z_.device());
   const at::Tensor z = z_.contiguous(), c = codebook_.contiguous();
   const int64_t M = z.size(0), K = c.size(0), D = z.size(1);
@@ -150,9 +153,12 @@ std::tuple<at::Tensor, at::Tensor> codebook_quantize_backward_cuda(
     const at::Tensor& z_, const at::Tensor& codebook_, const at::Tensor& indices_,
     bool straight_through_codebook) {
   const c10::cuda::CUDAGuard guard(z_.device());
+  // After the guard: the index range check reduces on z's device.
+  const auto d = validate::codebook_quantize_backward(grad_q, grad_sq, z_, codebook_, indices_,
+                                                      validate::kCuda);
   const at::Tensor z = z_.contiguous(), c = codebook_.contiguous();
   const at::Tensor idx = indices_.contiguous(), gq = contig(grad_q), gs = contig(grad_sq);
-  const int64_t M = z.size(0), D = z.size(1);
+  const int64_t M = d.M, D = d.D;
   // Accumulate the scattered codebook gradient in float (double for double).
   const auto acc_type = z.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor gz = at::empty_like(z);

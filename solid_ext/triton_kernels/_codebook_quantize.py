@@ -12,7 +12,8 @@ Argmin semantics match ``torch.argmin`` on the reference's scores: strictly smal
 wins, so ties keep the lowest k (tiles run in increasing k); a NaN score wins over
 every number and the first NaN is kept (a NaN z row -> index 0).
 
-Backward: ``gz = grad_q + 2 grad_sq (z - C_idx)`` per row; the codebook gradient
+Backward: ``gz = grad_q + 2 grad_sq (z - C_idx)`` per row (the second term exactly
+zero where grad_sq is, even for an infinite z); the codebook gradient
 ``(straight_through ? grad_q : 0) - 2 grad_sq (z - C_idx)`` is scattered to row
 idx with float atomics into a float32 (float64) buffer: summation order across
 rows is not deterministic.
@@ -113,7 +114,9 @@ def _cq_bwd_kernel(
         gs = tl.load(gsq_ptr + offs_m, mask=m_mask, other=0.0).to(ACC)
         z = tl.load(z_ptr + rows, mask=mask, other=0.0).to(ACC)
         c = tl.load(c_ptr + crow, mask=mask, other=0.0).to(ACC)
-        t = 2.0 * gs[:, None] * (z - c)
+        # A zero grad_sq contributes exactly zero, also where z - c is infinite (0 * inf
+        # would be NaN in quantized's straight-through gradient); NaN still propagates.
+        t = tl.where(gs[:, None] != 0, 2.0 * gs[:, None] * (z - c), 0.0)
         gz += t
         gc -= t
     tl.store(gz_ptr + rows, gz.to(gz_ptr.dtype.element_ty), mask=mask)

@@ -4,7 +4,10 @@
 ``triton_op``: the latter's fake-tensor check fails under the interpreter. The
 backward passes are ops too, so a compiled graph keeps them opaque. Schemas and
 0-element conventions mirror ``csrc/ops.cpp``; the fake kernels and autograd
-formulas are the ones the compiled ops use (:mod:`solid_ext._opmeta`).
+formulas are the ones the compiled ops use (:mod:`solid_ext._opmeta`). Like the
+compiled ops, each checks its own arguments (shapes, dtypes, devices, tau, code
+indices) before a kernel launches: a kernel given an undersized tensor or an
+out-of-range index would read or write out of bounds.
 
 No ``from __future__ import annotations`` here: ``custom_op`` infers the schema
 from the annotations.
@@ -16,7 +19,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from .. import _opmeta
+from .. import _opmeta, _validate
 
 __all__ = ["dynamic_linear", "codebook_quantize"]
 
@@ -51,6 +54,7 @@ def dynamic_linear(
     tau: float,
 ) -> Tensor:
     """x (B, L, N_in), weight/branch (B, N_in, N_out), biases (B, N_out) -> (B, L, N_out)."""
+    tau = _validate.check_dynamic_linear_op(x, weight, bias, branch_weight, branch_bias, tau)
     _check_device(x)
     return _kernels("_dynamic_linear").forward(x, weight, bias, branch_weight, branch_bias, tau)
 
@@ -71,6 +75,9 @@ def dynamic_linear_backward(
     need_dbw: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``(dx, dweight, dbranch_weight, dbias, dbranch_bias)``; unneeded ones are empty."""
+    tau = _validate.check_dynamic_linear_op(
+        x, weight, None, branch_weight, branch_bias, tau, grad=grad
+    )
     _check_device(x)
     return _kernels("_dynamic_linear").backward(
         grad, x, weight, branch_weight, branch_bias, tau, need_dx, need_dw, need_dbw
@@ -90,6 +97,7 @@ def codebook_quantize(
     z: Tensor, codebook: Tensor, straight_through_codebook: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
     """z (M, D), codebook (K, D) -> (quantized (M, D), sq_dist (M,), indices (M,) int64)."""
+    _validate.check_codebook_quantize_op(z, codebook)
     _check_device(z)
     return _kernels("_codebook_quantize").forward(z, codebook)
 
@@ -107,6 +115,7 @@ def codebook_quantize_backward(
     straight_through_codebook: bool,
 ) -> tuple[Tensor, Tensor]:
     """``(dz (M, D), dcodebook (K, D))``; a None output grad counts as zero."""
+    _validate.check_codebook_quantize_backward_op(grad_q, grad_sq, z, codebook, indices)
     _check_device(z)
     return _kernels("_codebook_quantize").backward(
         grad_q, grad_sq, z, codebook, indices, straight_through_codebook

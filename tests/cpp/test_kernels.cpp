@@ -4,7 +4,9 @@
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include <cmath>
 #include <cstdio>
+#include <limits>
 #include <string>
 
 #include "cpu/isa.h"
@@ -60,6 +62,100 @@ void test_codebook_quantize(at::ScalarType dtype) {
         std::string("codebook_quantize sq_dist ") + at::toString(dtype));
 }
 
+// The op raises a c10::Error whose message contains `op` and `name`.
+template <typename F>
+void expect_error(const std::string& what, F&& f, const std::string& op,
+                  const std::string& name) {
+  bool ok = false;
+  std::string msg = "no error";
+  try {
+    f();
+  } catch (const c10::Error& e) {
+    msg = e.what_without_backtrace();
+    ok = msg.find(op) != std::string::npos && msg.find(name) != std::string::npos;
+  }
+  check(ok, "rejects " + what + (ok ? "" : ": " + msg));
+}
+
+// Every op checks its own arguments before touching memory (csrc/validate.h): an
+// undersized optional tensor, an out-of-range code index, a bad tau or a grad of the
+// wrong shape raises, naming the argument.
+void test_argument_checks() {
+  auto& dispatcher = c10::Dispatcher::singleton();
+  auto dl = dispatcher.findSchemaOrThrow("solid_ext::dynamic_linear", "")
+                .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
+                                  const c10::optional<at::Tensor>&,
+                                  const c10::optional<at::Tensor>&,
+                                  const c10::optional<at::Tensor>&, double)>();
+  auto dlb = dispatcher.findSchemaOrThrow("solid_ext::dynamic_linear_backward", "")
+                 .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+                     const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                     const c10::optional<at::Tensor>&, const c10::optional<at::Tensor>&, double,
+                     bool, bool, bool)>();
+  auto cqb = dispatcher.findSchemaOrThrow("solid_ext::codebook_quantize_backward", "")
+                 .typed<std::tuple<at::Tensor, at::Tensor>(
+                     const c10::optional<at::Tensor>&, const c10::optional<at::Tensor>&,
+                     const at::Tensor&, const at::Tensor&, const at::Tensor&, bool)>();
+  auto cq = dispatcher.findSchemaOrThrow("solid_ext::codebook_quantize", "")
+                .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&,
+                                                                      const at::Tensor&, bool)>();
+  const auto none = c10::optional<at::Tensor>();
+  at::Tensor x = at::randn({3, 2, 4}), w = at::randn({3, 4, 5}), b = at::randn({3, 5});
+  at::Tensor bw = at::randn({3, 4, 5}), g = at::randn({3, 2, 5});
+  const std::string DL = "dynamic_linear", DLB = "dynamic_linear_backward";
+  expect_error("an undersized bias", [&] { dl.call(x, w, b.narrow(1, 0, 2), none, none, 0.1); },
+               DL, "bias");
+  expect_error("an undersized branch_weight",
+               [&] { dl.call(x, w, none, bw.narrow(0, 0, 1), none, 0.1); }, DL, "branch_weight");
+  expect_error("an undersized branch_bias",
+               [&] { dl.call(x, w, none, none, b.narrow(1, 0, 1), 0.1); }, DL, "branch_bias");
+  expect_error("a bias of another dtype",
+               [&] { dl.call(x, w, b.to(at::kDouble), none, none, 0.1); }, DL, "bias");
+  expect_error("x and weight disagreeing on N_in",
+               [&] { dl.call(x.narrow(2, 0, 3), w, none, none, none, 0.1); }, DL, "x");
+  expect_error("a NaN tau", [&] { dl.call(x, w, none, none, none, std::nan("")); }, DL, "tau");
+  expect_error("a negative tau", [&] { dl.call(x, w, none, none, none, -1.0); }, DL, "tau");
+  expect_error("a grad of the wrong shape",
+               [&] { dlb.call(g.narrow(1, 0, 1), x, w, none, none, 0.1, true, true, true); },
+               DLB, "grad");
+  expect_error("an undersized branch_bias in the backward",
+               [&] { dlb.call(g, x, w, none, b.narrow(0, 0, 2), 0.1, true, true, true); }, DLB,
+               "branch_bias");
+  at::Tensor z = at::randn({6, 3}), c = at::randn({4, 3});
+  at::Tensor idx = at::arange(6, at::kLong).remainder(4);
+  const std::string CQB = "codebook_quantize_backward";
+  expect_error("an index past K", [&] { cqb.call(none, none, z, c, idx + 1, false); }, CQB,
+               "indices");
+  expect_error("a negative index", [&] { cqb.call(none, none, z, c, idx - 1, false); }, CQB,
+               "indices");
+  expect_error("int32 indices", [&] { cqb.call(none, none, z, c, idx.to(at::kInt), false); },
+               CQB, "indices");
+  expect_error("an undersized grad_q",
+               [&] { cqb.call(z.narrow(1, 0, 1), none, z, c, idx, false); }, CQB, "grad_q");
+  expect_error("an empty codebook", [&] { cq.call(z, c.narrow(0, 0, 0), false); },
+               "codebook_quantize", "codebook");
+  // Valid edge cases stay accepted: D = 0 takes code 0 at distance 0.
+  auto [q0, sq0, idx0] = cq.call(at::randn({5, 0}), at::randn({3, 0}), false);
+  check(q0.sizes() == at::IntArrayRef({5, 0}) && (idx0 == 0).all().item<bool>() &&
+            (sq0 == 0).all().item<bool>(),
+        "codebook_quantize with D = 0");
+}
+
+// A zero sq_dist gradient contributes exactly zero, also for an infinite z.
+void test_zero_grad_sq_with_infinite_z() {
+  auto cqb = c10::Dispatcher::singleton()
+                 .findSchemaOrThrow("solid_ext::codebook_quantize_backward", "")
+                 .typed<std::tuple<at::Tensor, at::Tensor>(
+                     const c10::optional<at::Tensor>&, const c10::optional<at::Tensor>&,
+                     const at::Tensor&, const at::Tensor&, const at::Tensor&, bool)>();
+  at::Tensor z = at::randn({4, 3}), c = at::randn({2, 3});
+  z.select(0, 1).fill_(std::numeric_limits<float>::infinity());
+  at::Tensor idx = at::zeros({4}, at::kLong), gq = at::ones({4, 3});
+  auto [gz, gc] = cqb.call(gq, at::zeros({4}), z, c, idx, true);
+  check(gz.equal(gq) && at::isfinite(gc).all().item<bool>(),
+        "zero grad_sq adds nothing where z is infinite");
+}
+
 void test_isa_selection() {
   namespace cpu = solid_ext::cpu;
   const auto supported = cpu::isas_supported();
@@ -77,6 +173,8 @@ void test_isa_selection() {
 
 int main() {
   test_isa_selection();
+  test_argument_checks();
+  test_zero_grad_sq_with_infinite_z();
   for (const auto& isa : solid_ext::cpu::isas_supported()) {
     solid_ext::cpu::set_isa(isa);
     std::printf("-- CPU kernels: %s\n", solid_ext::cpu::active_isa().c_str());

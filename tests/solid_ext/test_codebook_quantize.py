@@ -247,3 +247,97 @@ def test_infinite_inputs_follow_the_reference(backend, dtype):
     _, idx, _ = ops.codebook_quantize(z, c)
     _, idx_ref, _ = codebook_quantize_ref(z, c)
     assert torch.equal(idx, idx_ref)
+
+
+def _infinite_rows(dtype):
+    z, c = make((12,), 9, 4, dtype=dtype, seed=6)
+    z[2, 1] = math.inf
+    z[5, 3] = -math.inf
+    z[8] = math.inf
+    return z, c
+
+
+@pytest.mark.parametrize("st_codebook", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_infinite_inputs_quantized_and_straight_through_gradient(backend, dtype, st_codebook):
+    # The contract: quantized is exactly codebook[indices] (never NaN), and with only
+    # quantized in the loss the gradient to z is the upstream gradient unchanged, also
+    # for an infinite z: sq_dist's zero gradient contributes exactly zero, not 0 * inf.
+    z, c = _infinite_rows(dtype)
+    zl, cl = z.clone().requires_grad_(True), c.clone().requires_grad_(True)
+    q, idx, sq = ops.codebook_quantize(zl, cl, st_codebook)
+    assert torch.equal(q.detach(), c[idx])
+    assert torch.isinf(sq[[2, 5, 8]]).all()
+    gq = torch.randn(q.shape, generator=torch.Generator().manual_seed(3), dtype=dtype)
+    q.backward(gq)
+    assert torch.equal(zl.grad, gq)
+    expect_c = torch.zeros_like(c)
+    if st_codebook:
+        expect_c.index_add_(0, idx, gq)
+    if cl.grad is not None:
+        torch.testing.assert_close(cl.grad, expect_c)
+    else:
+        assert not st_codebook
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_infinite_inputs_gradients_agree_with_the_reference(backend, dtype):
+    # With a gradient on sq_dist too, an infinite z gives infinite gradients (2 g (z - C)),
+    # the same in every backend; a zero sq_dist gradient still contributes nothing.
+    z, c = _infinite_rows(dtype)
+    out = run(ops.codebook_quantize, z, c, True)
+    ref = run(codebook_quantize_ref, z, c, True)
+    assert torch.equal(out[1], ref[1])
+    assert torch.equal(out[0], c[out[1]]) and torch.equal(ref[0], c[ref[1]])
+    for a, b in zip(out[2:], ref[2:], strict=True):
+        torch.testing.assert_close(a, b, equal_nan=True)
+    assert torch.isinf(out[3][[2, 5, 8]]).any()
+    for fn in (ops.codebook_quantize, codebook_quantize_ref):
+        zl, cl = z.clone().requires_grad_(True), c.clone().requires_grad_(True)
+        q, _, sq = fn(zl, cl, True)
+        (q.sum() + 0.0 * sq.sum()).backward()
+        assert torch.equal(zl.grad, torch.ones_like(z))
+        assert torch.isfinite(cl.grad).all()
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, 0, None, 1.0, torch.tensor(True)])
+def test_straight_through_flag_must_be_a_bool(backend, bad):
+    z, c = make((4,), 5, 3)
+    for fn in (ops.codebook_quantize, codebook_quantize_ref):
+        with pytest.raises(TypeError, match="straight_through_codebook must be a bool"):
+            fn(z, c, bad)
+
+
+@pytest.mark.parametrize("lead", [(4,), (2, 3), (0,)])
+def test_zero_dim_codes(backend, lead):
+    # D = 0: every distance is 0, so the first code wins (ties go to the lowest index);
+    # quantized and the z gradient are empty and the codebook gradient is (K, 0).
+    z, c = make(lead, 5, 0)
+    q, idx, sq, gz, gc = run(ops.codebook_quantize, z, c, True)
+    assert q.shape == (*lead, 0) and idx.shape == lead and sq.shape == lead
+    assert (idx == 0).all() and (sq == 0).all()
+    assert gz.shape == (*lead, 0) and gc.shape == (5, 0)
+    ref = run(codebook_quantize_ref, z, c, True)
+    assert torch.equal(ref[1], idx) and torch.equal(ref[2], sq)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_match_a_float32_computation(dtype):
+    # Large but valid half values: ||C_k||^2 alone overflows float16, so a search in
+    # float16 saw only infinities. Half inputs are computed in float32 internally.
+    g = torch.Generator().manual_seed(0)
+    c = (torch.randn(6, 32, generator=g) * 150).to(dtype)
+    z = (c.float()[torch.arange(10) % 6] + torch.randn(10, 32, generator=g)).to(dtype)
+    zl, cl = z.clone().requires_grad_(True), c.clone().requires_grad_(True)
+    q, idx, sq = ops.codebook_quantize(zl, cl, True)
+    z32, c32 = z.float().requires_grad_(True), c.float().requires_grad_(True)
+    q32, idx32, sq32 = codebook_quantize_ref(z32, c32, True)
+    assert torch.equal(idx, idx32) and torch.equal(idx, torch.arange(10) % 6)
+    assert q.dtype == dtype and torch.equal(q.detach(), c[idx])
+    assert sq.dtype == dtype and torch.equal(sq.detach(), sq32.detach().to(dtype))
+    (q.sum() + sq.sum()).backward()
+    (q32.sum() + sq32.sum()).backward()
+    assert torch.equal(zl.grad, z32.grad.to(dtype))
+    # Two rows per code: quantized's straight-through part is summed in the input dtype.
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(cl.grad, c32.grad.to(dtype), rtol=4 * eps, atol=1e-5)

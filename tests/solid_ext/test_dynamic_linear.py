@@ -232,3 +232,46 @@ def test_bad_inputs_raise_clearly(backend, name, mutate, msg):
         ops.dynamic_linear(**mutate(a))
     assert msg in str(err.value)
     assert name in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "bad", [None, math.nan, -0.1, math.inf, -math.inf, torch.tensor(0.1), "0.1", True]
+)
+def test_bad_tau_is_named(backend, bad):
+    # Every entry point says what is wrong with tau, not an error from deep inside.
+    x, w, b, bw, bb = make(3, 2, 4, 5)
+    for fn in (ops.dynamic_linear, dynamic_linear_ref):
+        with pytest.raises((TypeError, ValueError), match=r"\btau\b"):
+            fn(x, w, b, bw, bb, tau=bad)
+
+
+@pytest.mark.parametrize("tau", [0.01, 1e5, 1e30, 1e300])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_match_a_float32_computation(dtype, tau):
+    # A tau beyond float16's range is valid (it clips nothing) and once made
+    # torch.clamp raise an overflow; half inputs are computed in float32 internally
+    # and must agree with a float32 computation cast back.
+    args = [a.to(dtype) for a in make(3, 4, 6, 5, seed=8)]
+    args[3] = args[3] * 100  # branch values well beyond a small tau
+    grad = torch.randn(3, 4, 5, generator=torch.Generator().manual_seed(1)).to(dtype)
+    leaves = [a.clone().requires_grad_(True) for a in args]
+    y = ops.dynamic_linear(*leaves, tau=tau)
+    grads = torch.autograd.grad(y, leaves, grad)
+    leaves32 = [a.float().requires_grad_(True) for a in args]
+    y32 = dynamic_linear_ref(*leaves32, tau=tau)
+    grads32 = torch.autograd.grad(y32, leaves32, grad.float())
+    assert y.dtype == dtype
+    tol = {"rtol": 4 * torch.finfo(dtype).eps, "atol": 1e-3}
+    torch.testing.assert_close(y, y32.to(dtype), **tol)
+    for g, g32 in zip(grads, grads32, strict=True):
+        assert g.dtype == dtype
+        torch.testing.assert_close(g, g32.to(dtype), **tol)
+
+
+def test_tau_beyond_float32_range_clips_nothing(backend):
+    # float32 kernels given a finite tau above float32's largest value: no clipping
+    # (the reference once raised an overflow in torch.clamp).
+    args = [a.float() for a in make(2, 3, 4, 5, seed=9)]
+    y = ops.dynamic_linear(*args, tau=1e300)
+    expect = dynamic_linear_ref(args[0], args[1] + args[3], args[2] + args[4], None, None)
+    torch.testing.assert_close(y, expect)

@@ -189,3 +189,89 @@ def test_public_api_surface():
         "use_backend",
     ):
         assert hasattr(solid_ext, name)
+
+
+# --- argument checks and edge cases ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad", [None, float("nan"), -0.1, float("inf"), torch.tensor(0.1), "0.1", True]
+)
+def test_bad_tau_is_named(bad):
+    with pytest.raises((TypeError, ValueError), match=r"\btau\b"):
+        DynamicLinear(4, 3, tau=bad)
+    with pytest.raises((TypeError, ValueError), match=r"\btau\b"):
+        DynamicLinear.from_linear(nn.Linear(4, 3), tau=bad)
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, None, torch.tensor(True)])
+def test_straight_through_flag_must_be_a_bool(bad):
+    with pytest.raises(TypeError, match="straight_through_codebook must be a bool"):
+        SemanticCodebook(3, 2, straight_through_codebook=bad)
+    with pytest.raises(TypeError, match="straight_through_codebook must be a bool"):
+        SemanticCodebook.from_metacode(rand(3, 2), straight_through_codebook=bad)
+
+
+@pytest.mark.parametrize("shape", [(6, 0), (6, 2, 0)])
+@pytest.mark.parametrize("n_out", [3, 0])
+def test_zero_in_features_with_cond(backend, shape, n_out):
+    # nn.Linear(0, n) maps to its bias; so does the layer, also through its heads.
+    dyn = DynamicLinear(0, n_out, cond_features=4, branch_cond_features=2, dtype=torch.float64)
+    with torch.no_grad():
+        dyn.weight_head.bias.normal_()  # the generated bias delta
+    x = rand(*shape)
+    out = dyn(x, cond=rand(6, 4, seed=1), branch_cond=rand(6, 2, seed=2))
+    assert out.shape == (*shape[:-1], n_out)
+    expect = (dyn.bias + dyn.weight_head.bias).expand(6, n_out)
+    if len(shape) == 3:
+        expect = expect.unsqueeze(1).expand(shape[0], shape[1], n_out)
+    torch.testing.assert_close(out, expect)
+    out.sum().backward()
+
+
+@pytest.mark.parametrize(
+    "name,shape",
+    [
+        ("bias", (3,)),
+        ("bias", (1, 3)),
+        ("bias", (5, 1)),
+        ("bias", (5, 3, 1)),
+        ("branch_bias", (3,)),
+        ("branch_bias", (5, 1)),
+        ("weight", (4, 3)),
+        ("weight", (1, 4, 3)),
+        ("branch_weight", (5, 4, 1)),
+    ],
+)
+def test_wrong_shaped_deltas_are_rejected(backend, name, shape):
+    # Deltas are per sample: a (N_out,) bias delta must not broadcast over the batch.
+    dyn = DynamicLinear(4, 3, dtype=torch.float64)
+    x = rand(5, 4)
+    with pytest.raises(ValueError, match=rf"\b{name}\b") as err:
+        dyn(x, **{name: rand(*shape, seed=1)})
+    assert str(tuple(shape)) in str(err.value)
+
+
+def test_x_of_another_width_is_rejected():
+    dyn = DynamicLinear(4, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"in_features=4"):
+        dyn(rand(5, 6), bias=rand(5, 3))
+
+
+def test_kmeans_rejects_data_of_another_dim():
+    # (100, 4) has as many values as (200, 2): it must not be reshaped into D=2 rows.
+    cb = SemanticCodebook(4, 2)
+    with pytest.raises(ValueError, match=r"\(100, 4\).*D=2|D=2.*\(100, 4\)"):
+        cb.init_kmeans(rand(100, 4, dtype=torch.float32))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_module_with_large_tau(dtype):
+    # A tau beyond float16's range clips nothing; the branch-bias-only path once
+    # raised an overflow in torch.clamp.
+    dyn = DynamicLinear(4, 3, tau=1e5, dtype=dtype)
+    x, bb = rand(5, 4).to(dtype), rand(5, 3, seed=1).to(dtype) * 100
+    out = dyn(x, branch_bias=bb)
+    torch.testing.assert_close(out, (dyn(x) + bb).to(dtype), rtol=1e-2, atol=1e-2)
+    out2 = dyn(x, branch_weight=rand(5, 4, 3, seed=2).to(dtype), branch_bias=bb)
+    assert out2.dtype == dtype and torch.isfinite(out2).all()

@@ -350,3 +350,64 @@ def test_is_available_follows_interpreter_flag(monkeypatch):
     assert "triton" in solid_ext.available_backends()
     monkeypatch.delenv("TRITON_INTERPRET")
     assert tk.is_available() == torch.cuda.is_available()
+
+
+# --- edge cases shared with the other backends -------------------------------------------
+
+
+@pytest.mark.parametrize("st", [False, True])
+@interp
+def test_codebook_quantize_infinite_inputs(st):
+    # quantized is exactly codebook[idx]; with only quantized in the loss the gradient
+    # to z is the upstream one (sq_dist's zero gradient adds nothing, not 0 * inf); with
+    # both, the gradients are the reference's (infinite where z is).
+    g = torch.Generator().manual_seed(5)
+    z, c = torch.randn(12, 4, generator=g), torch.randn(9, 4, generator=g)
+    z[2, 1], z[5, 3], z[8] = float("inf"), float("-inf"), float("inf")
+    zl, cl = z.clone().requires_grad_(True), c.clone().requires_grad_(True)
+    q, sq, idx = tk.codebook_quantize(zl, cl, st)
+    _, idx_r, sq_r = codebook_quantize_ref(z, c)
+    assert torch.equal(idx, idx_r) and torch.equal(q.detach(), c[idx])
+    torch.testing.assert_close(sq.detach(), sq_r)
+    gq = torch.randn(12, 4, generator=g)
+    dz, dc = torch.autograd.grad(q, (zl, cl), gq, allow_unused=True)
+    assert torch.equal(dz, gq)
+    zl, cl = z.clone().requires_grad_(True), c.clone().requires_grad_(True)
+    q, sq, idx = tk.codebook_quantize(zl, cl, st)
+    gs = torch.randn(12, generator=g)
+    dz, dc = torch.autograd.grad((q * gq).sum() + (sq * gs).sum(), (zl, cl))
+    zr, cr = z.clone().requires_grad_(True), c.clone().requires_grad_(True)
+    qr, _, sqr = codebook_quantize_ref(zr, cr, st)
+    dzr, dcr = torch.autograd.grad((qr * gq).sum() + (sqr * gs).sum(), (zr, cr))
+    torch.testing.assert_close(dz, dzr, equal_nan=True)
+    torch.testing.assert_close(dc, dcr, equal_nan=True)
+
+
+@interp
+def test_codebook_quantize_zero_dim_public_op():
+    with solid_ext.use_backend("triton"):
+        q, idx, sq = solid_ext.codebook_quantize(torch.randn(2, 3, 0), torch.randn(5, 0))
+    assert q.shape == (2, 3, 0) and (idx == 0).all() and (sq == 0).all()
+
+
+@pytest.mark.parametrize("tau", [1e5, 1e30])
+@interp
+def test_dynamic_linear_half_large_tau(tau):
+    args = _dl_inputs(3, 4, 5, 7, torch.float16, True, True, scale=50.0)
+    y = tk.dynamic_linear(*args, tau)
+    y32 = dynamic_linear_ref(*[a.float() for a in args], tau)
+    torch.testing.assert_close(y.float(), y32.half().float(), rtol=1e-2, atol=1e-2)
+
+
+@interp
+def test_raw_ops_reject_bad_arguments():
+    x, w, b, bw, bb = _dl_inputs(3, 2, 4, 5, torch.float32, True, True)
+    with pytest.raises((ValueError, TypeError), match=r"\bbias\b"):
+        tk.dynamic_linear(x, w, b[:, :2], bw, bb, TAU)
+    for bad in (float("nan"), -1.0, float("inf")):
+        with pytest.raises((ValueError, TypeError), match=r"\btau\b"):
+            tk.dynamic_linear(x, w, b, bw, bb, bad)
+    z, c = torch.randn(5, 3), torch.randn(4, 3)
+    for idx in (torch.full((5,), 4), torch.full((5,), -1), torch.zeros(5, dtype=torch.int32)):
+        with pytest.raises((ValueError, TypeError, IndexError), match=r"\bindices\b"):
+            torch.ops.solid_ext_triton.codebook_quantize_backward(None, None, z, c, idx, True)

@@ -344,16 +344,26 @@ def test_prepare_disk_full_on_a_tmpfs(tmp_path: Path) -> None:
 
 
 def test_read_only_output_is_a_clear_error(tiny: Path, tmp_path: Path) -> None:
+    """A read-only file system (private tmpfs mounted ro) or, without user namespaces,
+    a directory without write permission: exit 1 and one line naming the path."""
     ro = tmp_path / "ro"
     ro.mkdir()
-    ro.chmod(0o555)
-    try:
+    args = " ".join(_train_args(tiny, ro / "run"))
+    if not _unshare_ok():
+        script = f"mount -t tmpfs -o ro,size=64k tmpfs {ro} || exit 99; "
+        script += f"{sys.executable} -m solidrec {args}"
+        cmd = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script]
+    else:
+        ro.chmod(0o555)
         if os.access(ro, os.W_OK):
-            pytest.skip("running as root: permissions do not stop writes (tmpfs test covers it)")
-        rc = cli_main(_train_args(tiny, ro / "run"))
-        assert rc == 1
-    finally:
-        ro.chmod(0o755)
+            ro.chmod(0o755)
+            pytest.skip(f"root without user namespaces ({_unshare_ok()}): nothing is read-only")
+        cmd = [sys.executable, "-m", "solidrec", *args.split()]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    ro.chmod(0o755)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and str(ro / "run") in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 # -- 8. the atomic directory swap -----------------------------------------------------------

@@ -1,0 +1,225 @@
+// Argument checks of the solid_ext ops (schemas in ops.cpp), shared by the CPU
+// (cpu/*.cpp) and CUDA (cuda/ops_cuda.cu) implementations.
+//
+// The ops are public (torch.ops.solid_ext.*), so they cannot rely on the Python
+// wrappers (solid_ext/_validate.py) having checked anything: a kernel given an
+// undersized bias reads past its end, and an out-of-range code index reads and writes
+// outside the codebook. Each op therefore checks ranks, every tensor's shape against
+// the dims the others define, dtypes, devices, code indices and tau before it touches
+// memory. Messages start with the op's name and name the argument at fault together
+// with the one it was compared with. (Contiguity is not checked: the glue makes every
+// input contiguous.)
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <c10/util/Optional.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <type_traits>
+
+namespace solid_ext::validate {
+
+// The implementation whose inputs are checked: its device type and whether it has
+// kernels for float16/bfloat16 (CUDA) or float32/float64 only (CPU).
+struct Impl {
+  c10::DeviceType device;
+  bool reduced_floats;
+};
+inline constexpr Impl kCpu{c10::DeviceType::CPU, false};
+inline constexpr Impl kCuda{c10::DeviceType::CUDA, true};
+
+// An optional tensor argument, or null when absent (None arrives as nullopt; an
+// undefined tensor inside the optional is treated the same).
+inline const at::Tensor* present(const c10::optional<at::Tensor>& t) {
+  return t.has_value() && t->defined() ? &*t : nullptr;
+}
+
+inline void rank(const char* op, const char* name, const at::Tensor& t, int64_t dims,
+                 const char* layout) {
+  TORCH_CHECK(t.dim() == dims, op, ": ", name, " must be ", layout, ", a ", dims,
+              "-d tensor, got shape ", t.sizes());
+}
+
+// The op's first tensor fixes dtype and device for the rest: it must be a floating
+// dtype this implementation has kernels for, on this implementation's device.
+inline void lead(const char* op, const char* name, const at::Tensor& t, Impl impl) {
+  const auto s = t.scalar_type();
+  const bool ok = s == at::kFloat || s == at::kDouble ||
+                  (impl.reduced_floats && (s == at::kHalf || s == at::kBFloat16));
+  TORCH_CHECK(ok, op, ": ", name, " must be a ",
+              impl.reduced_floats ? "float64, float32, float16 or bfloat16"
+                                  : "float32 or float64",
+              " tensor for the ", c10::DeviceTypeName(impl.device, true),
+              " kernels, got dtype ", s);
+  TORCH_CHECK(t.device().type() == impl.device, op, ": ", name, " is on ", t.device(),
+              ", not on a ", c10::DeviceTypeName(impl.device, true),
+              " device (another argument is: all tensors must be on one device)");
+}
+
+// Another tensor of the op: the lead tensor's dtype and device.
+inline void like(const char* op, const char* name, const at::Tensor& t, const char* lead_name,
+                 const at::Tensor& lead_t) {
+  TORCH_CHECK(t.scalar_type() == lead_t.scalar_type(), op, ": ", name, " has dtype ",
+              t.scalar_type(), " but ", lead_name, " has dtype ", lead_t.scalar_type(),
+              "; all floating-point tensors must share one dtype");
+  TORCH_CHECK(t.device() == lead_t.device(), op, ": ", name, " is on ", t.device(), " but ",
+              lead_name, " is on ", lead_t.device(), "; all tensors must be on one device");
+}
+
+// t has exactly the shape `want`; `layout` spells it in the op's dims and `source`
+// names the tensors the dims come from.
+inline void shape(const char* op, const char* name, const at::Tensor& t, at::IntArrayRef want,
+                  const char* layout, const std::string& source) {
+  TORCH_CHECK(t.sizes() == want, op, ": ", name, " must have shape ", layout, " = ", want,
+              " to match ", source, ", got ", t.sizes());
+}
+
+// tau >= 0 and finite (the contract of dynamic_linear: clamp to [-tau, tau]).
+inline void tau(const char* op, double value) {
+  TORCH_CHECK(std::isfinite(value) && value >= 0, op,
+              ": tau must be a non-negative finite number, got ", value);
+}
+
+// tau in the kernels' type T (float or double). A finite tau beyond float's range
+// rounds to +inf (as IEEE conversion does from the midpoint between float's largest
+// value and 2^128 upwards) instead of the undefined behaviour of an out-of-range cast;
+// either way no float exceeds it.
+template <typename T>
+T tau_as(double value) {
+  if constexpr (std::is_same_v<T, double>) {
+    return value;
+  } else {
+    static_assert(std::is_same_v<T, float>, "tau_as: float or double");
+    const double overflow = std::ldexp(1.0, 128) - std::ldexp(1.0, 103);
+    return value >= overflow ? std::numeric_limits<float>::infinity()
+                             : static_cast<float>(value);
+  }
+}
+
+// ------------------------------------------------------------------ dynamic_linear
+
+struct DLDims {
+  int64_t B, L, I, O;
+};
+
+namespace detail {
+// What dynamic_linear and its backward share: x, weight, the branch tensors, tau.
+inline DLDims dynamic_linear_common(const char* op, const at::Tensor& x, const at::Tensor& w,
+                                    const at::Tensor* bw, const at::Tensor* bb, double tau_v,
+                                    Impl impl) {
+  rank(op, "x", x, 3, "(B, L, N_in)");
+  rank(op, "weight", w, 3, "(B, N_in, N_out)");
+  lead(op, "x", x, impl);
+  like(op, "weight", w, "x", x);
+  const DLDims d{w.size(0), x.size(1), w.size(1), w.size(2)};
+  TORCH_CHECK(x.size(0) == d.B, op, ": x ", x.sizes(), " and weight ", w.sizes(),
+              " disagree on B (x is (B, L, N_in), weight (B, N_in, N_out))");
+  TORCH_CHECK(x.size(2) == d.I, op, ": x ", x.sizes(), " and weight ", w.sizes(),
+              " disagree on N_in (x is (B, L, N_in), weight (B, N_in, N_out))");
+  const std::string from_w = c10::str("weight ", w.sizes());
+  if (bw) {
+    like(op, "branch_weight", *bw, "x", x);
+    shape(op, "branch_weight", *bw, w.sizes(), "(B, N_in, N_out)", from_w);
+  }
+  if (bb) {
+    like(op, "branch_bias", *bb, "x", x);
+    shape(op, "branch_bias", *bb, {d.B, d.O}, "(B, N_out)", from_w);
+  }
+  tau(op, tau_v);
+  return d;
+}
+}  // namespace detail
+
+inline DLDims dynamic_linear(const at::Tensor& x, const at::Tensor& weight,
+                             const c10::optional<at::Tensor>& bias,
+                             const c10::optional<at::Tensor>& branch_weight,
+                             const c10::optional<at::Tensor>& branch_bias, double tau_v,
+                             Impl impl) {
+  constexpr const char* op = "dynamic_linear";
+  const DLDims d = detail::dynamic_linear_common(op, x, weight, present(branch_weight),
+                                                 present(branch_bias), tau_v, impl);
+  if (const at::Tensor* b = present(bias)) {
+    like(op, "bias", *b, "x", x);
+    shape(op, "bias", *b, {d.B, d.O}, "(B, N_out)", c10::str("weight ", weight.sizes()));
+  }
+  return d;
+}
+
+inline DLDims dynamic_linear_backward(const at::Tensor& grad, const at::Tensor& x,
+                                      const at::Tensor& weight,
+                                      const c10::optional<at::Tensor>& branch_weight,
+                                      const c10::optional<at::Tensor>& branch_bias,
+                                      double tau_v, Impl impl) {
+  constexpr const char* op = "dynamic_linear_backward";
+  const DLDims d = detail::dynamic_linear_common(op, x, weight, present(branch_weight),
+                                                 present(branch_bias), tau_v, impl);
+  like(op, "grad", grad, "x", x);
+  shape(op, "grad", grad, {d.B, d.L, d.O}, "(B, L, N_out)",
+        c10::str("x ", x.sizes(), " and weight ", weight.sizes()));
+  return d;
+}
+
+// ------------------------------------------------------------------ codebook_quantize
+
+struct CQDims {
+  int64_t M, K, D;
+};
+
+namespace detail {
+inline CQDims codebook_common(const char* op, const at::Tensor& z, const at::Tensor& c,
+                              Impl impl) {
+  rank(op, "z", z, 2, "(M, D)");
+  rank(op, "codebook", c, 2, "(K, D)");
+  lead(op, "z", z, impl);
+  like(op, "codebook", c, "z", z);
+  TORCH_CHECK(c.size(1) == z.size(1), op, ": z ", z.sizes(), " and codebook ", c.sizes(),
+              " disagree on D (z is (M, D), codebook (K, D))");
+  return {z.size(0), c.size(0), z.size(1)};
+}
+}  // namespace detail
+
+inline CQDims codebook_quantize(const at::Tensor& z, const at::Tensor& codebook, Impl impl) {
+  constexpr const char* op = "codebook_quantize";
+  const CQDims d = detail::codebook_common(op, z, codebook, impl);
+  TORCH_CHECK(d.K > 0, op, ": codebook must have at least one code (K > 0), got shape ",
+              codebook.sizes());
+  return d;
+}
+
+// Also checks every index lies in [0, K): the backward gathers codebook rows and
+// scatters into the codebook gradient through them. One min/max reduction (on CUDA,
+// plus one small device-to-host copy).
+inline CQDims codebook_quantize_backward(const c10::optional<at::Tensor>& grad_q,
+                                         const c10::optional<at::Tensor>& grad_sq,
+                                         const at::Tensor& z, const at::Tensor& codebook,
+                                         const at::Tensor& indices, Impl impl) {
+  constexpr const char* op = "codebook_quantize_backward";
+  const CQDims d = detail::codebook_common(op, z, codebook, impl);
+  const std::string from_z = c10::str("z ", z.sizes());
+  if (const at::Tensor* g = present(grad_q)) {
+    like(op, "grad_q", *g, "z", z);
+    shape(op, "grad_q", *g, {d.M, d.D}, "(M, D)", from_z);
+  }
+  if (const at::Tensor* g = present(grad_sq)) {
+    like(op, "grad_sq", *g, "z", z);
+    shape(op, "grad_sq", *g, {d.M}, "(M)", from_z);
+  }
+  TORCH_CHECK(indices.scalar_type() == at::kLong, op, ": indices must be int64, got dtype ",
+              indices.scalar_type());
+  TORCH_CHECK(indices.device() == z.device(), op, ": indices is on ", indices.device(),
+              " but z is on ", z.device(), "; all tensors must be on one device");
+  shape(op, "indices", indices, {d.M}, "(M)", from_z);
+  if (d.M > 0) {
+    const auto mm = at::aminmax(indices);
+    const at::Tensor lo_hi = at::stack({std::get<0>(mm), std::get<1>(mm)}).cpu();
+    const int64_t lo = lo_hi.data_ptr<int64_t>()[0], hi = lo_hi.data_ptr<int64_t>()[1];
+    TORCH_CHECK(lo >= 0 && hi < d.K, op, ": indices must lie in [0, K) = [0, ", d.K,
+                ") for codebook ", codebook.sizes(), ", got values in [", lo, ", ", hi, "]");
+  }
+  return d;
+}
+
+}  // namespace solid_ext::validate
