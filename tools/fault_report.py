@@ -273,6 +273,7 @@ def malformed(work: Path) -> Counter:
     )
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up there
     spec.loader.exec_module(mod)
     c: Counter = Counter()
     for k, case in enumerate(mod.CASES):

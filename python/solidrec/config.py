@@ -123,7 +123,9 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_yaml())
+        from solidrec.data.io import atomic_write
+
+        atomic_write(path, self.to_yaml())
 
     def override(self, items: list[str]) -> None:
         """Apply ``section.key=value`` (or bare ``key=value``, searched in model then train)."""

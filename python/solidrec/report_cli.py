@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from solidrec.data.io import atomic_write
+
 COLS = ("auc", "uauc", "ndcg@10", "recall@10", "ndcg@20", "recall@20")
 DSR_NAMES = {
     ("none", "off"): "-",
@@ -123,5 +125,5 @@ def run_report(args: argparse.Namespace) -> int:
     table = format_runs(args.runs, paper=not args.no_paper)
     print(table)
     if args.out:
-        args.out.write_text(table + "\n")
+        atomic_write(args.out, table + "\n")
     return 0
