@@ -15,6 +15,7 @@
 #include <c10/util/Exception.h>
 #include <c10/util/Optional.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -213,9 +214,23 @@ inline CQDims codebook_quantize_backward(const c10::optional<at::Tensor>& grad_q
               " but z is on ", z.device(), "; all tensors must be on one device");
   shape(op, "indices", indices, {d.M}, "(M)", from_z);
   if (d.M > 0) {
-    const auto mm = at::aminmax(indices);
-    const at::Tensor lo_hi = at::stack({std::get<0>(mm), std::get<1>(mm)}).cpu();
-    const int64_t lo = lo_hi.data_ptr<int64_t>()[0], hi = lo_hi.data_ptr<int64_t>()[1];
+    int64_t lo, hi;
+    if (impl.device == c10::DeviceType::CPU) {
+      // A plain scan: three dispatched ops (aminmax, stack, copy) cost more than the
+      // whole backward of a small batch.
+      const at::Tensor idx = indices.contiguous();
+      const int64_t* p = idx.data_ptr<int64_t>();
+      lo = hi = p[0];
+      for (int64_t m = 1; m < d.M; ++m) {
+        lo = std::min(lo, p[m]);
+        hi = std::max(hi, p[m]);
+      }
+    } else {
+      const auto mm = at::aminmax(indices);
+      const at::Tensor lo_hi = at::stack({std::get<0>(mm), std::get<1>(mm)}).cpu();
+      lo = lo_hi.data_ptr<int64_t>()[0];
+      hi = lo_hi.data_ptr<int64_t>()[1];
+    }
     TORCH_CHECK(lo >= 0 && hi < d.K, op, ": indices must lie in [0, K) = [0, ", d.K,
                 ") for codebook ", codebook.sizes(), ", got values in [", lo, ", ", hi, "]");
   }
