@@ -190,9 +190,8 @@ inline CQDims codebook_quantize(const at::Tensor& z, const at::Tensor& codebook,
   return d;
 }
 
-// Also checks every index lies in [0, K): the backward gathers codebook rows and
-// scatters into the codebook gradient through them. One min/max reduction (on CUDA,
-// plus one small device-to-host copy).
+// Also checks (on the CPU) that every index lies in [0, K): the backward gathers
+// codebook rows and scatters into the codebook gradient through them.
 inline CQDims codebook_quantize_backward(const c10::optional<at::Tensor>& grad_q,
                                          const c10::optional<at::Tensor>& grad_sq,
                                          const at::Tensor& z, const at::Tensor& codebook,
@@ -213,23 +212,17 @@ inline CQDims codebook_quantize_backward(const c10::optional<at::Tensor>& grad_q
   TORCH_CHECK(indices.device() == z.device(), op, ": indices is on ", indices.device(),
               " but z is on ", z.device(), "; all tensors must be on one device");
   shape(op, "indices", indices, {d.M}, "(M)", from_z);
-  if (d.M > 0) {
-    int64_t lo, hi;
-    if (impl.device == c10::DeviceType::CPU) {
-      // A plain scan: three dispatched ops (aminmax, stack, copy) cost more than the
-      // whole backward of a small batch.
-      const at::Tensor idx = indices.contiguous();
-      const int64_t* p = idx.data_ptr<int64_t>();
-      lo = hi = p[0];
-      for (int64_t m = 1; m < d.M; ++m) {
-        lo = std::min(lo, p[m]);
-        hi = std::max(hi, p[m]);
-      }
-    } else {
-      const auto mm = at::aminmax(indices);
-      const at::Tensor lo_hi = at::stack({std::get<0>(mm), std::get<1>(mm)}).cpu();
-      lo = lo_hi.data_ptr<int64_t>()[0];
-      hi = lo_hi.data_ptr<int64_t>()[1];
+  // On CUDA the backward kernel skips an out-of-range index instead (a host check
+  // would sync the device on every backward): memory-safe, but no error is raised.
+  if (d.M > 0 && impl.device == c10::DeviceType::CPU) {
+    // A plain scan: three dispatched ops (aminmax, stack, copy) cost more than the whole
+    // backward of a small batch.
+    const at::Tensor idx = indices.contiguous();
+    const int64_t* p = idx.data_ptr<int64_t>();
+    int64_t lo = p[0], hi = p[0];
+    for (int64_t m = 1; m < d.M; ++m) {
+      lo = std::min(lo, p[m]);
+      hi = std::max(hi, p[m]);
     }
     TORCH_CHECK(lo >= 0 && hi < d.K, op, ": indices must lie in [0, K) = [0, ", d.K,
                 ") for codebook ", codebook.sizes(), ", got values in [", lo, ", ", hi, "]");

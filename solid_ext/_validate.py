@@ -182,8 +182,9 @@ def check_codebook_quantize_backward_op(
         raise ValueError(f"indices is on {indices.device} but z is on {z2.device}")
     if tuple(indices.shape) != (m,):
         raise ValueError(f"indices must be ({m},) to match z, got {_desc(indices)}")
-    if m:
-        # One reduction and one device-to-host copy of two numbers.
+    if m and indices.device.type == "cpu":
+        # On a GPU this would be a device sync per backward; the Triton kernel masks
+        # out-of-range indices instead, so they never touch memory.
         lo, hi = torch.stack(torch.aminmax(indices)).tolist()
         k = codebook.shape[0]
         if lo < 0 or hi >= k:

@@ -155,6 +155,13 @@ SX_HD void cq_bwd_thread(const CQParams<T>& p, int64_t bx, int tx) {
   const int64_t m = e / p.D, d = e % p.D;
   const int64_t k = p.bidx[m];
   const A gq = p.gq ? to_acc<A>(p.gq[e]) : A(0);
+  // Checked here rather than on the host, which would cost a device sync per backward:
+  // an index outside [0, K) never touches memory and adds only quantized's term (as
+  // the Triton kernel).
+  if (k < 0 || k >= p.K) {
+    p.gz[e] = from_acc<T>(gq);
+    return;
+  }
   A t = 0;
   // A zero sq_dist gradient contributes exactly zero, also where z - C_k is infinite
   // (0 * inf would be NaN in quantized's straight-through gradient); NaN propagates.

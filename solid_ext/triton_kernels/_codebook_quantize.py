@@ -91,7 +91,7 @@ def _cq_fwd_kernel(
 @triton.jit
 def _cq_bwd_kernel(
     gq_ptr, gsq_ptr, z_ptr, c_ptr, idx_ptr, gz_ptr, gc_ptr,
-    M, D,
+    M, K, D,
     HAS_GQ: tl.constexpr, HAS_GSQ: tl.constexpr, ST: tl.constexpr, ACC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
@@ -102,6 +102,9 @@ def _cq_bwd_kernel(
     mask = m_mask[:, None] & (offs_d < D)[None, :]
     rows = offs_m[:, None] * D + offs_d[None, :]
     k = tl.load(idx_ptr + offs_m, mask=m_mask, other=0)
+    # An index outside [0, K) never touches memory (the wrappers reject it on CPU; on
+    # a GPU a host-side check would cost a device sync per backward).
+    cmask = mask & ((k >= 0) & (k < K))[:, None]
     crow = k[:, None] * D + offs_d[None, :]
     gz = tl.zeros([BLOCK_M, BLOCK_D], dtype=ACC)
     gc = tl.zeros([BLOCK_M, BLOCK_D], dtype=ACC)
@@ -113,15 +116,15 @@ def _cq_bwd_kernel(
     if HAS_GSQ:
         gs = tl.load(gsq_ptr + offs_m, mask=m_mask, other=0.0).to(ACC)
         z = tl.load(z_ptr + rows, mask=mask, other=0.0).to(ACC)
-        c = tl.load(c_ptr + crow, mask=mask, other=0.0).to(ACC)
+        c = tl.load(c_ptr + crow, mask=cmask, other=0.0).to(ACC)
         # A zero grad_sq contributes exactly zero, also where z - c is infinite (0 * inf
         # would be NaN in quantized's straight-through gradient); NaN still propagates.
-        t = tl.where(gs[:, None] != 0, 2.0 * gs[:, None] * (z - c), 0.0)
+        t = tl.where((gs[:, None] != 0) & cmask, 2.0 * gs[:, None] * (z - c), 0.0)
         gz += t
         gc -= t
     tl.store(gz_ptr + rows, gz.to(gz_ptr.dtype.element_ty), mask=mask)
     if HAS_GSQ or (HAS_GQ and ST):
-        tl.atomic_add(gc_ptr + crow, gc, mask=mask, sem="relaxed")
+        tl.atomic_add(gc_ptr + crow, gc, mask=cmask, sem="relaxed")
 
 
 def _np2(n: int) -> int:
@@ -197,7 +200,7 @@ def backward(
     bm = bwd_block_m(D, z2.dtype)
     _cq_bwd_kernel[(triton.cdiv(M, bm),)](
         gq if gq is not None else z2, gs if gs is not None else z2,
-        z2, codebook, indices, gz, gc, M, D,
+        z2, codebook, indices, gz, gc, M, codebook.shape[0], D,
         HAS_GQ=gq is not None, HAS_GSQ=gs is not None, ST=straight_through_codebook,
         ACC=tl.float64 if z2.dtype == torch.float64 else tl.float32,
         BLOCK_M=bm, BLOCK_D=bd, num_warps=4,

@@ -411,3 +411,20 @@ def test_raw_ops_reject_bad_arguments():
     for idx in (torch.full((5,), 4), torch.full((5,), -1), torch.zeros(5, dtype=torch.int32)):
         with pytest.raises((ValueError, TypeError, IndexError), match=r"\bindices\b"):
             torch.ops.solid_ext_triton.codebook_quantize_backward(None, None, z, c, idx, True)
+
+
+@interp
+def test_backward_kernel_masks_out_of_range_indices():
+    """On a GPU the wrappers skip the host-side range check (a device sync per
+    backward); the kernel itself must then never read or write outside the codebook."""
+    from solid_ext.triton_kernels import _codebook_quantize as cqk
+
+    z, c = torch.randn(6, 3), torch.randn(4, 3)
+    gq, gsq = torch.randn(6, 3), torch.randn(6)
+    idx = torch.tensor([0, 4, 1, -1, 3, 1 << 40])
+    gz, gc = cqk.backward(gq, gsq, z, c, idx, True)
+    ok = (idx >= 0) & (idx < 4)
+    ref_gz, ref_gc = cqk.backward(gq[ok], gsq[ok], z[ok], c, idx[ok], True)
+    torch.testing.assert_close(gz[ok], ref_gz)
+    torch.testing.assert_close(gc, ref_gc)
+    torch.testing.assert_close(gz[~ok], gq[~ok])  # no codebook row: only the gq term
