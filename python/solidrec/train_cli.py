@@ -96,7 +96,7 @@ def run_quickstart(args: argparse.Namespace) -> int:
     from solidrec.data import PrepareConfig, prepare
     from solidrec.data.synth import SynthConfig, generate, write_generic
     from solidrec.report_cli import format_runs
-    from solidrec.train import train
+    from solidrec.train import CheckpointError, RunLockedError, TrainingDivergedError, train
 
     t0 = time.perf_counter()
     out: Path = args.out
@@ -111,7 +111,12 @@ def run_quickstart(args: argparse.Namespace) -> int:
         cfg.train.max_epochs, cfg.train.patience = args.epochs, 2
         cfg.train.progress = not args.no_progress
         run = Path(cfg.out)
-        train(cfg, resume=(run / "checkpoints" / "last.pt").exists(), allow_schedule_change=True)
+        # resume=True: restore() starts afresh where there is no checkpoint at all.
+        try:
+            train(cfg, resume=True, allow_schedule_change=True)
+        except (ValueError, CheckpointError, RunLockedError, TrainingDivergedError) as e:
+            print(f"solidrec quickstart: error: {e}", file=sys.stderr)
+            return 2 if isinstance(e, ValueError | CheckpointError) else 1
         runs.append(run)
     print(format_runs(runs, paper=False))  # synthetic data: no paper row applies
     print(f"\nquickstart finished in {time.perf_counter() - t0:.0f} s; runs in {out / 'runs'}")

@@ -455,3 +455,21 @@ def test_cli_corrupt_checksum_record_names_path(
     assert main(_cli(out, server.url)) == 2
     err = _one_line_error(capsys)
     assert str(out / "checksums.json") in err
+
+
+def test_killed_extraction_leftovers_are_removed(server: Server, tmp_path: Path) -> None:
+    """A downloader killed mid-extraction leaves .NAME.tmp-PID-* (a dead pid) in OUT;
+    the next download removes it, and repairs a swap cut between its two renames."""
+    server.files["ml-latest-small.zip"] = Remote(_zip({"ml-latest-small/ratings.csv": b"a\n"}))
+    out = tmp_path / "ml"
+    out.mkdir()
+    dead = 2**22 + 4321  # above the default pid_max: no live process has it
+    stale = out / f".ml-latest-small.zip.tmp-{dead}-x"
+    (stale / "ml-latest-small").mkdir(parents=True)
+    (stale / "ml-latest-small" / "big.csv").write_bytes(b"0" * 1000)
+    orphan = out / f".ml-latest-small.old-{dead}"  # the old tree, target missing
+    orphan.mkdir()
+    (orphan / "ratings.csv").write_bytes(b"old\n")
+    assert main(_cli(out, server.url, "movielens-latest-small")) == 0
+    assert not stale.exists() and not orphan.exists()
+    assert (out / "ml-latest-small" / "ratings.csv").read_bytes() == b"a\n"

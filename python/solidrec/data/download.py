@@ -62,7 +62,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from solidrec.data.io import replace_path, sha256_file, write_json
+from solidrec.data.io import clean_stale_temps, replace_path, sha256_file, tmp_prefix, write_json
 
 #: sha256 of remote files (by file name) where known. Empty: no publisher lists sums
 #: and ../shared/data holds none of the downloaded files themselves (see above).
@@ -463,7 +463,7 @@ def _safe_extract(
         _check_declared(zpath, infos, max_bytes)
         # A fresh directory in out: same filesystem, so moving the result is a rename,
         # and a failure leaves the previous tree untouched.
-        tmp = Path(tempfile.mkdtemp(prefix=f".{zpath.name}.extract-", dir=out))
+        tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix(zpath.name), dir=out))
         try:
             root = tmp.resolve()
             written = 0
@@ -531,6 +531,8 @@ def download(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DownloadError(f"cannot create {out}: {_reason(e)}; nothing kept") from e
+    # Extractions and swaps of a downloader that was killed (a dead pid in the name).
+    clean_stale_temps(out)
     base = (base_url or src.base_url).rstrip("/") + "/"
     record_path = out / _RECORD
     record = _read_record(record_path)

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,15 @@ class OutputError(OSError):
 
 
 def _umask() -> int:
-    # os.umask can only be read by setting it; restore at once.
+    # Read without setting it where the kernel tells (Linux >= 4.7): os.umask() would
+    # briefly change it for every thread of the process.
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -68,7 +76,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _tmp_prefix(name: str) -> str:
+def tmp_prefix(name: str) -> str:
     # The pid in the name lets a later start tell a dead writer's leftovers from a
     # live writer's work in progress (see clean_stale_temps).
     return f".{name}.tmp-{os.getpid()}-"
@@ -119,19 +127,24 @@ def _output_error(path: Path, e: OSError, kept: str) -> OutputError:
     return OutputError(e.errno or 0, f"cannot write {path}: {reason}; {kept}")
 
 
-def atomic_write(path: str | Path, data: bytes | str) -> None:
+def atomic_write(path: str | Path, data: bytes | str | Sequence[bytes | memoryview]) -> None:
     """Write ``data`` to ``path`` atomically: a temporary sibling, fsynced, then
     ``os.replace``. A kill at any moment leaves the old file or the new one; a failure
     removes the temporary and raises :class:`OutputError` naming the path and what was
     kept. The file gets the usual permissions (0666 minus the umask)."""
     path = Path(path)
-    raw = data.encode("utf-8") if isinstance(data, str) else data
+    parts = (
+        [data.encode("utf-8")]
+        if isinstance(data, str)
+        else ([data] if isinstance(data, bytes | bytearray | memoryview) else list(data))
+    )
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path.name), dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=tmp_prefix(path.name), dir=path.parent)
         with os.fdopen(fd, "wb") as f:
-            f.write(raw)
+            for part in parts:
+                f.write(part)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
@@ -214,7 +227,7 @@ def atomic_directory(out: str | Path) -> Iterator[Path]:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         clean_stale_temps(out.parent, out.name)
-        tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(out.name), dir=out.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix(out.name), dir=out.parent))
         os.chmod(tmp, 0o777 & ~_umask())
     except OSError as e:
         raise _output_error(out, e, "nothing was changed") from e

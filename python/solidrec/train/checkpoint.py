@@ -56,17 +56,28 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any], keep_previous: bo
     path = Path(path)
     buf = io.BytesIO()
     torch.save({"magic": MAGIC, "version": VERSION, **payload}, buf)
-    body = buf.getvalue()
+    body = buf.getbuffer()  # no copy of the payload
     meta = {"format": FORMAT, "sha256": hashlib.sha256(body).hexdigest(), "size": len(body)}
-    blob = _HEADER + json.dumps(meta, sort_keys=True).encode() + b"\n" + body
+    head = _HEADER + json.dumps(meta, sort_keys=True).encode() + b"\n"
+    rotated = False
     if keep_previous and path.exists():
         try:
             os.replace(path, previous_path(path))
+            rotated = True
         except OSError as e:
             raise OutputError(
                 e.errno or 0, f"cannot write {path}: {e.strerror or e}; {path.name} is kept"
             ) from e
-    atomic_write(path, blob)
+    try:
+        atomic_write(path, [head, body])
+    except OutputError as e:
+        if not rotated:
+            raise
+        raise OutputError(
+            e.errno,
+            f"{str(e.strerror).split('; ')[0]}; the previous checkpoint is kept as "
+            f"{previous_path(path).name}",
+        ) from e
 
 
 def _unframe(path: Path, raw: bytes) -> bytes:

@@ -45,7 +45,7 @@ from solidrec.train.checkpoint import (
     previous_path,
     save_checkpoint,
 )
-from solidrec.train.lock import RunLock
+from solidrec.train.lock import RunLock, RunLockedError
 
 METRIC_KEYS = ("auc", "uauc", "ndcg@10", "ndcg@20", "recall@10", "recall@20")
 
@@ -279,10 +279,10 @@ class Trainer:
 
     def _restore(self) -> tuple[bool, bool]:
         """Load last.pt (or the previous one if it is corrupt) when resuming; returns
-        (resumed, config changed under --allow-schedule-change)."""
+        (resumed, config differs from the run's in an accepted key)."""
         last = self.ckdir / "last.pt"
         if not last.exists() and not previous_path(last).exists():
-            if self.resume and self.dist.main:
+            if self.resume and self.dist.main and (self.out / "config.yaml").exists():
                 print(f"solidrec train: no checkpoint in {self.ckdir}; starting from scratch")
             return False, False
         if not self.resume:
@@ -295,7 +295,15 @@ class Trainer:
         ck, used, note = found
         if note and self.dist.main:
             print(f"solidrec train: warning: {note}", file=sys.stderr)
-        changed = _compatible(ck, self.cfg, self.data, self.allow_schedule_change)
+            if used != last and last.exists():
+                # Else the next save would rotate the corrupt file over the good one.
+                os.replace(last, last.with_name("last.bad.pt"))
+                print(
+                    f"solidrec train: kept the corrupt file as {last.name[:-3]}.bad.pt",
+                    file=sys.stderr,
+                )
+        _compatible(ck, self.cfg, self.data, self.allow_schedule_change)
+        changed = bool(config_differences(ck["config"], self.cfg))
         try:
             self.model.load_state_dict(ck["model"])
             self.optimizer = self._optimizer()
@@ -386,13 +394,14 @@ class Trainer:
                 loss = bce / len(idx) * d.world + aux
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if self._finite(loss):
+                value, finite = self._loss_value(loss, bce)
+                if finite:
                     self.optimizer.step()
-                    s["loss_sum"] += float(bce.detach()) / len(idx) * d.world
+                    s["loss_sum"] += value / len(idx) * d.world
                     s["loss_n"] += 1
                     s["nonfinite"] = 0
                 else:
-                    self._nonfinite_step(float(loss.detach()))
+                    self._nonfinite_step()
             s["step"] = step + 1
             s["global_step"] += 1
             bar.update(1)
@@ -401,24 +410,27 @@ class Trainer:
         bar.close()
         s["epoch_seconds"].append(time.perf_counter() - t0)
 
-    def _finite(self, loss: torch.Tensor) -> bool:
-        ok = torch.isfinite(loss.detach()).to(torch.float32).reshape(1)
+    def _loss_value(self, loss: torch.Tensor, bce: torch.Tensor) -> tuple[float, bool]:
+        """(local BCE sum, whether the loss is finite on every rank) in one host sync."""
+        flag = torch.isfinite(loss.detach()).to(torch.float64)
         if self.dist.world > 1:  # every rank must skip the same steps
-            dist.all_reduce(ok, op=dist.ReduceOp.MIN)
-        return bool(ok.item())
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        value, ok = torch.stack([bce.detach().to(torch.float64), flag]).tolist()
+        return value, ok == 1.0
 
-    def _nonfinite_step(self, value: float) -> None:
+    def _nonfinite_step(self) -> None:
         """Skip the update; stop once more consecutive steps than
         ``train.nonfinite_patience`` had a non-finite loss."""
         s, t = self.state, self.cfg.train
         s["nonfinite"] = s.get("nonfinite", 0) + 1
         if s["nonfinite"] > t.nonfinite_patience:
+            where = " on at least one rank" if self.dist.world > 1 else ""
             raise TrainingDivergedError(
                 f"stage {s['stage']} epoch {s['epoch']} step {s['step']}: training loss is "
-                f"{value} for {s['nonfinite']} step(s) in a row (train.nonfinite_patience="
-                f"{t.nonfinite_patience}); stopped with train.lr={t.lr}. The last checkpoint "
-                f"before it, {self.ckdir / 'last.pt'}, is kept; lower train.lr and train "
-                "into a new --out"
+                f"not finite{where} for {s['nonfinite']} step(s) in a row "
+                f"(train.nonfinite_patience={t.nonfinite_patience}); stopped with "
+                f"train.lr={t.lr}. The last checkpoint before it, {self.ckdir / 'last.pt'}, "
+                "is kept; lower train.lr and train into a new --out"
             )
 
     def _end_epoch(self) -> None:
@@ -455,8 +467,19 @@ class Trainer:
         throughout, so a second process on the same ``--out`` stops at once.
         """
         lock = RunLock(self.out) if self.dist.main else None
+        error: RunLockedError | None = None
         if lock is not None:
-            lock.acquire()
+            try:
+                lock.acquire()
+            except RunLockedError as e:
+                error = e
+        if self.dist.world > 1:  # else the other ranks would wait in a collective
+            ok = torch.tensor([0.0 if error else 1.0])
+            dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+            if ok.item() == 0.0 and error is None:
+                error = RunLockedError(f"{self.out} is in use by another process (see rank 0)")
+        if error is not None:
+            raise error
         try:
             return self._run()
         finally:
@@ -467,8 +490,11 @@ class Trainer:
         cfg = self.cfg
         if self.dist.main:
             # Temporaries of a writer killed mid-write (it is not us: we hold the lock).
-            clean_stale_temps(self.out)
-            clean_stale_temps(self.ckdir)
+            for d in (self.out, self.ckdir):
+                clean_stale_temps(d)
+                # Older versions' names (.last.pt.tmp.PID, .log.csv.tmp): garbage too.
+                for p in [*d.glob(".*.tmp"), *d.glob(".*.tmp.[0-9]*")]:
+                    p.unlink(missing_ok=True)
         self._barrier()
         resumed, changed = self._restore()
         if resumed and self.state["finished"] and (self.out / "metrics.json").exists():
