@@ -38,8 +38,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "python"), str(ROOT)]
 
 import torch  # noqa: E402
-from solidrec.config import RunConfig  # noqa: E402
-from solidrec.testing import make_tiny_dataset  # noqa: E402
+from solidrec.testing import (  # noqa: E402
+    make_tiny_dataset,
+    tiny_run_args,
+    tiny_run_config,
+)
 from solidrec.train import CheckpointError, load_checkpoint, train  # noqa: E402
 from solidrec.train.checkpoint import _HEADER  # noqa: E402
 
@@ -52,20 +55,17 @@ def _env() -> dict[str, str]:
     )
 
 
-def _cfg(data: Path, out: Path) -> RunConfig:
-    cfg = RunConfig(data=str(data), out=str(out))
-    cfg.model.backbone, cfg.model.generator, cfg.model.solid = "sasrec", "duet", "full"
-    cfg.train.batch_size, cfg.train.max_epochs, cfg.train.patience = 64, 1, 1
-    cfg.train.progress, cfg.train.threads, cfg.train.ckpt_every_steps = False, 1, 2
-    return cfg
-
-
-def _train_args(data: Path, out: Path) -> list[str]:
-    return [
-        "train", "--data", str(data), "--out", str(out), "--backbone", "sasrec",
-        "--generator", "duet", "--solid", "full", "--epochs", "1", "--patience", "1",
-        "--threads", "1", "--no-progress", "--set", "batch_size=64", "ckpt_every_steps=2",
-    ]  # fmt: skip
+def _classify_load(path: Path, c: Counter, caught: str) -> None:
+    """Count one load_checkpoint(path): ``silent`` if it loads, ``caught`` for a
+    CheckpointError, ``crash`` for anything else."""
+    c["cases"] += 1
+    try:
+        load_checkpoint(path)
+        c["silent"] += 1
+    except CheckpointError:
+        c[caught] += 1
+    except Exception:  # noqa: BLE001 - counted, reported
+        c["crash"] += 1
 
 
 # ----------------------------------------------------------------- crafted checkpoints
@@ -108,14 +108,7 @@ def crafted(work: Path) -> Counter:
             for blob in (buf.getvalue(), _framed(buf.getvalue())):
                 path = work / "crafted.pt"
                 path.write_bytes(blob)
-                c["cases"] += 1
-                try:
-                    load_checkpoint(path)
-                    c["silent"] += 1
-                except CheckpointError:
-                    c["refused"] += 1
-                except Exception:  # noqa: BLE001 - counted, reported
-                    c["crash"] += 1
+                _classify_load(path, c, "refused")
                 if marker.exists():
                     c["executed"] += 1
                     marker.unlink()
@@ -140,14 +133,7 @@ def corrupted(work: Path, last: Path, n: int, rng: random.Random) -> Counter:
     path = work / "corrupt.pt"
     for blob in cases:
         path.write_bytes(blob)
-        c["cases"] += 1
-        try:
-            load_checkpoint(path)
-            c["silent"] += 1
-        except CheckpointError:
-            c["detected"] += 1
-        except Exception:  # noqa: BLE001
-            c["crash"] += 1
+        _classify_load(path, c, "detected")
     return c
 
 
@@ -172,7 +158,7 @@ _KILLER = textwrap.dedent(
 
 def kills(work: Path, data: Path, reference: dict, quick: bool) -> Counter:
     probe = subprocess.run(
-        [sys.executable, "-c", _KILLER, "0", *_train_args(data, work / "probe")],
+        [sys.executable, "-c", _KILLER, "0", *tiny_run_args(data, work / "probe")],
         env=_env(), capture_output=True, text=True, check=True,
     )  # fmt: skip
     total = int(probe.stdout.rsplit("REPLACES", 1)[1])
@@ -181,12 +167,12 @@ def kills(work: Path, data: Path, reference: dict, quick: bool) -> Counter:
     for n in points:
         run = work / f"kill{n}"
         subprocess.run(
-            [sys.executable, "-c", _KILLER, str(n), *_train_args(data, run)],
+            [sys.executable, "-c", _KILLER, str(n), *tiny_run_args(data, run)],
             env=_env(), capture_output=True,
         )  # fmt: skip
         c["cases"] += 1
         try:
-            got = train(_cfg(data, run), resume=True)
+            got = train(tiny_run_config(data, run), resume=True)
         except Exception:  # noqa: BLE001
             c["crash"] += 1
             continue
@@ -305,7 +291,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data = make_tiny_dataset(work / "data")
-        reference = train(_cfg(data, work / "ref"))
+        reference = train(tiny_run_config(data, work / "ref"))
         report["crafted checkpoints"] = dict(crafted(work))
         report["corrupted checkpoints"] = dict(
             corrupted(

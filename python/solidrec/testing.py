@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from solidrec.config import RunConfig
 
 
 def make_tiny_dataset(
@@ -97,3 +101,25 @@ def make_tiny_dataset(
     }
     (out / "manifest.json").write_text(json.dumps(manifest))
     return out
+
+
+def tiny_run_args(data: str | Path, out: str | Path) -> list[str]:
+    """``solidrec train`` arguments of a short SASRec + SOLID(DUET) run on
+    :func:`make_tiny_dataset` (one epoch per stage, a checkpoint every 2 steps): the run
+    the fault-injection tests and tools/fault_report.py kill and resume."""
+    return [
+        "train", "--data", str(data), "--out", str(out), "--backbone", "sasrec",
+        "--generator", "duet", "--solid", "full", "--epochs", "1", "--patience", "1",
+        "--threads", "1", "--no-progress", "--set", "batch_size=64", "ckpt_every_steps=2",
+    ]  # fmt: skip
+
+
+def tiny_run_config(data: str | Path, out: str | Path, **train: Any) -> RunConfig:
+    """The config :func:`tiny_run_args` resolves to, with ``train`` overrides."""
+    from solidrec.cli import build_parser
+    from solidrec.train_cli import resolve_config
+
+    cfg = resolve_config(build_parser().parse_args(tiny_run_args(data, out)))
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg

@@ -20,7 +20,7 @@ import torch
 from solidrec.cli import main as cli_main
 from solidrec.config import RunConfig
 from solidrec.data.io import OutputError, atomic_write, clean_stale_temps
-from solidrec.testing import make_tiny_dataset
+from solidrec.testing import make_tiny_dataset, tiny_run_args, tiny_run_config
 from solidrec.train import (
     CheckpointError,
     RunLock,
@@ -47,21 +47,10 @@ def reference(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def _cfg(data: Path, out: Path, **train_kw) -> RunConfig:
-    cfg = RunConfig(data=str(data), out=str(out))
-    cfg.model.backbone, cfg.model.generator, cfg.model.solid = "sasrec", "duet", "full"
-    cfg.train.batch_size, cfg.train.max_epochs, cfg.train.patience = 64, 1, 1
-    cfg.train.progress, cfg.train.threads, cfg.train.ckpt_every_steps = False, 1, 2
-    for k, v in train_kw.items():
-        setattr(cfg.train, k, v)
-    return cfg
+    return tiny_run_config(data, out, **train_kw)
 
 
-def _train_args(data: Path, out: Path) -> list[str]:
-    return [
-        "train", "--data", str(data), "--out", str(out), "--backbone", "sasrec",
-        "--generator", "duet", "--solid", "full", "--epochs", "1", "--patience", "1",
-        "--threads", "1", "--no-progress", "--set", "batch_size=64", "ckpt_every_steps=2",
-    ]  # fmt: skip
+_train_args = tiny_run_args
 
 
 def _env() -> dict[str, str]:
@@ -294,6 +283,15 @@ def _unshare_ok() -> str:
     return "" if probe.returncode == 0 else "user namespaces are disabled on this machine"
 
 
+def _in_private_mount(script: str) -> subprocess.CompletedProcess[str]:
+    """Run a shell script as root of a private user and mount namespace, where it may
+    mount a tmpfs of any size or flags without touching the host."""
+    return subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", textwrap.dedent(script)],
+        env=_env(), capture_output=True, text=True,
+    )  # fmt: skip
+
+
 @pytest.mark.skipif(bool(_unshare_ok()), reason=_unshare_ok() or "n/a")
 def test_disk_full_on_a_tmpfs_then_resume(tiny: Path, tmp_path: Path, reference: dict) -> None:
     """A 1.2 MB tmpfs fills up mid-run (a checkpoint is ~0.4 MB): one clear message, exit
@@ -302,21 +300,15 @@ def test_disk_full_on_a_tmpfs_then_resume(tiny: Path, tmp_path: Path, reference:
     code where user namespaces are unavailable.)"""
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    script = textwrap.dedent(
+    proc = _in_private_mount(
         f"""
-        set -e
-        mount -t tmpfs -o size=1200k tmpfs {mnt}
-        set +e
+        mount -t tmpfs -o size=1200k tmpfs {mnt} || exit 99
         {sys.executable} -m solidrec {" ".join(_train_args(tiny, mnt / "run"))}
         echo "rc=$?"
         ls -A {mnt / "run"} {mnt / "run" / "checkpoints"}
         cp -a {mnt / "run"} {tmp_path / "copy"}
         """
     )
-    proc = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
-        env=_env(), capture_output=True, text=True,
-    )  # fmt: skip
     assert "rc=1" in proc.stdout, proc.stdout + proc.stderr
     assert "No space left on device" in proc.stderr and "Traceback" not in proc.stderr
     assert ".tmp-" not in proc.stdout  # ls shows no temporaries
@@ -332,7 +324,7 @@ def test_prepare_disk_full_on_a_tmpfs(tmp_path: Path) -> None:
     inter, items = write_generic(generate(SynthConfig(users=300, items=200)), tmp_path, "csv")
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    script = textwrap.dedent(
+    proc = _in_private_mount(
         f"""
         mount -t tmpfs -o size=64k tmpfs {mnt} || exit 99
         {sys.executable} -m solidrec prepare --format generic --input {inter} \
@@ -341,10 +333,6 @@ def test_prepare_disk_full_on_a_tmpfs(tmp_path: Path) -> None:
         ls -A {mnt}
         """
     )
-    proc = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
-        env=_env(), capture_output=True, text=True,
-    )  # fmt: skip
     assert "rc=1" in proc.stdout, proc.stdout + proc.stderr
     assert "No space left on device" in proc.stderr and "Traceback" not in proc.stderr
     assert str(mnt / "data") in proc.stderr
@@ -358,16 +346,17 @@ def test_read_only_output_is_a_clear_error(tiny: Path, tmp_path: Path) -> None:
     ro.mkdir()
     args = " ".join(_train_args(tiny, ro / "run"))
     if not _unshare_ok():
-        script = f"mount -t tmpfs -o ro,size=64k tmpfs {ro} || exit 99; "
-        script += f"{sys.executable} -m solidrec {args}"
-        cmd = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script]
+        proc = _in_private_mount(
+            f"mount -t tmpfs -o ro,size=64k tmpfs {ro} || exit 99\n"
+            f"{sys.executable} -m solidrec {args}"
+        )
     else:
         ro.chmod(0o555)
         if os.access(ro, os.W_OK):
             ro.chmod(0o755)
             pytest.skip(f"root without user namespaces ({_unshare_ok()}): nothing is read-only")
         cmd = [sys.executable, "-m", "solidrec", *args.split()]
-    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+        proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
     ro.chmod(0o755)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr and str(ro / "run") in proc.stderr
