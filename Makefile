@@ -62,7 +62,7 @@ bench-quick: setup
 # ablation with item ids as the backbone's item features; the same with id + category
 # features (DIN left out for time); two more seeds of SASRec's APG/DUET rows in both
 # settings. About 2.5 hours on 2 cores; resumable (finished runs are skipped). Not in CI.
-REPRO = $(BIN)/python -m solidrec.reproduce --data runs/data/scientific --epochs 8 --patience 2 --workers 2
+REPRO = $(BIN)/solidrec reproduce --data runs/data/scientific --epochs 8 --patience 2 --workers 2
 HEADLINE = --backbones sasrec --combos apg:off apg:full duet:off duet:full --seeds 2025 2026
 CATEGORY = --set model.item_features=id+category
 reproduce: setup

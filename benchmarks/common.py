@@ -45,14 +45,20 @@ class Ceilings:
         return max(flops / (self.sgemm_gflops * 1e9), bytes_ / (bw * 1e9)) * 1e3
 
 
-def _best_rate(fn: Callable[[], None], work: float, reps: int) -> float:
-    fn()
+def _times(fn: Callable[[], object], reps: int, warmup: int) -> list[float]:
+    """Wall times of ``reps`` calls of ``fn`` after ``warmup`` untimed ones, in s."""
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(reps):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return work / min(times)
+    return times
+
+
+def _best_rate(fn: Callable[[], None], work: float, reps: int) -> float:
+    return work / min(_times(fn, reps, warmup=1))
 
 
 def fma_peaks(reps: int = 5) -> dict[str, float]:
@@ -105,14 +111,7 @@ def load_or_measure_ceilings(path: str | None) -> Ceilings:
 
 def median_ms(fn: Callable[[], object], reps: int = 20, warmup: int = 3) -> float:
     """Median wall time of ``fn`` in ms (used outside pytest-benchmark)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
+    return statistics.median(_times(fn, reps, warmup)) * 1e3
 
 
 def pedantic(benchmark, target: Callable, setup: Callable | None = None) -> None:

@@ -65,8 +65,7 @@ def _model(solid: str, stage: int):
     cfg = ModelConfig(backbone="sasrec", generator="duet", solid=solid)
     model = SolidModel(cfg, torch.from_numpy(data.semantic_id), data.num_semantic, data.history_len)
     if stage == 2:
-        model.stage.fill_(2)
-        model.init_codebook("metacode")
+        model.set_stage(2)  # codebook <- metacode, as the trainer enters stage 2
     return model, data
 
 

@@ -15,6 +15,7 @@ import torch
 import solid_ext
 from solid_ext import DynamicLinear, SemanticCodebook, ops
 from solid_ext.reference import dynamic_linear_ref
+from solid_ext.testing import codebook_quantize_inputs, dynamic_linear_inputs
 
 from .common import MODE, peak_mib, pedantic
 
@@ -89,17 +90,6 @@ def _run_mode(benchmark, mode, forward, inputs, grad_fn):
 # --- dynamic_linear ------------------------------------------------------------------
 
 
-def _dl_inputs(b, l, n_in, n_out):
-    g = torch.Generator().manual_seed(0)
-    return [
-        torch.randn(b, l, n_in, generator=g),
-        torch.randn(b, n_in, n_out, generator=g),
-        torch.randn(b, n_out, generator=g),
-        torch.randn(b, n_in, n_out, generator=g) * 2 * TAU,
-        torch.randn(b, n_out, generator=g) * 2 * TAU,
-    ]
-
-
 def _dl_cost(b, l, n_in, n_out, mode):
     w = b * n_in * n_out
     fwd_bytes = (b * l * n_in + 2 * w + 2 * b * n_out + b * l * n_out) * F32
@@ -141,7 +131,7 @@ def test_dynamic_linear(benchmark, size, provider, mode):
         fn = _fused_dl(_isa(provider))
     else:
         fn = {"eager": _eager_dl, "compile": lambda *a: _compiled_dl()(*a)}[provider]
-    inputs = _dl_inputs(*size)
+    inputs = dynamic_linear_inputs(*size, dtype=torch.float32, tau=TAU)
     gy = torch.randn(size[0], size[1], size[3])
     flops, bytes_ = _dl_cost(*size, mode)
     _info(
@@ -287,8 +277,7 @@ CQ_CASES = [(p, m) for p in CQ_PROVIDERS for m in MODES if p not in FAISS or m =
 @pytest.mark.parametrize("size", CQ_SIZES, ids=lambda s: "M{}-K{}-D{}".format(*s))
 def test_codebook_quantize(benchmark, size, provider, mode):
     m, k, d = size
-    g = torch.Generator().manual_seed(0)
-    z, c = torch.randn(m, d, generator=g), torch.randn(k, d, generator=g)
+    z, c = codebook_quantize_inputs(m, k, d, dtype=torch.float32)
     fn = (
         _fused_cq(_isa(provider))
         if _isa(provider)
@@ -300,7 +289,7 @@ def test_codebook_quantize(benchmark, size, provider, mode):
             "vector-quantize-pytorch": _vq,
         }[provider]
     )
-    gq = torch.randn(m, d, generator=g)
+    gq = torch.randn(m, d, generator=torch.Generator().manual_seed(1))
 
     def grad_fn(out):
         q, _, sq = out

@@ -1,7 +1,9 @@
 """solid_ext: fused kernels and modules for SOLID-style dynamic recommendation models.
 
 Ops (``solid_ext.ops``): ``dynamic_linear`` and ``codebook_quantize``.
-Modules: :class:`DynamicLinear`, :class:`SemanticCodebook`.
+Modules: :class:`DynamicLinear` with its parameter generators (:class:`FullRankGenerator`,
+the default, DUET's; :class:`LowRankGenerator`, APG's; the :class:`ParameterGenerator`
+protocol), :class:`SemanticCodebook`.
 Backends: :func:`available_backends`, :func:`use_backend`, env ``SOLID_EXT_BACKEND``.
 CPU kernel variant: :func:`cpu_isa`, :func:`cpu_isas`, :func:`use_cpu_isa`, env
 ``SOLID_EXT_CPU_ISA``.
@@ -9,13 +11,22 @@ CPU kernel variant: :func:`cpu_isa`, :func:`cpu_isas`, :func:`use_cpu_isa`, env
 
 from . import ops, reference
 from ._backend import available_backends, cpu_isa, cpu_isas, use_backend, use_cpu_isa
-from .nn import DynamicLinear, SemanticCodebook
+from .nn import (
+    DynamicLinear,
+    FullRankGenerator,
+    LowRankGenerator,
+    ParameterGenerator,
+    SemanticCodebook,
+)
 from .ops import codebook_quantize, dynamic_linear
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DynamicLinear",
+    "FullRankGenerator",
+    "LowRankGenerator",
+    "ParameterGenerator",
     "SemanticCodebook",
     "available_backends",
     "codebook_quantize",

@@ -1,8 +1,11 @@
-"""Modules built on the fused ops: :class:`DynamicLinear` and :class:`SemanticCodebook`."""
+"""Modules built on the fused ops: :class:`DynamicLinear` with its parameter generators
+(:class:`FullRankGenerator`, DUET's and the default; :class:`LowRankGenerator`, APG's)
+and :class:`SemanticCodebook`."""
 
 from __future__ import annotations
 
 import math
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -13,13 +16,145 @@ from ._validate import check_straight_through, check_tau
 from .reference import clip_bound
 
 __all__ = ["DynamicLinear", "SemanticCodebook"]
+# ... and the generators DynamicLinear takes: the protocol, DUET's (the default), APG's.
+__all__ += ["ParameterGenerator", "FullRankGenerator", "LowRankGenerator"]
+
+
+@runtime_checkable
+class ParameterGenerator(Protocol):
+    """What :class:`DynamicLinear` accepts as a generator (an ``nn.Module`` with these).
+
+    ``generator(cond, static_weight=None, static_bias=None)`` maps a condition
+    ``cond`` (B, cond_features) to per-sample parameters ``(weight (B, n_in, n_out),
+    bias (B, n_out) or None)``. Given the layer's static ``static_weight`` (n_in, n_out)
+    (``W^T``) and ``static_bias`` (n_out,), the result includes them: it is the trunk's
+    whole per-sample weight and bias. Without them it is a delta (the branch).
+    """
+
+    n_in: int
+    n_out: int
+    cond_features: int
+
+    def __call__(
+        self, cond: Tensor, static_weight: Tensor | None = None, static_bias: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]: ...
+
+
+class FullRankGenerator(nn.Linear):
+    """DUET's generator: one linear map from the condition to every parameter of the layer,
+    ``Linear(cond_features, n_in*n_out [+ n_out])``, zero-initialised (the generated
+    parameters start at zero). The default generator of :class:`DynamicLinear`.
+
+    ``bias``: whether it generates a bias (n_out) too. As an ``nn.Linear`` its
+    ``weight`` is (n_in*n_out [+ n_out], cond_features) and its ``bias`` that long.
+    """
+
+    def __init__(
+        self,
+        n_in: int,
+        n_out: int,
+        cond_features: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        n_gen = n_in * n_out + (n_out if bias else 0)
+        super().__init__(cond_features, n_gen, device=device, dtype=dtype)
+        nn.init.zeros_(self.weight)
+        nn.init.zeros_(self.bias)
+        self.n_in, self.n_out, self.cond_features = n_in, n_out, cond_features
+        self.generates_bias = bias
+
+    def forward(
+        self, cond: Tensor, static_weight: Tensor | None = None, static_bias: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        n = self.n_in * self.n_out
+        hb_w, hb_b = self.bias[:n], self.bias[n:]
+        # Folding the static parameters into the map's bias costs n_in*n_out, not
+        # B*n_in*n_out: the weight comes out of one addmm already whole.
+        if static_weight is not None:
+            hb_w = hb_w + static_weight.reshape(-1)
+        # Two matmuls over row blocks of the map rather than slicing one (B, n + n_out)
+        # output: the weight comes out contiguous (a view, no copy), and the backward
+        # has no (B, n + n_out) zero-fill and scatter from slicing.
+        w = F.linear(cond, self.weight[:n], hb_w)
+        # The batch size given explicitly: view(-1, 0, n_out) is ambiguous (n_in=0).
+        w = w.view(cond.shape[0], self.n_in, self.n_out)
+        if not self.generates_bias:
+            return w, _static_bias(static_bias, cond)
+        if static_bias is not None:
+            hb_b = hb_b + static_bias
+        return w, F.linear(cond, self.weight[n:], hb_b)
+
+    def extra_repr(self) -> str:
+        return (
+            f"n_in={self.n_in}, n_out={self.n_out}, cond_features={self.cond_features}, "
+            f"bias={self.generates_bias}"
+        )
+
+
+class LowRankGenerator(nn.Module):
+    """APG's generator: a low-rank weight ``U (n_in×k) · S(c) (k×k) · V (k×n_out)``
+    whose core S is generated from the condition, and a bias ``Linear(cond, n_out)``.
+
+    S starts small and the bias map at zero: the generated parameters begin near zero
+    (the static layer rules) while every factor receives a gradient on the first step.
+    """
+
+    def __init__(
+        self,
+        n_in: int,
+        n_out: int,
+        cond_features: int,
+        rank: int = 8,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        if rank < 1:
+            raise ValueError(f"rank must be >= 1, got {rank}")
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.n_in, self.n_out, self.cond_features, self.rank = n_in, n_out, cond_features, rank
+        self.u = nn.Parameter(torch.randn(n_in, rank, **factory) / n_in**0.5)
+        self.v = nn.Parameter(torch.randn(rank, n_out, **factory) / rank**0.5)
+        self.s_head = nn.Linear(cond_features, rank * rank, **factory)
+        self.b_head = nn.Linear(cond_features, n_out, **factory) if bias else None
+        nn.init.normal_(self.s_head.weight, std=0.01)
+        nn.init.zeros_(self.s_head.bias)
+        if self.b_head is not None:
+            nn.init.zeros_(self.b_head.weight)
+            nn.init.zeros_(self.b_head.bias)
+
+    def forward(
+        self, cond: Tensor, static_weight: Tensor | None = None, static_bias: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        s = self.s_head(cond).view(-1, self.rank, self.rank)
+        w = torch.matmul(torch.matmul(self.u, s), self.v)  # (B, n_in, n_out)
+        if static_weight is not None:
+            w = w + static_weight
+        if self.b_head is None:
+            return w, _static_bias(static_bias, cond)
+        b = self.b_head(cond)
+        return w, b if static_bias is None else b + static_bias
+
+    def extra_repr(self) -> str:
+        return (
+            f"n_in={self.n_in}, n_out={self.n_out}, cond_features={self.cond_features}, "
+            f"rank={self.rank}, bias={self.b_head is not None}"
+        )
+
+
+def _static_bias(static_bias: Tensor | None, cond: Tensor) -> Tensor | None:
+    """The static bias per sample (B, n_out), for a generator that generates no bias."""
+    return None if static_bias is None else static_bias.expand(cond.shape[0], -1)
 
 
 class DynamicLinear(nn.Module):
     """A drop-in ``nn.Linear`` whose weights can be generated per sample.
 
     ``forward(x)`` alone is exactly ``nn.Linear``. Given per-sample deltas (or
-    condition vectors from which the layer's own generator heads produce them) it
+    condition vectors from which the layer's own generators produce them) it
     computes, for each sample b,
 
         y_b = x_b @ (W^T + ΔW_b + clamp(ΔB_b, ±tau)) + (b + Δb_b + clamp(Δbb_b, ±tau))
@@ -27,14 +162,21 @@ class DynamicLinear(nn.Module):
     where W, b are the static parameters, ΔW/Δb the *trunk* (SOLID's semantic
     generator) and ΔB/Δbb the clipped *branch* (the item generator), Eq. 12.
     Generated weights are residual on the static ones, so a model converted with
-    :meth:`from_linear` (whose heads start at zero) computes what it did before.
+    :meth:`from_linear` (whose full-rank generators start at zero) computes what it did
+    before.
+
+    Generators (:class:`ParameterGenerator`) live in ``weight_head`` (the trunk, fed
+    ``cond``) and ``branch_head`` (the branch, fed ``branch_cond``).
 
     Args:
         in_features, out_features, bias, device, dtype: as ``nn.Linear``.
         tau: clip threshold of the branch, a finite float >= 0.
-        cond_features: if set, a trunk head ``Linear(cond_features, N_in*N_out [+N_out])``
-            turns a condition vector (B, cond_features) into trunk deltas.
+        cond_features: if set, the trunk generator is a :class:`FullRankGenerator`
+            ``Linear(cond_features, N_in*N_out [+N_out])`` (DUET's).
         branch_cond_features: the same for the branch.
+        generator, branch_generator: any other generator for the trunk / branch (e.g. a
+            :class:`LowRankGenerator`, APG's), instead of ``cond_features`` /
+            ``branch_cond_features``; see also :meth:`set_generator`.
 
     Shapes: x (B, N_in) or (B, L, N_in) → (B, N_out) or (B, L, N_out);
     ``weight``/``branch_weight`` deltas (B, N_in, N_out); ``bias``/``branch_bias``
@@ -55,6 +197,8 @@ class DynamicLinear(nn.Module):
         tau: float = 0.01,
         cond_features: int | None = None,
         branch_cond_features: int | None = None,
+        generator: nn.Module | None = None,
+        branch_generator: nn.Module | None = None,
     ) -> None:
         super().__init__()
         tau = check_tau(tau)
@@ -63,18 +207,37 @@ class DynamicLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
         self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
         self.reset_parameters()
-        n_gen = in_features * out_features + (out_features if bias else 0)
-        self.weight_head = self._head(cond_features, n_gen, factory)
-        self.branch_head = self._head(branch_cond_features, n_gen, factory)
+        self.register_module("weight_head", None)
+        self.register_module("branch_head", None)
+        for branch, n_cond, gen in (
+            (False, cond_features, generator),
+            (True, branch_cond_features, branch_generator),
+        ):
+            if n_cond is not None and gen is not None:
+                which = "branch_" if branch else ""
+                raise ValueError(f"pass {which}cond_features or {which}generator, not both")
+            if n_cond is not None:
+                gen = FullRankGenerator(in_features, out_features, n_cond, bias, **factory)
+            if gen is not None:
+                self.set_generator(gen, branch=branch)
 
-    @staticmethod
-    def _head(n_cond: int | None, n_gen: int, factory: dict) -> nn.Linear | None:
-        if n_cond is None:
-            return None
-        head = nn.Linear(n_cond, n_gen, **factory)
-        nn.init.zeros_(head.weight)
-        nn.init.zeros_(head.bias)
-        return head
+    def set_generator(self, generator: nn.Module | None, *, branch: bool = False) -> None:
+        """Install ``generator`` (a :class:`ParameterGenerator` for this layer's
+        N_in x N_out, or None to remove it) as the trunk's or, with ``branch``, the
+        branch's generator."""
+        name = "branch_head" if branch else "weight_head"
+        if generator is not None:
+            if not isinstance(generator, nn.Module) or not isinstance(
+                generator, ParameterGenerator
+            ):
+                raise TypeError(
+                    f"{name}: a generator is an nn.Module with n_in, n_out, cond_features "
+                    f"(solid_ext.ParameterGenerator), got {type(generator).__name__}"
+                )
+            got, want = (generator.n_in, generator.n_out), (self.in_features, self.out_features)
+            if got != want:
+                raise ValueError(f"{name}: generator makes {got} weights, the layer has {want}")
+        setattr(self, name, generator)
 
     def reset_parameters(self) -> None:
         """The initialisation of ``nn.Linear``."""
@@ -85,15 +248,10 @@ class DynamicLinear(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     @classmethod
-    def from_linear(
-        cls,
-        linear: nn.Linear,
-        *,
-        tau: float = 0.01,
-        cond_features: int | None = None,
-        branch_cond_features: int | None = None,
-    ) -> DynamicLinear:
-        """A DynamicLinear computing exactly what ``linear`` does until its heads train."""
+    def from_linear(cls, linear: nn.Linear, **kwargs: Any) -> DynamicLinear:
+        """A DynamicLinear computing exactly what ``linear`` does until its generators
+        train (the full-rank ones start at zero). ``kwargs``: the constructor's keyword
+        arguments (``tau``, ``cond_features``, ``generator``, ...)."""
         w = linear.weight
         layer = cls(
             linear.in_features,
@@ -101,9 +259,7 @@ class DynamicLinear(nn.Module):
             bias=linear.bias is not None,
             device=w.device,
             dtype=w.dtype,
-            tau=tau,
-            cond_features=cond_features,
-            branch_cond_features=branch_cond_features,
+            **kwargs,
         )
         with torch.no_grad():
             layer.weight.copy_(w)
@@ -111,31 +267,17 @@ class DynamicLinear(nn.Module):
                 layer.bias.copy_(linear.bias)
         return layer
 
-    def _from_head(
-        self, head: nn.Linear | None, cond: Tensor, name: str, fold_static: bool
-    ) -> tuple[Tensor, Tensor | None]:
-        if head is None:
+    def _generate(self, cond: Tensor, branch: bool) -> tuple[Tensor, Tensor | None]:
+        gen, name = (self.branch_head, "branch_") if branch else (self.weight_head, "")
+        if gen is None:
             raise ValueError(
-                f"{name} was given but this DynamicLinear has no {name} head; "
-                f"construct it with {'cond' if name == 'cond' else 'branch_cond'}_features"
+                f"{name}cond was given but this DynamicLinear has no {name}cond generator; "
+                f"construct it with {name}cond_features (or a {name}generator)"
             )
-        hb = head.bias
-        if fold_static:
-            # Adding the static weight to the head's bias costs N_in*N_out, not
-            # B*N_in*N_out: the trunk comes out of one addmm already residual.
-            static = [self.weight.t().reshape(-1)]
-            if self.bias is not None:
-                static.append(self.bias)
-            hb = hb + torch.cat(static)
-        # Two matmuls over row blocks of the head rather than slicing one (B, n + N_out)
-        # output: the weight comes out contiguous (a view, no copy), and the backward
-        # has no (B, n + N_out) zero-fill and scatter from slicing.
-        n = self.in_features * self.out_features
-        # The batch size given explicitly: view(-1, 0, N_out) is ambiguous (in_features=0).
-        w = F.linear(cond, head.weight[:n], hb[:n])
-        w = w.view(cond.shape[0], self.in_features, self.out_features)
-        b = F.linear(cond, head.weight[n:], hb[n:]) if self.bias is not None else None
-        return w, b
+        if branch:  # a delta, clipped by the op
+            return gen(cond)
+        # The trunk comes out whole (static + generated): no (B, N_in, N_out) add here.
+        return gen(cond, self.weight.t(), self.bias)
 
     def forward(
         self,
@@ -158,12 +300,10 @@ class DynamicLinear(nn.Module):
             self._check_per_sample(x, weight, bias, branch_weight, branch_bias, cond, branch_cond)
         trunk_is_total = False
         if cond is not None:
-            weight, bias = self._from_head(self.weight_head, cond, "cond", fold_static=True)
+            weight, bias = self._generate(cond, branch=False)
             trunk_is_total = True
         if branch_cond is not None:
-            branch_weight, branch_bias = self._from_head(
-                self.branch_head, branch_cond, "branch_cond", fold_static=False
-            )
+            branch_weight, branch_bias = self._generate(branch_cond, branch=True)
         if weight is None and branch_weight is None:
             y = F.linear(x, self.weight, self.bias)
             extra = bias
@@ -214,9 +354,9 @@ class DynamicLinear(nn.Module):
                 continue
             if not isinstance(t, Tensor):
                 raise TypeError(f"{name} must be a tensor or None, got {type(t).__name__}")
-            if want is None:  # a condition: (B, features of its head)
-                head = heads[name]
-                want = (b, head.in_features) if head is not None else (b, t.shape[-1])
+            if want is None:  # a condition: (B, features of its generator)
+                gen = heads[name]
+                want = (b, gen.cond_features) if gen is not None else (b, t.shape[-1])
             if tuple(t.shape) != want:
                 raise ValueError(
                     f"{name} must have shape {want} (one row per sample of x, shape "

@@ -23,26 +23,18 @@ import torch
 
 from . import _backend, ops
 from .reference import codebook_quantize_ref, dynamic_linear_ref
+from .testing import codebook_quantize_inputs, dynamic_linear_inputs
 
 TAU = 0.01
 Row = dict[str, object]
 
 
 def _dl_args(B: int, L: int, I: int, O: int, dtype, device) -> list[torch.Tensor]:  # noqa: E741
-    g = torch.Generator(device="cpu").manual_seed(0)
-
-    def r(*s, sc=1.0):
-        return (torch.randn(*s, generator=g) * sc).to(device=device, dtype=dtype)
-
-    return [r(B, L, I), r(B, I, O, sc=0.3), r(B, O), r(B, I, O, sc=0.02), r(B, O, sc=0.02)]
+    return dynamic_linear_inputs(B, L, I, O, dtype=dtype, device=device, tau=TAU, weight_scale=0.3)
 
 
 def _cq_args(M: int, K: int, D: int, dtype, device) -> list[torch.Tensor]:
-    g = torch.Generator(device="cpu").manual_seed(1)
-    return [
-        torch.randn(M, D, generator=g).to(device, dtype),
-        torch.randn(K, D, generator=g).to(device, dtype),
-    ]
+    return list(codebook_quantize_inputs(M, K, D, dtype=dtype, device=device, seed=1))
 
 
 def _grads(fn: Callable, args: list[torch.Tensor], seed: int = 2):
@@ -143,44 +135,17 @@ def timings(backends: list[str], device: str, reps: int, small: bool = False) ->
     sizes with ``small``, to exercise the path on a CPU). Each row carries a verdict:
     ``FASTER`` (beats eager), ``SLOWER`` or ``ERROR``."""
     if small:
-        problems = [
-            ("dynamic_linear B=64 L=10 32x64", _dl, _dl_ref,
-             _dl_args(64, 10, 32, 64, torch.float32, device)),
-            ("codebook_quantize M=512 K=64 D=32", _cq, _cq_ref,
-             _cq_args(512, 64, 32, torch.float32, device)),
-        ]  # fmt: skip
-        return _time_problems(problems, backends, device, reps)
+        dl_sizes, cq_sizes = [(64, 10, 32, 64)], [(512, 64, 32)]
+    else:
+        dl_sizes = [(1024, 1, 32, 64), (1024, 10, 32, 64), (16384, 10, 32, 64)]
+        cq_sizes = [(10240, 256, 32), (163840, 1024, 64)]
+    f32 = torch.float32
     problems = [
-        (
-            "dynamic_linear B=1024 L=1 32x64",
-            _dl,
-            _dl_ref,
-            _dl_args(1024, 1, 32, 64, torch.float32, device),
-        ),
-        (
-            "dynamic_linear B=1024 L=10 32x64",
-            _dl,
-            _dl_ref,
-            _dl_args(1024, 10, 32, 64, torch.float32, device),
-        ),
-        (
-            "dynamic_linear B=16384 L=10 32x64",
-            _dl,
-            _dl_ref,
-            _dl_args(16384, 10, 32, 64, torch.float32, device),
-        ),
-        (
-            "codebook_quantize M=10240 K=256 D=32",
-            _cq,
-            _cq_ref,
-            _cq_args(10240, 256, 32, torch.float32, device),
-        ),
-        (
-            "codebook_quantize M=163840 K=1024 D=64",
-            _cq,
-            _cq_ref,
-            _cq_args(163840, 1024, 64, torch.float32, device),
-        ),
+        (f"dynamic_linear B={B} L={L} {I}x{O}", _dl, _dl_ref, _dl_args(B, L, I, O, f32, device))
+        for B, L, I, O in dl_sizes  # noqa: E741
+    ] + [
+        (f"codebook_quantize M={M} K={K} D={D}", _cq, _cq_ref, _cq_args(M, K, D, f32, device))
+        for M, K, D in cq_sizes
     ]
     return _time_problems(problems, backends, device, reps)
 

@@ -140,18 +140,24 @@ def compile_binding(nvcc: str, arch: str) -> dict:
     return {"ok": proc.returncode == 0, "log": proc.stdout + proc.stderr, "cmd": " ".join(cmd)}
 
 
+def md_table(columns: list[str], rows: list[list[object]], left: int) -> str:
+    """A markdown table: the first ``left`` columns left-aligned, the rest right."""
+    rule = "|" + "|".join("---" if i < left else "---:" for i in range(len(columns))) + "|"
+    lines = ["| " + " | ".join(columns) + " |", rule]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def markdown(rows: list[dict]) -> str:
-    head = (
-        "| arch | kernel | source | registers | static smem (B) | stack (B) "
-        "| spill stores (B) | spill loads (B) |\n|---|---|---|---:|---:|---:|---:|---:|\n"
-    )
-    body = "".join(
-        f"| {r['arch']} | `{r['kernel']}` | {r['source']} | {r.get('registers', '?')} "
-        f"| {r.get('static_smem', 0)} | {r.get('stack', 0)} | {r.get('spill_stores', 0)} "
-        f"| {r.get('spill_loads', 0)} |\n"
+    columns = ["arch", "kernel", "source", "registers", "static smem (B)", "stack (B)",
+               "spill stores (B)", "spill loads (B)"]  # fmt: skip
+    cells = [
+        [r["arch"], f"`{r['kernel']}`", r["source"], r.get("registers", "?"),
+         r.get("static_smem", 0), r.get("stack", 0), r.get("spill_stores", 0),
+         r.get("spill_loads", 0)]
         for r in rows
-    )
-    return head + body
+    ]  # fmt: skip
+    return md_table(columns, cells, left=3)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,10 @@
 """The ``solidrec`` command line.
 
-Subcommands live in separate modules; each exposes ``add_parser(subparsers)`` that
-registers one or more subcommands and sets ``func`` (a callable taking the parsed
-``argparse.Namespace`` and returning an exit code) with ``set_defaults``. To add a
-subcommand module, append its import path to ``COMMAND_MODULES``.
+Subcommands live in the modules of :mod:`solidrec.commands`; each exposes
+``add_parser(subparsers)`` that registers one or more subcommands and sets ``func`` (a
+callable taking the parsed ``argparse.Namespace`` and returning an exit code) with
+``set_defaults``. To add a subcommand module, append its import path to
+``COMMAND_MODULES``.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from solidrec import __version__
 from solidrec.data.io import OutputError
 
 COMMAND_MODULES: list[str] = [
-    "solidrec.data.commands",
-    "solidrec.train_cli",
-    "solidrec.evaluate_cli",
-    "solidrec.report_cli",
+    "solidrec.commands.data",
+    "solidrec.commands.train",
+    "solidrec.commands.evaluate",
+    "solidrec.commands.report",
+    "solidrec.commands.reproduce",
 ]
 
 

@@ -9,11 +9,10 @@ from typing import Any
 
 import yaml
 
+from solidrec.modes import CODEBOOK_INITS, SOLID_MODES, SolidMode, effective_model, get_mode
+
 BACKBONES = ("din", "gru4rec", "sasrec", "bert4rec")
 GENERATORS = ("none", "apg", "duet")
-# The paper's Table 2 rows, plus "scl" (codebook branch without any semantic trunk).
-SOLID_MODES = ("off", "spg", "spg+sml", "spg+scl", "scl", "full")
-CODEBOOK_INITS = ("metacode", "random", "kmeans")
 # Inputs of the static backbone per item: its id embedding, or id + category (the
 # paper's sample carries the target's category and the history's categories).
 ITEM_FEATURES = ("id", "id+category")
@@ -21,7 +20,7 @@ ITEM_FEATURES = ("id", "id+category")
 
 @dataclass
 class ModelConfig:
-    """The model: backbone x generator x SOLID switches (DESIGN.md §1)."""
+    """The model: backbone x generator x SOLID switches (docs/METHOD.md §1-§5)."""
 
     backbone: str = "sasrec"
     generator: str = "duet"
@@ -35,7 +34,7 @@ class ModelConfig:
     dropout: float = 0.0
     tau: float = 0.01  # SML clip threshold T
     lam: float = 0.1  # SCL loss weight λ
-    codebook_init: str = "metacode"  # metacode | random | kmeans
+    codebook_init: str = "auto"  # auto (the mode's, modes.MODES) | metacode | random | kmeans
     item_features: str = "id"  # id | id+category (backbone inputs; generators unchanged)
 
     def validate(self) -> None:
@@ -51,23 +50,23 @@ class ModelConfig:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.solid != "off" and self.generator == "none":
             raise ValueError("SOLID needs a parameter generator: use --generator apg or duet")
-        if self.codebook_init == "metacode" and self.solid in ("spg+scl", "scl"):
-            # One stage only: no trained semantic encoder exists to copy.
-            self.codebook_init = "random" if self.solid == "spg+scl" else "kmeans"
+        mode = self.mode
+        if self.codebook_init == "metacode" and mode.has_codebook and not mode.metacode_ok:
+            raise ValueError(
+                f"codebook_init=metacode copies the semantic encoder trained in stage 1 of "
+                f"solid=full; solid={self.solid} has no trained one when its codebook starts: "
+                f"use codebook_init=auto ({mode.codebook_init} here), random or kmeans"
+            )
 
     @property
-    def uses_trunk(self) -> bool:
-        """Whether the semantic sequence generates the trunk parameters (SPG)."""
-        return self.solid in ("spg", "spg+sml", "spg+scl", "full")
+    def mode(self) -> SolidMode:
+        """The row of the mode table (:data:`solidrec.modes.MODES`) for ``solid``."""
+        return get_mode(self.solid)
 
     @property
-    def uses_branch(self) -> bool:
-        """Whether an item-sequence branch exists (clipped when a trunk exists)."""
-        return self.solid != "spg"
-
-    @property
-    def uses_codebook(self) -> bool:
-        return self.solid in ("spg+scl", "scl", "full")
+    def resolved_codebook_init(self) -> str | None:
+        """The codebook init this config runs with (``auto`` resolved); None: no codebook."""
+        return self.mode.resolve_codebook_init(self.codebook_init)
 
 
 @dataclass
@@ -143,6 +142,12 @@ class RunConfig:
                 _set(self.train, key, value)
             else:
                 _set(self, key, value)
+
+
+def effective_config(d: dict[str, Any]) -> dict[str, Any]:
+    """A :meth:`RunConfig.to_dict` (or a saved run's config) as the run computes it: its
+    model section through :func:`solidrec.modes.effective_model`. Resumes compare these."""
+    return {**d, "model": effective_model(d.get("model") or {})}
 
 
 def _set(obj: Any, key: str, value: Any) -> None:

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
+#: The metrics of every evaluation (training log, metrics.json, ``solidrec evaluate``,
+#: ``solidrec report``), in the column order of the paper's Table 1.
+METRIC_KEYS = ("auc", "uauc", "ndcg@10", "recall@10", "ndcg@20", "recall@20")
+
 
 def _ranks(x: np.ndarray) -> np.ndarray:
     """1-based average ranks (ties share their mean rank)."""
@@ -38,15 +42,18 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def user_auc(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per-row AUC of (U, C) scores/labels; NaN for rows with one class."""
+    """Per-row AUC of (U, C) scores/labels; NaN for rows with one class. Vectorised when
+    every row has exactly one positive (the evaluation protocol's candidate lists)."""
     s, y = np.asarray(scores, np.float64), np.asarray(labels) > 0
+    if s.ndim == 2 and np.all(y.sum(1) == 1):
+        return _user_auc_one_positive(s, y.astype(np.float64))
     out = np.full(s.shape[0], np.nan)
     for i in range(s.shape[0]):
         out[i] = auc(s[i], y[i])
     return out
 
 
-def _user_auc_fast(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def _user_auc_one_positive(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Per-row AUC when each row has exactly one positive (vectorised)."""
     pos = (scores * labels).sum(1, keepdims=True)
     neg = labels == 0
@@ -63,7 +70,7 @@ def ranking_metrics(scores: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] 
     s = np.asarray(scores, np.float64)
     y = (np.asarray(labels) > 0).astype(np.float64)
     npos = y.sum(1)
-    ua = _user_auc_fast(s, y) if np.all(npos == 1) else user_auc(s, y)
+    ua = user_auc(s, y)
     valid = ~np.isnan(ua)
     out = {
         "auc": auc(s, y),

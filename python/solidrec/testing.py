@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from solidrec.data.io import atomic_directory
+from solidrec.data.prepared import EvalSplit, TrainSplit, dataset_fingerprint, write_prepared
 
 if TYPE_CHECKING:
     from solidrec.config import RunConfig
@@ -23,11 +25,11 @@ def make_tiny_dataset(
     neg_eval: int = 19,
     seed: int = 0,
 ) -> Path:
-    """Write a prepared-format directory (docs/DATA.md) where each user mostly stays in
-    one semantic group, so models can beat chance. Returns ``out``."""
+    """Write a prepared dataset (docs/DATA.md, through
+    :func:`~solidrec.data.prepared.write_prepared`) where each user mostly stays in one
+    semantic group, so models can beat chance. Returns ``out``."""
     rng = np.random.default_rng(seed)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     sem_id = np.r_[0, 1 + np.arange(items) % semantic].astype(np.int64)
     by_sem = {s: np.flatnonzero(sem_id == s) for s in range(1, semantic + 1)}
     L = history_len
@@ -67,39 +69,44 @@ def make_tiny_dataset(
             e["hist"].append(h)
             e["hist_len"].append(n)
             e["candidates"].append([seq[t], *negs(seen, neg_eval)])
-    np.savez(
-        out / "train.npz",
+    train = TrainSplit(
         user=np.asarray(tr["user"], np.int64),
         hist=np.asarray(tr["hist"], np.int64),
         hist_len=np.asarray(tr["hist_len"], np.int64),
         item=np.asarray(tr["item"], np.int64),
         label=np.asarray(tr["label"], np.float32),
     )
-    for split, e in ev.items():
-        np.savez(out / f"{split}.npz", **{k: np.asarray(v, np.int64) for k, v in e.items()})
-    np.savez(
-        out / "items.npz",
-        semantic_id=sem_id,
-        original_id=np.array([""] + [f"i{i}" for i in range(1, items + 1)]),
+    valid, test = (
+        EvalSplit(**{k: np.asarray(v, np.int64) for k, v in e.items()}) for e in ev.values()
     )
-    names = ["<pad>"] + [f"s{s}" for s in range(1, semantic + 1)]
-    np.savez(out / "semantic.npz", name=np.array(names))
-    np.savez(out / "users.npz", original_id=np.array([f"u{u}" for u in range(users)]))
-    manifest = {
-        "name": "tiny",
-        "counts": {
-            "users": users,
-            "items": items,
-            "interactions": users * seq_len,
-            "semantic_ids": semantic,
-            "train_rows": len(tr["item"]),
-            "train_positives": int(sum(tr["label"])),
-            "valid_rows": users,
-            "test_rows": users,
-        },
-        "params": {"history_len": L, "semantic_method_used": "synthetic"},
+    source = {"format": "tiny", "input": None, "items": None, "files": []}
+    params = {
+        "users": users,
+        "items": items,
+        "semantic_ids": semantic,
+        "history_len": L,
+        "seq_len": seq_len,
+        "neg_train": neg_train,
+        "neg_eval": neg_eval,
+        "seed": seed,
     }
-    (out / "manifest.json").write_text(json.dumps(manifest))
+    with atomic_directory(out) as tmp:
+        write_prepared(
+            tmp,
+            semantic_id=sem_id,
+            item_original_id=np.array([""] + [f"i{i}" for i in range(1, items + 1)]),
+            item_title=None,
+            semantic_name=np.array(["<pad>"] + [f"s{s}" for s in range(1, semantic + 1)]),
+            user_original_id=np.array([f"u{u}" for u in range(users)]),
+            train=train,
+            valid=valid,
+            test=test,
+            interactions=users * seq_len,
+            name="tiny",
+            source=source,
+            params={**params, "semantic_method_used": "synthetic"},
+            fingerprint=dataset_fingerprint(source, params),
+        )
     return out
 
 
@@ -117,7 +124,7 @@ def tiny_run_args(data: str | Path, out: str | Path) -> list[str]:
 def tiny_run_config(data: str | Path, out: str | Path, **train: Any) -> RunConfig:
     """The config :func:`tiny_run_args` resolves to, with ``train`` overrides."""
     from solidrec.cli import build_parser
-    from solidrec.train_cli import resolve_config
+    from solidrec.commands.train import resolve_config
 
     cfg = resolve_config(build_parser().parse_args(tiny_run_args(data, out)))
     for k, v in train.items():

@@ -13,6 +13,11 @@ kernel launch), so ``TRITON_INTERPRET`` may still be set after ``import solid_ex
 it must be set before anything imports ``triton`` itself, because ``triton.jit``
 (Triton's own ``tl.zeros``/``tl.sum`` included) picks compiled or interpreted code
 when decorating. Without Triton, :func:`is_available` says False and the ops raise.
+
+For tools: :func:`kernel_launches` and :func:`compile_kernels` (from
+:mod:`solid_ext.triton_kernels.aot`, imported with Triton on first use) list every
+distinct launch the ops make and compile each for a given ``sm_<arch>`` without a
+GPU (``tools/check_triton.py``).
 """
 
 from __future__ import annotations
@@ -22,11 +27,18 @@ import os
 import sys
 
 import torch
-from torch import Tensor
 
 _HAS_TRITON = importlib.util.find_spec("triton") is not None
 
-__all__ = ["is_available", "interpreter_usable", "dynamic_linear", "codebook_quantize"]
+__all__ = [
+    "codebook_quantize",
+    "compile_kernels",
+    "dynamic_linear",
+    "interpreter_usable",
+    "is_available",
+    "kernel_launches",
+]
+_AOT = ("compile_kernels", "kernel_launches")
 
 
 def interpreter_usable() -> bool:
@@ -47,17 +59,16 @@ if _HAS_TRITON:
     from ._ops import codebook_quantize, dynamic_linear
 else:  # pragma: no cover
 
-    def dynamic_linear(
-        x3: Tensor,
-        weight: Tensor,
-        bias: Tensor | None,
-        branch_weight: Tensor | None,
-        branch_bias: Tensor | None,
-        tau: float,
-    ) -> Tensor:
+    def _no_triton(*args: object, **kwargs: object):
         raise RuntimeError("solid_ext.triton_kernels: triton is not installed")
 
-    def codebook_quantize(
-        z2: Tensor, codebook: Tensor, straight_through_codebook: bool
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        raise RuntimeError("solid_ext.triton_kernels: triton is not installed")
+    dynamic_linear = codebook_quantize = _no_triton
+
+
+def __getattr__(name: str):
+    """The ahead-of-time hook, imported (with Triton) on first use."""
+    if name in _AOT:
+        from . import aot
+
+        return getattr(aot, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,6 +32,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._launch import launch
+
 
 @triton.jit
 def _cq_fwd_kernel(
@@ -171,7 +173,8 @@ def forward(
         return q, sq.zero_(), idx.zero_()
     use_dot, bm, bk, bd = blocks(D, z2.dtype)
     acc = tl.float64 if z2.dtype == torch.float64 else tl.float32
-    _cq_fwd_kernel[(triton.cdiv(M, bm),)](
+    launch(
+        _cq_fwd_kernel, (triton.cdiv(M, bm),),
         z2, codebook, q, sq, idx, M, K, D,
         USE_DOT=use_dot, ACC=acc, BLOCK_M=bm, BLOCK_K=bk, BLOCK_D=bd, num_warps=_FWD_WARPS,
     )  # fmt: skip
@@ -198,7 +201,8 @@ def backward(
     gs = None if grad_sq is None else grad_sq.contiguous()
     bd = _np2(D)
     bm = bwd_block_m(D, z2.dtype)
-    _cq_bwd_kernel[(triton.cdiv(M, bm),)](
+    launch(
+        _cq_bwd_kernel, (triton.cdiv(M, bm),),
         gq if gq is not None else z2, gs if gs is not None else z2,
         z2, codebook, indices, gz, gc, M, codebook.shape[0], D,
         HAS_GQ=gq is not None, HAS_GSQ=gs is not None, ST=straight_through_codebook,

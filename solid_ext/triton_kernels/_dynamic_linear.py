@@ -28,6 +28,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._launch import launch
+
 # Longest L handled in one tile (fused backward); longer L loops. With BLOCK_O <= 32
 # and 8 warps this is the largest dot tile that compiles without register spills on
 # sm_80 and sm_90 for float32/bf16/fp16 (tools/check_triton.py).
@@ -53,6 +55,17 @@ def _combined_tile(
         bw = tl.load(bw_base + ptrs, mask=mask, other=0.0).to(ACC)
         w += _clip(bw, tau)
     return w
+
+
+@triton.jit
+def _load_tile(base, offs_r, offs_c, stride, r_mask, c_mask, ACC: tl.constexpr):
+    """(rows, cols) tile of a row-major matrix with row stride ``stride``, in ``ACC``;
+    zeros outside the masks."""
+    return tl.load(
+        base + offs_r[:, None] * stride + offs_c[None, :],
+        mask=r_mask[:, None] & c_mask[None, :],
+        other=0.0,
+    ).to(ACC)
 
 
 @triton.jit
@@ -96,11 +109,7 @@ def _dl_fwd_kernel(
                 HAS_BW,
                 ACC,
             )
-            xt = tl.load(
-                x_base + offs_l[:, None] * I + offs_i[None, :],
-                mask=l_mask[:, None] & i_mask[None, :],
-                other=0.0,
-            ).to(ACC)
+            xt = _load_tile(x_base, offs_l, offs_i, I, l_mask, i_mask, ACC)
             if USE_DOT:
                 acc = tl.dot(xt, w, acc, input_precision="ieee")
             else:
@@ -144,16 +153,8 @@ def _dl_bwd_kernel(
         for l0 in range(0, L, BLOCK_L):
             offs_l = l0 + offs_l0
             l_mask = offs_l < L
-            g = tl.load(
-                g_base + offs_l[:, None] * O + offs_o[None, :],
-                mask=l_mask[:, None] & o_mask[None, :],
-                other=0.0,
-            ).to(ACC)
-            xt = tl.load(
-                x_base + offs_l[:, None] * I + offs_i[None, :],
-                mask=l_mask[:, None] & i_mask[None, :],
-                other=0.0,
-            ).to(ACC)
+            g = _load_tile(g_base, offs_l, offs_o, O, l_mask, o_mask, ACC)
+            xt = _load_tile(x_base, offs_l, offs_i, I, l_mask, i_mask, ACC)
             if USE_DOT:
                 dw_acc = tl.dot(tl.trans(xt), g, dw_acc, input_precision="ieee")
             else:
@@ -215,11 +216,7 @@ def _dl_bwd_dx_kernel(
     for o0 in range(0, O, BLOCK_O):
         offs_o = o0 + tl.arange(0, BLOCK_O)
         o_mask = offs_o < O
-        g = tl.load(
-            g_base + offs_l[:, None] * O + offs_o[None, :],
-            mask=l_mask[:, None] & o_mask[None, :],
-            other=0.0,
-        ).to(ACC)
+        g = _load_tile(g_base, offs_l, offs_o, O, l_mask, o_mask, ACC)
         w = _combined_tile(
             w_base, bw_base, offs_i, offs_o, i_mask[:, None] & o_mask[None, :], O, tau, HAS_BW, ACC
         )
@@ -299,7 +296,8 @@ def forward(
         return y
     use_dot, bl, bi, bo = blocks(L, I, O, x3.dtype)
     grid = (B, triton.cdiv(O, bo))
-    _dl_fwd_kernel[grid](
+    launch(
+        _dl_fwd_kernel, grid,
         x3, weight,
         bias if bias is not None else weight,
         branch_weight if branch_weight is not None else weight,
@@ -355,7 +353,8 @@ def backward(
     acc = _acc_dtype(x3.dtype)
     tau_t = _tau_tensor(tau, x3.dtype, x3.device)
     dummy = weight
-    _dl_bwd_kernel[(B, triton.cdiv(I, bi))](
+    launch(
+        _dl_bwd_kernel, (B, triton.cdiv(I, bi)),
         grad, x3, weight,
         branch_weight if has_bw else dummy,
         branch_bias if branch_bias is not None else dummy,
@@ -367,7 +366,8 @@ def backward(
         USE_DOT=use_dot, ACC=acc, BLOCK_L=bl, BLOCK_I=bi, BLOCK_O=bo, num_warps=num_warps(use_dot),
     )  # fmt: skip
     if need_dx and not one_l_tile:
-        _dl_bwd_dx_kernel[(B, triton.cdiv(L, bl), triton.cdiv(I, bi))](
+        launch(
+            _dl_bwd_dx_kernel, (B, triton.cdiv(L, bl), triton.cdiv(I, bi)),
             grad, weight, branch_weight if has_bw else dummy, dx, L, I, O, tau_t,
             HAS_BW=has_bw, USE_DOT=use_dot, ACC=acc,
             BLOCK_L=bl, BLOCK_I=bi, BLOCK_O=bo, num_warps=num_warps(use_dot),

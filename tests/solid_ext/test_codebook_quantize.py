@@ -10,15 +10,12 @@ from hypothesis import strategies as st
 import solid_ext
 from solid_ext import ops
 from solid_ext.reference import codebook_quantize_ref
+from solid_ext.testing import codebook_quantize_inputs
 
 from .conftest import CPU_BACKENDS, cpu_backend, poisoned_empty
 
-
-def make(lead, k, d, dtype=torch.float64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(*lead, d, generator=g, dtype=torch.float64).to(dtype)
-    c = torch.randn(k, d, generator=g, dtype=torch.float64).to(dtype)
-    return z, c
+# (z, codebook): z (*lead, D), codebook (K, D), float64 by default.
+make = codebook_quantize_inputs
 
 
 def true_sq_dist(z, c):
@@ -122,8 +119,7 @@ def test_every_output_element_written(backend):
 
 def test_non_contiguous(backend):
     z, c = make((20,), 30, 12)
-    zt = z.t().contiguous().t()
-    ct = c.t().contiguous().t()
+    zt, ct = make((20,), 30, 12, contiguous=False)
     assert not zt.is_contiguous() and not ct.is_contiguous()
     out = run(ops.codebook_quantize, zt, ct)
     ref = run(codebook_quantize_ref, z, c)
@@ -185,8 +181,7 @@ def test_gradcheck(backend, st_codebook):
     seed=st.integers(0, 2**31),
 )
 def test_fuzz_against_reference(m, k, d, scale, seed):
-    z, c = make((m,), k, d, seed=seed)
-    z, c = z * scale, c * scale
+    z, c = make((m,), k, d, seed=seed, scale=scale)
     ref = run(codebook_quantize_ref, z, c, True)
     for name in CPU_BACKENDS:
         with cpu_backend(name):

@@ -13,6 +13,7 @@ import torch
 import solid_ext
 from solid_ext import ops
 from solid_ext.reference import codebook_quantize_ref
+from solid_ext.testing import codebook_quantize_inputs
 
 pytestmark = pytest.mark.skipif(
     "cpu" not in solid_ext.available_backends(),
@@ -105,8 +106,7 @@ def test_fma_peak_loop_counts_flops(isa):
 @pytest.mark.parametrize("isa", solid_ext.cpu_isas())
 def test_variants_agree_on_a_large_search(isa):
     # Sizes that cross every tile, chunk and group boundary of every variant.
-    g = torch.Generator().manual_seed(3)
-    z, c = torch.randn(1000, 37, generator=g), torch.randn(2100, 37, generator=g)
+    z, c = codebook_quantize_inputs(1000, 2100, 37, dtype=torch.float32, seed=3)
     with solid_ext.use_backend("cpu"), solid_ext.use_cpu_isa(isa):
         q, idx, sq = ops.codebook_quantize(z, c)
     _, idx_ref, sq_ref = codebook_quantize_ref(z.double(), c.double())

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -10,25 +11,16 @@ from hypothesis import strategies as st
 import solid_ext
 from solid_ext import ops
 from solid_ext.reference import dynamic_linear_ref
+from solid_ext.testing import dynamic_linear_inputs
 
 from .conftest import CPU_BACKENDS, assert_close_to_truth, cpu_backend, poisoned_empty
 
 TAU = 0.05
 
 
-def make(b, l, n_in, n_out, dtype=torch.float64, bias=True, branch=True, seed=0):
-    """Fresh random inputs; branch values straddle ±TAU so the clip is exercised."""
-    g = torch.Generator().manual_seed(seed)
-
-    def r(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(dtype)
-
-    x = r(b, n_in) if l is None else r(b, l, n_in)
-    args = [x, r(b, n_in, n_out)]
-    args.append(r(b, n_out) if bias else None)
-    args.append(r(b, n_in, n_out, scale=2 * TAU) if branch else None)
-    args.append(r(b, n_out, scale=2 * TAU) if branch else None)
-    return args
+# Fresh random inputs (float64 by default); branch values straddle ±TAU so the clip
+# is exercised.
+make = functools.partial(dynamic_linear_inputs, tau=TAU)
 
 
 def run(fn, args, tau=TAU):
@@ -104,14 +96,7 @@ def test_clip_mask_is_inclusive_at_tau(backend):
 
 
 def test_non_contiguous_inputs(backend):
-    b, l, n_in, n_out = 4, 3, 6, 10
-    base = make(b, l, n_in, n_out, seed=5)
-    x = base[0].transpose(0, 1).contiguous().transpose(0, 1)
-    w = base[1].transpose(1, 2).contiguous().transpose(1, 2)
-    bw = torch.randn(b, n_out, n_in, dtype=torch.float64).mul(2 * TAU).transpose(1, 2)
-    bias = torch.randn(n_out, b, dtype=torch.float64).t()
-    bb = base[4]
-    args = [x, w, bias, bw, bb]
+    x, w, bias, bw, bb = args = make(4, 3, 6, 10, seed=5, contiguous=False)
     assert not any(a.is_contiguous() for a in (x, w, bias, bw))
     y, grads = run(ops.dynamic_linear, args)
     y_ref, grads_ref = run(dynamic_linear_ref, args)

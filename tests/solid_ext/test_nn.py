@@ -5,7 +5,13 @@ import torch
 from torch import nn
 
 import solid_ext
-from solid_ext import DynamicLinear, SemanticCodebook
+from solid_ext import (
+    DynamicLinear,
+    FullRankGenerator,
+    LowRankGenerator,
+    ParameterGenerator,
+    SemanticCodebook,
+)
 from solid_ext.reference import codebook_quantize_ref, dynamic_linear_ref
 
 
@@ -74,6 +80,61 @@ def test_cond_without_head_is_a_clear_error():
         )
     with pytest.raises(ValueError, match="tau"):
         DynamicLinear(4, 3, tau=-1.0)
+
+
+def test_generators_are_interchangeable(backend):
+    """A LowRankGenerator in either slot computes what its explicit deltas do; the
+    full-rank default keeps its state_dict keys (weight_head / branch_head)."""
+    torch.manual_seed(0)
+    trunk = LowRankGenerator(6, 5, 4, rank=3, dtype=torch.float64)
+    branch = LowRankGenerator(6, 5, 2, rank=2, dtype=torch.float64)
+    dyn = DynamicLinear(6, 5, tau=0.02, dtype=torch.float64, generator=trunk)
+    dyn.set_generator(branch, branch=True)
+    with torch.no_grad():
+        for g in (trunk, branch):
+            g.b_head.weight.normal_(std=0.1)
+    x, c, bc = rand(7, 3, 6), rand(7, 4, seed=1), rand(7, 2, seed=2)
+    (dw, db), (bw, bb) = trunk(c), branch(bc)
+    torch.testing.assert_close(dyn(x, cond=c, branch_cond=bc), dyn(x, dw, db, bw, bb))
+    assert dyn(x).shape == (7, 3, 5)
+    for gen in (trunk, branch, dyn.weight_head):
+        assert isinstance(gen, ParameterGenerator)
+    default = DynamicLinear(6, 5, cond_features=4, branch_cond_features=2)
+    assert isinstance(default.weight_head, FullRankGenerator)
+    assert list(default.state_dict()) == [
+        "weight",
+        "bias",
+        "weight_head.weight",
+        "weight_head.bias",
+        "branch_head.weight",
+        "branch_head.bias",
+    ]
+    assert default.weight_head.weight.shape == (6 * 5 + 5, 4)
+
+
+def test_generator_checks():
+    with pytest.raises(ValueError, match=r"generator makes \(6, 5\) weights.*\(5, 6\)"):
+        DynamicLinear(5, 6, generator=LowRankGenerator(6, 5, 4, rank=2))
+    with pytest.raises(ValueError, match="cond_features or generator, not both"):
+        DynamicLinear(6, 5, cond_features=4, generator=LowRankGenerator(6, 5, 4, rank=2))
+    with pytest.raises(TypeError, match="ParameterGenerator"):
+        DynamicLinear(6, 5).set_generator(nn.Linear(4, 30), branch=True)
+    dyn = DynamicLinear(6, 5, cond_features=4)
+    dyn.set_generator(None)
+    assert dyn.weight_head is None
+    with pytest.raises(ValueError, match="no cond generator"):
+        dyn(torch.randn(2, 6), cond=torch.randn(2, 4))
+    # A generator without a bias on a layer with one: the static bias stays.
+    bare = LowRankGenerator(6, 5, 4, rank=2, bias=False)
+    layer = DynamicLinear(6, 5, generator=bare)
+    x, c = torch.randn(3, 6), torch.randn(3, 4)
+    dw, db = bare(c)
+    assert db is None
+    expect = dynamic_linear_ref(x, dw + layer.weight.t(), layer.bias.expand(3, 5))
+    torch.testing.assert_close(layer(x, cond=c), expect)
+    lin = nn.Linear(6, 5)
+    conv = DynamicLinear.from_linear(lin, generator=LowRankGenerator(6, 5, 4, rank=2))
+    assert isinstance(conv.weight_head, LowRankGenerator) and torch.equal(conv.weight, lin.weight)
 
 
 def test_compile_module_inductor():
@@ -182,6 +243,9 @@ def test_public_api_surface():
     assert set(solid_ext.available_backends()) >= {"reference"}
     for name in (
         "DynamicLinear",
+        "FullRankGenerator",
+        "LowRankGenerator",
+        "ParameterGenerator",
         "SemanticCodebook",
         "dynamic_linear",
         "codebook_quantize",

@@ -25,6 +25,7 @@ import torch
 import solid_ext
 from solid_ext import ops
 from solid_ext.reference import codebook_quantize_ref, dynamic_linear_ref
+from solid_ext.testing import codebook_quantize_inputs, dynamic_linear_inputs
 
 pytestmark = pytest.mark.skipif(
     "cpu" not in solid_ext.available_backends(),
@@ -47,15 +48,11 @@ def _interleaved_medians(fused: Callable, eager: Callable) -> tuple[float, float
 
 
 def _dynamic_linear_case():
-    g = torch.Generator().manual_seed(0)
     b, l, n_in, n_out = 1024, 10, 32, 64
-    x = torch.randn(b, l, n_in, generator=g, requires_grad=True)
-    w = torch.randn(b, n_in, n_out, generator=g, requires_grad=True)
-    bias = torch.randn(b, n_out, generator=g, requires_grad=True)
-    bw = (torch.randn(b, n_in, n_out, generator=g) * 2 * TAU).requires_grad_()
-    bb = (torch.randn(b, n_out, generator=g) * 2 * TAU).requires_grad_()
-    gy = torch.randn(b, l, n_out, generator=g)
-    leaves = (x, w, bias, bw, bb)
+    leaves = dynamic_linear_inputs(
+        b, l, n_in, n_out, dtype=torch.float32, tau=TAU, requires_grad=True
+    )
+    gy = torch.randn(b, l, n_out, generator=torch.Generator().manual_seed(1))
 
     def run(fn):
         return lambda: torch.autograd.grad(fn(*leaves, tau=TAU), leaves, gy)
@@ -64,10 +61,8 @@ def _dynamic_linear_case():
 
 
 def _codebook_case(backward: bool):
-    g = torch.Generator().manual_seed(0)
-    z = torch.randn(10240, 32, generator=g, requires_grad=backward)
-    c = torch.randn(1024, 32, generator=g, requires_grad=backward)
-    gq = torch.randn(10240, 32, generator=g)
+    z, c = codebook_quantize_inputs(10240, 1024, 32, dtype=torch.float32, requires_grad=backward)
+    gq = torch.randn(10240, 32, generator=torch.Generator().manual_seed(1))
 
     def run(fn):
         if not backward:

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 import solid_ext
 from solid_ext.reference import codebook_quantize_ref, dynamic_linear_ref
+from solid_ext.testing import codebook_quantize_inputs, dynamic_linear_inputs, non_contiguous
 
 pytestmark = pytest.mark.skipif(
     "cpu" not in solid_ext.available_backends(), reason="compiled extension not built"
@@ -41,15 +42,10 @@ def _rand(shape, dtype, seed=0, scale=1.0):
 
 
 def dl_args(b=3, l=2, n_in=4, n_out=5, dtype=torch.float64) -> dict:
-    return {
-        "grad": _rand((b, l, n_out), dtype, 1),
-        "x": _rand((b, l, n_in), dtype, 2),
-        "weight": _rand((b, n_in, n_out), dtype, 3),
-        "bias": _rand((b, n_out), dtype, 4),
-        "branch_weight": _rand((b, n_in, n_out), dtype, 5, 2 * TAU),
-        "branch_bias": _rand((b, n_out), dtype, 6, 2 * TAU),
-        "tau": TAU,
-    }
+    names = ("x", "weight", "bias", "branch_weight", "branch_bias")
+    args = dynamic_linear_inputs(b, l, n_in, n_out, dtype=dtype, seed=2, tau=TAU)
+    grad = _rand((b, l, n_out), dtype, 1)
+    return {"grad": grad, **dict(zip(names, args, strict=True)), "tau": TAU}
 
 
 def call_dl(a: dict):
@@ -66,7 +62,7 @@ def call_dl_backward(a: dict):
 
 
 def cq_args(m=6, k=4, d=3, dtype=torch.float64, st_codebook=True) -> dict:
-    z, c = _rand((m, d), dtype, 7), _rand((k, d), dtype, 8)
+    z, c = codebook_quantize_inputs(m, k, d, dtype=dtype, seed=7)
     idx = torch.arange(m) % k
     return {
         "grad_q": _rand((m, d), dtype, 9),
@@ -330,10 +326,10 @@ def test_fuzz_one_defect_raises_naming_it(op, data):
 
 
 def _maybe_strided(draw, t: torch.Tensor | None) -> torch.Tensor | None:
-    """The same values as a non-contiguous view, half of the time."""
+    """The same values in a non-contiguous layout, half of the time."""
     if t is None or t.dim() < 2 or not draw(st.booleans()):
         return t
-    return t.transpose(0, -1).contiguous().transpose(0, -1)
+    return non_contiguous(t)
 
 
 @_fuzz_settings

@@ -25,6 +25,7 @@ pytest.importorskip("triton")
 import solid_ext  # noqa: E402
 from solid_ext import triton_kernels as tk  # noqa: E402
 from solid_ext.reference import codebook_quantize_ref, dynamic_linear_ref  # noqa: E402
+from solid_ext.testing import codebook_quantize_inputs, dynamic_linear_inputs  # noqa: E402
 
 from .conftest import poisoned_empty  # noqa: E402
 
@@ -78,23 +79,12 @@ def _assert_close(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> None:
 # --- dynamic_linear -------------------------------------------------------------------
 
 
-def _dl_inputs(B, L, I, O, dtype, bias, branch, scale=0.02):  # noqa: E741
-    g = torch.Generator().manual_seed(B * 1000 + L * 100 + I * 10 + O)
-
-    def r(*s, sc=1.0):
-        return (torch.randn(*s, generator=g, dtype=torch.float64) * sc).to(dtype)
-
-    x = r(B, L, I)
-    w = r(B, I, O, sc=0.3)
-    b = r(B, O) if bias else None
-    # Branch straddles ±tau, and a few entries sit exactly on it (inclusive mask).
-    bw = r(B, I, O, sc=scale) if branch else None
-    bb = r(B, O, sc=scale) if branch else None
-    if branch:
-        bw.view(-1)[::7] = TAU
-        bw.view(-1)[3::11] = -TAU
-        bb.view(-1)[::5] = TAU
-    return [x, w, b, bw, bb]
+def _dl_inputs(B, L, I, O, dtype, bias=True, branch=True, scale=None, **kw):  # noqa: E741
+    """Branch straddles ±tau (``scale`` 2 tau by default), and a few entries sit exactly
+    on it (inclusive mask)."""
+    seed = B * 1000 + L * 100 + I * 10 + O
+    kw = dict(bias=bias, branch=branch, weight_scale=0.3, branch_scale=scale, **kw)
+    return dynamic_linear_inputs(B, L, I, O, dtype=dtype, seed=seed, tau=TAU, pin_tau=True, **kw)
 
 
 def _dl_check(B, L, I, O, dtype, bias=True, branch=True, need=(0, 1, 2, 3, 4)):  # noqa: E741
@@ -175,7 +165,7 @@ def test_dynamic_linear_clip_boundary_inclusive():
 @interp
 def test_dynamic_linear_through_public_op():
     # solid_ext.ops with the triton backend: 2-D x (L squeezed) and 3-D x.
-    x2, w, b, bw, bb = _dl_inputs(3, 1, 5, 7, torch.float32, True, True)
+    x2, w, b, bw, bb = _dl_inputs(3, 1, 5, 7, torch.float32)
     x2 = x2[:, 0]
     with solid_ext.use_backend("triton"):
         y2 = solid_ext.dynamic_linear(x2, w, b, bw, bb, TAU)
@@ -204,10 +194,9 @@ def test_dynamic_linear_empty_and_noncontiguous():
 
 def _cq_check(M, K, D, dtype, st, grads=("q", "sq"), codebook=None, z=None):
     g = torch.Generator().manual_seed(M * 100 + K + D)
-    if z is None:
-        z = torch.randn(M, D, generator=g, dtype=torch.float64).to(dtype)
-    if codebook is None:
-        codebook = torch.randn(K, D, generator=g, dtype=torch.float64).to(dtype)
+    if z is None and codebook is None:
+        z, codebook = codebook_quantize_inputs(M, K, D, dtype=dtype, seed=g)
+    assert z is not None and codebook is not None, "give both z and codebook, or neither"
     ref_dtype = torch.float64 if dtype == torch.float64 else torch.float32
     z, codebook = z.requires_grad_(True), codebook.requires_grad_(True)
     zr = z.detach().to(ref_dtype).requires_grad_(True)
@@ -335,9 +324,7 @@ def test_codebook_quantize_empty():
 
 @interp
 def test_opcheck_custom_ops():
-    x, w, b, bw, bb = _dl_inputs(2, 3, 4, 5, torch.float32, True, True)
-    for t in (x, w, b, bw, bb):
-        t.requires_grad_(True)
+    x, w, b, bw, bb = _dl_inputs(2, 3, 4, 5, torch.float32, requires_grad=True)
     torch.library.opcheck(torch.ops.solid_ext_triton.dynamic_linear, (x, w, b, bw, bb, TAU))
     z = torch.randn(6, 4, requires_grad=True)
     c = torch.randn(5, 4, requires_grad=True)
@@ -393,7 +380,7 @@ def test_codebook_quantize_zero_dim_public_op():
 @pytest.mark.parametrize("tau", [1e5, 1e30])
 @interp
 def test_dynamic_linear_half_large_tau(tau):
-    args = _dl_inputs(3, 4, 5, 7, torch.float16, True, True, scale=50.0)
+    args = _dl_inputs(3, 4, 5, 7, torch.float16, scale=50.0)
     y = tk.dynamic_linear(*args, tau)
     y32 = dynamic_linear_ref(*[a.float() for a in args], tau)
     torch.testing.assert_close(y.float(), y32.half().float(), rtol=1e-2, atol=1e-2)
@@ -401,7 +388,7 @@ def test_dynamic_linear_half_large_tau(tau):
 
 @interp
 def test_raw_ops_reject_bad_arguments():
-    x, w, b, bw, bb = _dl_inputs(3, 2, 4, 5, torch.float32, True, True)
+    x, w, b, bw, bb = _dl_inputs(3, 2, 4, 5, torch.float32)
     with pytest.raises((ValueError, TypeError), match=r"\bbias\b"):
         tk.dynamic_linear(x, w, b[:, :2], bw, bb, TAU)
     for bad in (float("nan"), -1.0, float("inf")):

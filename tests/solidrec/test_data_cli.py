@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from solidrec.cli import main
 from solidrec.data import PrepareConfig, load_prepared, prepare
-from solidrec.data import pipeline as prepare_mod
+from solidrec.data import prepared as prepared_mod
 from solidrec.data.download import ChecksumError, download, fetch, resolve_source
 from solidrec.data.io import sha256_file
+from solidrec.data.prepared import FORMAT_VERSION
 
 
 def test_synth_prepare_stats_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -95,7 +96,7 @@ def test_crash_while_writing_leaves_no_dataset(
 ) -> None:
     cfg = PrepareConfig(format="movielens", input=movielens_dir, out=tmp_path / "ml")
     calls = {"n": 0}
-    real = prepare_mod.write_npz
+    real = prepared_mod.write_npz
 
     def flaky(path, arrays):  # noqa: ANN001
         calls["n"] += 1
@@ -103,11 +104,11 @@ def test_crash_while_writing_leaves_no_dataset(
             raise KeyboardInterrupt
         return real(path, arrays)
 
-    monkeypatch.setattr(prepare_mod, "write_npz", flaky)
+    monkeypatch.setattr(prepared_mod, "write_npz", flaky)
     with pytest.raises(KeyboardInterrupt):
         prepare(cfg)
     assert not (tmp_path / "ml").exists() and list(tmp_path.iterdir()) == []
-    monkeypatch.setattr(prepare_mod, "write_npz", real)
+    monkeypatch.setattr(prepared_mod, "write_npz", real)
     assert not prepare(cfg).skipped
     # a damaged array file is detected through the content hash and rebuilt
     with open(tmp_path / "ml" / "test.npz", "r+b") as f:
@@ -115,6 +116,37 @@ def test_crash_while_writing_leaves_no_dataset(
         f.write(b"\x00\x01")
     assert not prepare(cfg).skipped
     assert prepare(cfg).skipped
+
+
+def test_format_version_is_checked(
+    tmp_path: Path, movielens_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = PrepareConfig(format="movielens", input=movielens_dir, out=tmp_path / "ml")
+    prepare(cfg)
+    mpath = tmp_path / "ml" / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    assert manifest["format_version"] == FORMAT_VERSION
+    for version in (None, FORMAT_VERSION + 1):
+        manifest["format_version"] = version
+        mpath.write_text(json.dumps(manifest))
+        with pytest.raises(FileNotFoundError, match="this solidrec reads format_version 1"):
+            load_prepared(tmp_path / "ml")
+        assert main(["stats", str(tmp_path / "ml")]) != 0
+        assert "--force" in capsys.readouterr().err
+        # prepare does not take another version's dataset for up to date
+        assert not prepare(cfg).skipped
+        manifest = json.loads(mpath.read_text())
+    with pytest.raises(FileNotFoundError, match="no manifest.json"):
+        load_prepared(tmp_path)
+
+
+def test_tiny_dataset_is_a_prepared_dataset(tmp_path: Path) -> None:
+    from solidrec.testing import make_tiny_dataset
+
+    ds = load_prepared(make_tiny_dataset(tmp_path / "tiny"))
+    assert ds.manifest["format_version"] == FORMAT_VERSION and ds.manifest["fingerprint"]
+    assert ds.manifest["counts"]["train_rows"] == len(ds.train.label) == 864
+    assert (ds.num_users, ds.num_items, ds.num_semantic, ds.history_len) == (48, 60, 6, 5)
 
 
 # ------------------------------------------------------------------------ downloader

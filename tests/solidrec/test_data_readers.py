@@ -11,8 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from solidrec.data import DataFormatError, PrepareConfig, load_prepared, prepare
+from solidrec.data.parsing import parse_categories
 from solidrec.data.protocol import build_sequences
-from solidrec.data.readers import parse_categories, read_dataset
+from solidrec.data.readers import read_dataset
 
 
 def _write(path: Path, text: str) -> Path:

@@ -8,6 +8,8 @@ import pytest
 import torch
 from solidrec.config import ModelConfig, RunConfig
 from solidrec.models import SolidModel, count_parameters
+from solidrec.modes import MODES, SEMANTIC, SOLID_MODES
+from solidrec.train.loop import config_differences
 
 N_ITEMS, N_SEM, L = 40, 5, 6
 
@@ -46,7 +48,7 @@ def test_shapes_and_finite(backbone: str, generator: str, solid: str) -> None:
     m = _model(backbone, generator, solid)
     _, hist, items = _data()
     for stage in (1, 2) if solid == "full" else (1,):
-        m.stage.fill_(stage)
+        m.set_stage(stage)
         logits, aux = m(hist, items)
         assert logits.shape == (8, 3) and aux.shape == ()
         assert torch.isfinite(logits).all()
@@ -83,7 +85,7 @@ def test_gradients_reach_every_used_parameter(
     backbone: str, generator: str, solid: str, stage: int
 ) -> None:
     m = _model(backbone, generator, solid)
-    m.stage.fill_(stage)
+    m.set_stage(stage)
     grads = _grads_after_steps(m)
     # In stage 1 of "full" the codebook is not used yet (Eq. 12 has no codebook).
     unused = {"codebook.codebook"} if (solid == "full" and stage == 1) else set()
@@ -126,12 +128,12 @@ def test_branch_is_clipped_trunk_is_not() -> None:
 def test_metacode_initialises_codebook_and_stage2_uses_codes() -> None:
     m = _model("sasrec", "duet", "full")
     _, hist, items = _data()
-    m.stage.fill_(1)
+    m.set_stage(1)
     _, aux1 = m(hist, items)
     assert aux1.item() == 0.0  # Eq. 12: no codebook loss
     m.init_codebook("metacode")
     torch.testing.assert_close(m.codebook.codebook, m.sem_emb.weight[1:])
-    m.stage.fill_(2)
+    m.set_stage(2)
     _, aux2 = m(hist, items)
     assert aux2.item() > 0  # Eq. 13: + λ·MSE(E_v, E'_v)
     m.init_codebook("kmeans")
@@ -182,3 +184,145 @@ def test_category_features_feed_the_backbone(backbone: str) -> None:
     assert count_parameters(m) == count_parameters(plain) + (N_SEM + 1) * 32
     with pytest.raises(ValueError, match="item_features"):
         _model(backbone, "duet", "off", item_features="text")
+
+
+# --- the mode table, the stage, checkpoints --------------------------------------------
+
+
+@pytest.mark.parametrize("solid", SOLID_MODES)
+def test_model_follows_the_mode_table(solid: str) -> None:
+    mode = MODES[solid]
+    m = _model("sasrec", "apg", solid)
+    assert m.mode is mode and (m.sem_emb is not None) == (mode.trunk == SEMANTIC)
+    assert (m.branch_encoder is not None) == mode.has_branch
+    assert (m.codebook is not None) == mode.has_codebook == (mode.codebook_stage is not None)
+    assert all((layer.branch_head is not None) == mode.has_branch for layer in m.head)
+    _, hist, items = _data()
+    for stage in range(1, mode.stages + 1):
+        m.set_stage(stage)
+        _, aux = m(hist, items)
+        assert (aux.item() > 0) == mode.uses_codebook(stage)
+    with pytest.raises(ValueError, match=f"1..{mode.stages}"):
+        m.set_stage(mode.stages + 1)
+
+
+def test_codebook_init_auto_and_no_silent_rewrite() -> None:
+    for solid, want in (("spg+scl", "random"), ("scl", "kmeans"), ("full", "metacode")):
+        cfg = ModelConfig(solid=solid)
+        cfg.validate()
+        assert cfg.codebook_init == "auto" and cfg.resolved_codebook_init == want
+        cfg = ModelConfig(solid=solid, codebook_init="kmeans")
+        cfg.validate()
+        assert cfg.resolved_codebook_init == "kmeans"
+    assert ModelConfig(solid="spg").resolved_codebook_init is None
+    for solid in ("spg+scl", "scl"):
+        cfg = ModelConfig(solid=solid, codebook_init="metacode")
+        with pytest.raises(ValueError, match="codebook_init=metacode"):
+            cfg.validate()
+        assert cfg.codebook_init == "metacode"  # not rewritten
+    ModelConfig(solid="off", codebook_init="metacode").validate()  # no codebook: any value
+    # scl: set_stage(1) initialises the codebook by k-means (its auto default).
+    m = _model("sasrec", "duet", "scl")
+    before = m.codebook.codebook.detach().clone()
+    m.set_stage(1)
+    assert not torch.equal(before, m.codebook.codebook)
+
+
+def test_saved_configs_of_older_versions_compare_equal() -> None:
+    """Older versions wrote the rewritten codebook_init (kmeans for scl, random for
+    spg+scl) and metacode everywhere else: the same runs as ``auto`` today."""
+    for solid, saved in (
+        ("scl", "kmeans"),
+        ("scl", "metacode"),
+        ("spg+scl", "random"),
+        ("full", "metacode"),
+        ("off", "metacode"),
+        ("spg+sml", "random"),
+    ):
+        old = RunConfig(model=ModelConfig(solid=solid)).to_dict()
+        old["model"]["codebook_init"] = saved
+        now = RunConfig(model=ModelConfig(solid=solid))
+        assert config_differences(old, now) == {}, (solid, saved)
+    old = RunConfig(model=ModelConfig(solid="scl")).to_dict()
+    old["model"]["codebook_init"] = "random"
+    assert config_differences(old, now := RunConfig(model=ModelConfig(solid="scl"))) == {
+        "model.codebook_init": ("random", "kmeans")
+    }
+    assert now.model.codebook_init == "auto"
+
+
+def test_stage_travels_in_the_state_dict() -> None:
+    m = _model("sasrec", "duet", "full")
+    m.set_stage(2)
+    sd = m.state_dict()
+    assert int(sd["stage"]) == 2 and next(iter(sd)) == "stage"
+    fresh = _model("sasrec", "duet", "full")
+    assert fresh.stage == 1
+    fresh.load_state_dict(sd)
+    assert fresh.stage == 2
+    _, hist, items = _data()
+    torch.testing.assert_close(fresh(hist, items), m(hist, items), rtol=0, atol=0)
+    del sd["stage"]
+    with pytest.raises(RuntimeError, match="stage"):
+        fresh.load_state_dict(sd)
+    with pytest.raises(RuntimeError, match="stage"):
+        fresh.load_state_dict({**m.state_dict(), "stage": torch.tensor(3)})
+
+
+@pytest.mark.filterwarnings("ignore:The tensor attributes")  # the GRU's flat weights
+def test_stage_is_not_read_from_a_tensor_in_forward() -> None:
+    """No host sync on the stage: the model exports (a buffer's .item() would not)."""
+    m = _model("sasrec", "duet", "full").eval()
+    _, hist, items = _data()
+    ep = torch.export.export(m, (hist, items))
+    torch.testing.assert_close(ep.module()(hist, items)[0], m(hist, items)[0])
+
+
+def _legacy_name(name: str) -> str:
+    """A parameter's name in APG checkpoints of versions before the generator interface
+    (generators in trunk_gen / branch_gen lists beside the head)."""
+    parts = name.split(".")
+    if parts[0] == "head" and parts[2] in ("weight_head", "branch_head"):
+        slot = "trunk_gen" if parts[2] == "weight_head" else "branch_gen"
+        return ".".join([slot, parts[1], *parts[3:]])
+    return name
+
+
+def _legacy(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state_dict as those versions wrote it: the generators after all head layers."""
+    gens = [k for k in sd if _legacy_name(k) != k]
+    trunk = [k for k in gens if ".weight_head." in k]
+    branch = [k for k in gens if ".branch_head." in k]
+    return {_legacy_name(k): sd[k] for k in [*(k for k in sd if k not in gens), *trunk, *branch]}
+
+
+def test_apg_checkpoints_of_older_versions_load_with_their_optimizer_state() -> None:
+    src = _model("din", "apg", "full")
+    src.set_stage(2)
+    legacy_sd = _legacy(src.state_dict())
+    assert any(k.startswith("trunk_gen.") for k in legacy_sd)
+    params = dict(src.named_parameters())
+    legacy_order = sorted(params, key=lambda k: list(legacy_sd).index(_legacy_name(k)))
+    assert legacy_order != list(params)
+    opt = torch.optim.Adam([params[k] for k in legacy_order], lr=1e-3)
+    _, hist, items = _data()
+    for _ in range(2):
+        opt.zero_grad()
+        logits, aux = src(hist, items)
+        (logits.square().mean() + aux).backward()
+        opt.step()
+    legacy_sd = _legacy(src.state_dict())
+    dst = _model("din", "apg", "full")
+    dst.load_state_dict(legacy_sd)  # strict
+    assert dst.stage == 2
+    for k, v in src.state_dict().items():
+        torch.testing.assert_close(dst.state_dict()[k], v, rtol=0, atol=0)
+    dst_opt = torch.optim.Adam(dst.parameters(), lr=1e-3)
+    dst_opt.load_state_dict(dst.optimizer_state_for(legacy_sd, opt.state_dict()))
+    dst_params = dict(dst.named_parameters())
+    for k, p in params.items():
+        for s in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(dst_opt.state[dst_params[k]][s], opt.state[p][s])
+    # A current checkpoint's optimizer state is used as it is.
+    state = opt.state_dict()
+    assert dst.optimizer_state_for(dst.state_dict(), state) is state

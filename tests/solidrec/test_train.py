@@ -10,9 +10,9 @@ import pytest
 import torch
 from solidrec.cli import main as cli_main
 from solidrec.config import RunConfig
+from solidrec.metrics import METRIC_KEYS
 from solidrec.testing import make_tiny_dataset
 from solidrec.train import CheckpointError, Trainer, load_checkpoint, save_checkpoint, train
-from solidrec.train.loop import METRIC_KEYS
 
 
 @pytest.fixture(scope="module")

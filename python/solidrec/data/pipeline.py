@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import resource
 import time
@@ -16,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from solidrec.data.io import atomic_directory, content_hash, sha256_file, write_json, write_npz
+from solidrec.data.io import atomic_directory, sha256_file
+from solidrec.data.prepared import dataset_fingerprint, is_up_to_date, write_prepared
 from solidrec.data.protocol import (
     build_sequences,
     interaction_keys,
@@ -27,8 +26,6 @@ from solidrec.data.protocol import (
 from solidrec.data.readers import read_dataset
 from solidrec.data.semantic import SemanticConfig, assign_semantic_ids
 
-FORMAT_VERSION = 1
-ARRAY_FILES = ("items.npz", "users.npz", "semantic.npz", "train.npz", "valid.npz", "test.npz")
 log = logging.getLogger("solidrec.data")
 
 
@@ -68,11 +65,6 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def _arrays(obj: Any) -> dict[str, np.ndarray]:
-    """A sample dataclass's fields as a dict, without copying (unlike ``asdict``)."""
-    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-
-
 def _input_files(cfg: PrepareConfig) -> list[Path]:
     """Files whose bytes determine the output (for the fingerprint), without parsing."""
     p = Path(cfg.input)
@@ -107,29 +99,6 @@ def _params(cfg: PrepareConfig) -> dict[str, Any]:
         "kcore": cfg.kcore,
         "semantic": _jsonable(cfg.semantic),
     }
-
-
-def _fingerprint(source: dict[str, Any], params: dict[str, Any]) -> str:
-    blob = json.dumps({"v": FORMAT_VERSION, "source": source, "params": params}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def is_up_to_date(out: Path, fingerprint: str) -> dict[str, Any] | None:
-    """The existing manifest if ``out`` holds a complete dataset with this fingerprint."""
-    mpath = Path(out) / "manifest.json"
-    if not mpath.exists():
-        return None
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if manifest.get("fingerprint") != fingerprint:
-        return None
-    if not all((Path(out) / f).exists() for f in ARRAY_FILES):
-        return None
-    if content_hash(out, list(ARRAY_FILES)) != manifest.get("content_hash"):
-        return None
-    return manifest
 
 
 @contextmanager
@@ -182,7 +151,7 @@ def prepare(
     }
     params = _params(cfg)
     # paths are recorded but only file contents and names decide "unchanged"
-    fp = _fingerprint(
+    fp = dataset_fingerprint(
         {"format": cfg.format, "files": [(Path(i["path"]).name, i["sha256"]) for i in inputs]},
         params,
     )
@@ -226,44 +195,25 @@ def prepare(
             test = make_eval(seq, test_pos, L, cfg.neg_eval, rng_test, keys, upd)
             close()
 
-        counts = {
-            "users": seq.num_users,
-            "items": seq.num_items,
-            "interactions": len(seq.item),
-            "semantic_ids": len(sem.names) - 1,
-            "train_positives": len(train_pos),
-            "train_rows": len(train.label),
-            "valid_rows": len(valid.user),
-            "test_rows": len(test.user),
-        }
         with _step("writing", verbose, bar), atomic_directory(out) as tmp:
-            item_arrays = {
-                "semantic_id": sem.semantic_id,
-                "original_id": np.concatenate([np.asarray([""]), raw.item_ids[seq.item_index]]),
-            }
-            if titles is not None:
-                item_arrays["title"] = np.asarray([""] + titles, dtype=str)
-            write_npz(tmp / "items.npz", item_arrays)
-            del item_arrays
-            write_npz(tmp / "users.npz", {"original_id": raw.user_ids[seq.user_index]})
-            write_npz(tmp / "semantic.npz", {"name": sem.names})
-            write_npz(tmp / "train.npz", _arrays(train))
-            del train
-            write_npz(tmp / "valid.npz", _arrays(valid))
-            write_npz(tmp / "test.npz", _arrays(test))
-            manifest = {
-                "format_version": FORMAT_VERSION,
-                "name": cfg.name or out.name,
-                "source": {**source, "files": inputs},
-                "params": {
+            manifest = write_prepared(
+                tmp,
+                semantic_id=sem.semantic_id,
+                item_original_id=np.concatenate([np.asarray([""]), raw.item_ids[seq.item_index]]),
+                item_title=np.asarray([""] + titles, dtype=str) if titles is not None else None,
+                semantic_name=sem.names,
+                user_original_id=raw.user_ids[seq.user_index],
+                train=train,
+                valid=valid,
+                test=test,
+                interactions=len(seq.item),
+                name=cfg.name or out.name,
+                source={**source, "files": inputs},
+                params={
                     **params,
                     "semantic_method_used": sem.method,
                     "embedding_used": sem.embedding_used,
                 },
-                "counts": counts,
-                "files": list(ARRAY_FILES),
-                "fingerprint": fp,
-                "content_hash": content_hash(tmp, list(ARRAY_FILES)),
-            }
-            write_json(tmp / "manifest.json", manifest)
+                fingerprint=fp,
+            )
         return PrepareResult(out, manifest, False)

@@ -1,13 +1,33 @@
-"""Loading a prepared dataset directory, and its Table-6-style statistics."""
+"""The prepared dataset format (docs/DATA.md): its files, manifest and version, the one
+writer (:func:`write_prepared`) and reader (:func:`load_prepared`), and Table-6-style
+statistics."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from solidrec.data.io import content_hash, write_json, write_npz
+
+#: Version of the layout below; bump it when a file or array changes meaning.
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+ITEMS, USERS, SEMANTIC = "items.npz", "users.npz", "semantic.npz"
+TRAIN, VALID, TEST = "train.npz", "valid.npz", "test.npz"
+#: The array files, in the order they are written (the manifest is written last).
+ARRAY_FILES = (ITEMS, USERS, SEMANTIC, TRAIN, VALID, TEST)
+
+
+class PreparedFormatError(FileNotFoundError, ValueError):
+    """No prepared dataset this version can read at a path: no manifest, or one of
+    another ``format_version``. A ``FileNotFoundError`` (what a missing dataset always
+    raised, so every command reports it as before) and a ``ValueError``."""
 
 
 @dataclass
@@ -64,38 +84,140 @@ class PreparedDataset:
         return int(self.train.hist.shape[1])
 
 
+def _arrays(split: TrainSplit | EvalSplit) -> dict[str, np.ndarray]:
+    """A split's fields as a dict, without copying (unlike ``asdict``)."""
+    return {f.name: getattr(split, f.name) for f in dataclasses.fields(split)}
+
+
+def dataset_fingerprint(source: dict[str, Any], params: dict[str, Any]) -> str:
+    """What identifies a prepared dataset before it is built: the format version, the
+    source (input names and contents) and the parameters."""
+    blob = json.dumps({"v": FORMAT_VERSION, "source": source, "params": params}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def write_prepared(
+    out_dir: str | Path,
+    *,
+    semantic_id: np.ndarray,
+    item_original_id: np.ndarray,
+    item_title: np.ndarray | None,
+    semantic_name: np.ndarray,
+    user_original_id: np.ndarray,
+    train: TrainSplit,
+    valid: EvalSplit,
+    test: EvalSplit,
+    interactions: int,
+    name: str,
+    source: dict[str, Any],
+    params: dict[str, Any],
+    fingerprint: str,
+) -> dict[str, Any]:
+    """Write a prepared dataset into the existing directory ``out_dir`` and return its
+    manifest. The arrays are :class:`PreparedDataset`'s fields; ``interactions`` is the
+    number of interactions kept, ``fingerprint`` what :func:`dataset_fingerprint` gave
+    for ``source`` and ``params``. The manifest is written last; write into
+    :func:`~solidrec.data.io.atomic_directory` so a crash leaves no half dataset."""
+    d = Path(out_dir)
+    items = {"semantic_id": semantic_id, "original_id": item_original_id}
+    if item_title is not None:
+        items["title"] = item_title
+    write_npz(d / ITEMS, items)
+    write_npz(d / USERS, {"original_id": user_original_id})
+    write_npz(d / SEMANTIC, {"name": semantic_name})
+    write_npz(d / TRAIN, _arrays(train))
+    write_npz(d / VALID, _arrays(valid))
+    write_npz(d / TEST, _arrays(test))
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "source": source,
+        "params": params,
+        "counts": {
+            "users": len(user_original_id),
+            "items": len(semantic_id) - 1,
+            "interactions": int(interactions),
+            "semantic_ids": len(semantic_name) - 1,
+            "train_positives": int(np.count_nonzero(train.label)),
+            "train_rows": len(train.label),
+            "valid_rows": len(valid.user),
+            "test_rows": len(test.user),
+        },
+        "files": list(ARRAY_FILES),
+        "fingerprint": fingerprint,
+        "content_hash": content_hash(d, list(ARRAY_FILES)),
+    }
+    write_json(d / MANIFEST, manifest)
+    return manifest
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """The manifest of a prepared dataset; :class:`PreparedFormatError` if there is none
+    or it was written for another ``format_version``."""
+    d = Path(directory)
+    mpath = d / MANIFEST
+    if not mpath.exists():
+        raise PreparedFormatError(
+            f"{d}: no {MANIFEST} (not a prepared dataset, or preparation did not finish)"
+        )
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PreparedFormatError(f"{mpath}: unreadable manifest ({e})") from None
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if version != FORMAT_VERSION:
+        found = "no format_version" if version is None else f"format_version {version!r}"
+        raise PreparedFormatError(
+            f"{d}: prepared dataset with {found}; this solidrec reads format_version "
+            f"{FORMAT_VERSION}. Prepare it again (solidrec prepare ... --force)"
+        )
+    return manifest
+
+
+def is_up_to_date(directory: str | Path, fingerprint: str) -> dict[str, Any] | None:
+    """The manifest if ``directory`` holds a complete, undamaged dataset with this
+    fingerprint (every array file present and matching ``content_hash``), else None."""
+    d = Path(directory)
+    try:
+        manifest = read_manifest(d)
+    except OSError:  # no manifest, another version, or unreadable
+        return None
+    if manifest.get("fingerprint") != fingerprint:
+        return None
+    if not all((d / f).exists() for f in ARRAY_FILES):
+        return None
+    if content_hash(d, list(ARRAY_FILES)) != manifest.get("content_hash"):
+        return None
+    return manifest
+
+
 def _load(path: Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
 
 
 def load_prepared(directory: str | Path) -> PreparedDataset:
-    """Load a directory written by ``solidrec prepare``."""
+    """Load a directory written by :func:`write_prepared` (``solidrec prepare``)."""
     d = Path(directory)
-    mpath = d / "manifest.json"
-    if not mpath.exists():
-        raise FileNotFoundError(
-            f"{d}: no manifest.json (not a prepared dataset, or preparation did not finish)"
-        )
-    manifest = json.loads(mpath.read_text())
-    items = _load(d / "items.npz")
+    manifest = read_manifest(d)
+    items = _load(d / ITEMS)
     return PreparedDataset(
         path=d,
         manifest=manifest,
         semantic_id=items["semantic_id"],
         item_original_id=items["original_id"],
         item_title=items.get("title"),
-        semantic_name=_load(d / "semantic.npz")["name"],
-        user_original_id=_load(d / "users.npz")["original_id"],
-        train=TrainSplit(**_load(d / "train.npz")),
-        valid=EvalSplit(**_load(d / "valid.npz")),
-        test=EvalSplit(**_load(d / "test.npz")),
+        semantic_name=_load(d / SEMANTIC)["name"],
+        user_original_id=_load(d / USERS)["original_id"],
+        train=TrainSplit(**_load(d / TRAIN)),
+        valid=EvalSplit(**_load(d / VALID)),
+        test=EvalSplit(**_load(d / TEST)),
     )
 
 
 def dataset_stats(directory: str | Path) -> dict[str, Any]:
     """Table-6-style statistics from a prepared dataset's manifest."""
-    manifest = json.loads((Path(directory) / "manifest.json").read_text())
+    manifest = read_manifest(directory)
     c = manifest["counts"]
     users, items, inter = c["users"], c["items"], c["interactions"]
     return {

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from solidrec.data.prepared import EvalSplit, TrainSplit
 from solidrec.data.raw import RawDataset
 
 #: Rows sampled per vectorised chunk; a constant so results never depend on the machine.
@@ -177,23 +179,6 @@ def sample_negatives(
     return out
 
 
-@dataclass
-class TrainSamples:
-    user: np.ndarray
-    hist: np.ndarray
-    hist_len: np.ndarray
-    item: np.ndarray
-    label: np.ndarray
-
-
-@dataclass
-class EvalSamples:
-    user: np.ndarray
-    hist: np.ndarray
-    hist_len: np.ndarray
-    candidates: np.ndarray
-
-
 def split_positions(seq: Sequences) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Global positions of train positives, valid targets and test targets.
 
@@ -210,31 +195,6 @@ def split_positions(seq: Sequences) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return train, valid, test
 
 
-def make_train(
-    seq: Sequences,
-    positions: np.ndarray,
-    length: int,
-    neg: int,
-    rng: np.random.Generator,
-    keys: np.ndarray,
-    progress: Callable[[int], None] | None = None,
-) -> TrainSamples:
-    """Each positive followed by its ``neg`` negatives, all sharing the positive's history."""
-    users = seq.user[positions]
-    hist, hist_len = histories(seq, positions, length)
-    negs = sample_negatives(rng, users, neg, seq, keys, progress)
-    group = neg + 1
-    item = np.concatenate([seq.item[positions][:, None], negs], axis=1).reshape(-1)
-    label = np.tile(np.array([1.0] + [0.0] * neg, dtype=np.float32), len(positions))
-    return TrainSamples(
-        user=np.repeat(users, group),
-        hist=np.repeat(hist, group, axis=0),
-        hist_len=np.repeat(hist_len, group),
-        item=item,
-        label=label,
-    )
-
-
 def make_eval(
     seq: Sequences,
     positions: np.ndarray,
@@ -243,11 +203,34 @@ def make_eval(
     rng: np.random.Generator,
     keys: np.ndarray,
     progress: Callable[[int], None] | None = None,
-) -> EvalSamples:
-    """One row per target: column 0 of ``candidates`` is the positive, then ``neg`` negatives."""
+) -> EvalSplit:
+    """One row per target at global ``positions``: its user, its history of up to
+    ``length`` items, and ``candidates`` whose column 0 is the positive, then ``neg``
+    negatives drawn with ``rng`` (``keys``: :func:`interaction_keys` of ``seq``)."""
     users = seq.user[positions]
     hist, hist_len = histories(seq, positions, length)
     cands = np.empty((len(positions), neg + 1), dtype=np.int64)
     cands[:, 0] = seq.item[positions]
     sample_negatives(rng, users, neg, seq, keys, progress, out=cands[:, 1:])
-    return EvalSamples(user=users, hist=hist, hist_len=hist_len, candidates=cands)
+    return EvalSplit(user=users, hist=hist, hist_len=hist_len, candidates=cands)
+
+
+def as_train(rows: EvalSplit) -> TrainSplit:
+    """Training rows from :func:`make_eval`'s: each positive followed by its negatives
+    (labels 1 then 0), all sharing the positive's user and history."""
+    group = rows.candidates.shape[1]
+    label = np.zeros(group, dtype=np.float32)
+    label[0] = 1.0
+    return TrainSplit(
+        user=np.repeat(rows.user, group),
+        hist=np.repeat(rows.hist, group, axis=0),
+        hist_len=np.repeat(rows.hist_len, group),
+        item=rows.candidates.reshape(-1),
+        label=np.tile(label, len(rows.user)),
+    )
+
+
+def make_train(*args: Any, **kwargs: Any) -> TrainSplit:
+    """``as_train(make_eval(...))``: :func:`make_eval`'s arguments, ``neg`` negatives
+    after each positive, all sharing the positive's history."""
+    return as_train(make_eval(*args, **kwargs))

@@ -1,15 +1,23 @@
-"""Parameter generators: sequence encoders (E_v / E_c) and APG's low-rank mapper (M).
+"""Parameter generators: sequence encoders (E_v / E_c) and the dynamic head they drive.
 
-DUET: a GRU over the sequence → MLP → condition vector, mapped to full per-sample
-weights by the generator heads inside :class:`solid_ext.DynamicLinear`.
-APG: masked mean → MLP → condition vector, mapped to a low-rank weight
-``U (N_in×k) · S(c) (k×k) · V (k×N_out)`` by :class:`LowRankGenerator`.
+A generator = a sequence encoder (here) that turns a sequence into a condition vector,
+and a map from that vector to each dynamic layer's parameters (in ``solid_ext``):
+- DUET: a GRU over the sequence → MLP → condition, mapped to full per-sample weights by
+  :class:`solid_ext.FullRankGenerator` (DynamicLinear's default generator);
+- APG: masked mean → MLP → condition, mapped to a low-rank weight
+  ``U (N_in×k) · S(c) (k×k) · V (k×N_out)`` by :class:`solid_ext.LowRankGenerator`.
 """
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
+
+from solid_ext import DynamicLinear, LowRankGenerator
+
+__all__ = ["ENCODER_KINDS", "LowRankGenerator", "SeqEncoder", "dynamic_head"]
+
+#: generator (``model.generator``) → kind of its sequence encoder; "none" has neither.
+ENCODER_KINDS = {"duet": "gru", "apg": "mean"}
 
 
 class SeqEncoder(nn.Module):
@@ -38,27 +46,34 @@ class SeqEncoder(nn.Module):
         return self.mlp(h)
 
 
-class LowRankGenerator(nn.Module):
-    """APG's low-rank generation for one (N_in → N_out) layer.
-
-    ``forward(c (B, C))`` → (weight delta (B, N_in, N_out), bias delta (B, N_out)).
-    """
-
-    def __init__(self, n_in: int, n_out: int, cond_dim: int, rank: int) -> None:
-        super().__init__()
-        self.rank = rank
-        self.u = nn.Parameter(torch.randn(n_in, rank) / n_in**0.5)
-        self.v = nn.Parameter(torch.randn(rank, n_out) / rank**0.5)
-        self.s_head = nn.Linear(cond_dim, rank * rank)
-        self.b_head = nn.Linear(cond_dim, n_out)
-        # Small S at start: the generated delta begins near zero (the static layer rules)
-        # but every factor still receives a gradient on the first step.
-        nn.init.normal_(self.s_head.weight, std=0.01)
-        nn.init.zeros_(self.s_head.bias)
-        nn.init.zeros_(self.b_head.weight)
-        nn.init.zeros_(self.b_head.bias)
-
-    def forward(self, c: Tensor) -> tuple[Tensor, Tensor]:
-        s = self.s_head(c).view(-1, self.rank, self.rank)
-        w = torch.matmul(torch.matmul(self.u, s), self.v)  # (B, N_in, N_out)
-        return w, self.b_head(c)
+def dynamic_head(
+    generator: str,
+    sizes: list[tuple[int, int]],
+    *,
+    cond_dim: int,
+    branch: bool,
+    tau: float,
+    apg_rank: int,
+) -> nn.ModuleList:
+    """The dynamic layers (N_in → N_out for each of ``sizes``), each with the trunk
+    generator of ``generator`` and, if ``branch``, a branch generator; static layers
+    for ``generator="none"``. Call each as ``layer(x, cond=trunk, branch_cond=branch)``."""
+    if generator == "duet":
+        return nn.ModuleList(
+            DynamicLinear(
+                i,
+                o,
+                tau=tau,
+                cond_features=cond_dim,
+                branch_cond_features=cond_dim if branch else None,
+            )
+            for i, o in sizes
+        )
+    layers = nn.ModuleList(DynamicLinear(i, o, tau=tau) for i, o in sizes)
+    if generator == "apg":
+        # Drawn after every static layer, the trunk's before the branch's: the order of
+        # earlier versions, so that a seed still gives the same model.
+        for is_branch in (False, True) if branch else (False,):
+            for layer, (i, o) in zip(layers, sizes, strict=True):
+                layer.set_generator(LowRankGenerator(i, o, cond_dim, apg_rank), branch=is_branch)
+    return layers

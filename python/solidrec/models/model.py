@@ -1,24 +1,33 @@
-"""One recommender class composed from parts: backbone x generator x SOLID switches.
+"""One recommender class composed from parts: backbone x generator x SOLID mode.
 
-Roles (DESIGN.md §1, paper Eq. 5-13):
+Roles (docs/METHOD.md §1-§4, paper Eq. 5-13), and where each mode takes them from, are the
+mode table :data:`solidrec.modes.MODES`:
 - trunk: unclipped generated parameters, from the item sequence (DSR, ``off``), the
-  semantic sequence (SPG: ``spg``, ``spg+sml``, ``spg+scl``, ``full``) or the
-  codebook-quantised item sequence (``scl``: SCL without semantic information);
-- branch: clipped to ±T, from the item sequence (SML: ``spg+sml``, ``full`` stage 1)
-  or from codebook-quantised item embeddings (SCL: ``spg+scl``, ``full`` stage 2),
-  adding λ·MSE(E_v, E'_v) to the loss.
+  semantic sequence (SPG) or the codebook-quantised item sequence (``scl``);
+- branch: clipped to ±T, from the item sequence (SML) or the codebook-quantised item
+  sequence (SCL), which adds λ·MSE(E_v, E'_v) to the loss.
+
+Algorithm 1's stage is the model's state, set by :meth:`SolidModel.set_stage` and
+carried by its state_dict (key ``stage``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from solid_ext import DynamicLinear, SemanticCodebook
+from solid_ext import SemanticCodebook
 from solidrec.config import ModelConfig
 from solidrec.models.backbones import make_backbone
-from solidrec.models.generators import LowRankGenerator, SeqEncoder
+from solidrec.models.generators import ENCODER_KINDS, SeqEncoder, dynamic_head
+from solidrec.modes import CODE, ITEM, SEMANTIC
+
+#: state_dict prefixes of APG's generators before they moved into the head's layers.
+_LEGACY_GENERATORS = {"trunk_gen": "weight_head", "branch_gen": "branch_head"}
 
 
 def _embedding(num: int, dim: int) -> nn.Embedding:
@@ -28,6 +37,16 @@ def _embedding(num: int, dim: int) -> nn.Embedding:
     with torch.no_grad():
         emb.weight[0].zero_()
     return emb
+
+
+def _current_name(key: str) -> str:
+    """A parameter's name today for its name in a checkpoint (``trunk_gen.0.u`` was
+    ``head.0.weight_head.u``'s)."""
+    slot, _, rest = key.partition(".")
+    if slot in _LEGACY_GENERATORS and rest:
+        layer, _, name = rest.partition(".")
+        return f"head.{layer}.{_LEGACY_GENERATORS[slot]}.{name}"
+    return key
 
 
 class SolidModel(nn.Module):
@@ -46,66 +65,56 @@ class SolidModel(nn.Module):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
+        self.mode = mode = cfg.mode
+        self._stage = 1  # of Algorithm 1; see set_stage
         d, c = cfg.dim, cfg.cond_dim
         num_items = int(semantic_id.shape[0]) - 1
         self.register_buffer("semantic_id", semantic_id.long().clone(), persistent=False)
-        # Stage of Algorithm 1 (1: Eq. 12, 2: Eq. 13); a buffer so checkpoints carry it.
-        self.register_buffer("stage", torch.ones((), dtype=torch.long))
         self.item_emb = _embedding(num_items + 1, d)
         self.backbone = make_backbone(
             cfg.backbone, d, history_len, cfg.layers, cfg.heads, cfg.dropout
         )
-        gen, kind = cfg.generator, {"duet": "gru", "apg": "mean"}.get(cfg.generator)
-        self.trunk_encoder = SeqEncoder(kind, d, c) if gen != "none" else None
-        self.branch_encoder = (
-            SeqEncoder(kind, d, c)
-            if gen != "none" and cfg.solid in ("spg+sml", "spg+scl", "full")
-            else None
-        )
+        kind = ENCODER_KINDS.get(cfg.generator)
+        self.trunk_encoder = SeqEncoder(kind, d, c) if kind else None
+        self.branch_encoder = SeqEncoder(kind, d, c) if kind and mode.has_branch else None
         # E_c: the semantic embedding table; after stage 1 it is the metacode.
-        self.sem_emb = None
-        if cfg.uses_trunk:
-            self.sem_emb = _embedding(num_semantic + 1, d)
+        self.sem_emb = _embedding(num_semantic + 1, d) if mode.trunk == SEMANTIC else None
         # Static category feature of every item for the backbone (not E_c: the semantic
         # table of SPG stays the generator's own, so its metacode keeps its meaning).
         self.cat_feat = None
         if cfg.item_features == "id+category":
             self.cat_feat = _embedding(num_semantic + 1, d)
         self.codebook = None
-        if cfg.uses_codebook:
+        if mode.has_codebook:
             self.codebook = SemanticCodebook(
                 max(num_semantic, 1), d, init="random", init_std=0.1, lam=cfg.lam
             )
         sizes = [(self.backbone.feat_dim, cfg.hidden), (cfg.hidden, self.backbone.out_dim)]
-        has_trunk, has_branch = gen != "none", self.branch_encoder is not None
-        duet = gen == "duet"
-        self.head = nn.ModuleList(
-            DynamicLinear(
-                i,
-                o,
-                tau=cfg.tau,
-                cond_features=c if duet and has_trunk else None,
-                branch_cond_features=c if duet and has_branch else None,
-            )
-            for i, o in sizes
-        )
-        apg = gen == "apg"
-        r = cfg.apg_rank
-        self.trunk_gen = (
-            nn.ModuleList(LowRankGenerator(i, o, c, r) for i, o in sizes)
-            if apg and has_trunk
-            else None
-        )
-        self.branch_gen = (
-            nn.ModuleList(LowRankGenerator(i, o, c, r) for i, o in sizes)
-            if apg and has_branch
-            else None
+        self.head = dynamic_head(
+            cfg.generator,
+            sizes,
+            cond_dim=c,
+            branch=self.branch_encoder is not None,
+            tau=cfg.tau,
+            apg_rank=cfg.apg_rank,
         )
 
-    # -- Algorithm 1 plumbing -------------------------------------------------
+    # -- Algorithm 1 --------------------------------------------------------------
     @property
-    def two_stage(self) -> bool:
-        return self.cfg.solid == "full"
+    def stage(self) -> int:
+        """The stage of Algorithm 1 the model computes (1 .. ``mode.stages``)."""
+        return self._stage
+
+    def set_stage(self, stage: int, *, seed: int = 0) -> None:
+        """Enter ``stage`` of Algorithm 1, from the weights the stage starts with.
+
+        Entering the first stage that uses the codebook initialises it
+        (``cfg.codebook_init``, ``auto`` resolved by the mode table; ``seed`` for
+        k-means). Loading a state_dict restores the stage without this.
+        """
+        self._stage = self.mode.check_stage(stage)
+        if stage == self.mode.codebook_stage:
+            self.init_codebook(self.cfg.resolved_codebook_init, seed=seed)
 
     @torch.no_grad()
     def metacode(self) -> Tensor:
@@ -126,6 +135,59 @@ class SolidModel(nn.Module):
         elif how != "random":
             raise ValueError(f"unknown codebook init {how!r}")
 
+    # -- checkpoints ----------------------------------------------------------------
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        # The stage travels with the weights, under the key of the buffer it once was.
+        destination[prefix + "stage"] = torch.tensor(self._stage)
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict,
+        prefix: str,
+        local_metadata: dict,
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            new = prefix + _current_name(key[len(prefix) :])
+            if new != key:
+                state_dict[new] = state_dict.pop(key)
+        key = prefix + "stage"
+        if key in state_dict:
+            try:
+                self._stage = self.mode.check_stage(int(state_dict.pop(key)))
+            except (TypeError, ValueError) as e:
+                error_msgs.append(f"{key}: {e}")
+        else:
+            missing_keys.append(key)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def optimizer_state_for(
+        self, model_state: Mapping[str, Any], optimizer_state: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``optimizer_state``, saved beside ``model_state``, indexed in this model's
+        parameter order. Checkpoints written before APG's generators moved into the
+        head list them after all head layers (``trunk_gen``, ``branch_gen``); any other
+        state is returned as it is."""
+        saved = [_current_name(k) for k in model_state]
+        groups = optimizer_state.get("param_groups", [])
+        if saved == list(model_state) or len(groups) != 1:
+            return optimizer_state
+        index = {name: i for i, (name, _) in enumerate(self.named_parameters())}
+        order = [index[n] for n in saved if n in index]  # saved position -> index now
+        ids = groups[0]["params"]
+        if sorted(order) != list(range(len(index))) or len(ids) != len(order):
+            return optimizer_state  # not this model's: load_state_dict will say so
+        now = dict(zip(ids, order, strict=True))
+        state = {now[i]: v for i, v in optimizer_state["state"].items()}
+        group = {**groups[0], "params": list(range(len(order)))}
+        return {**optimizer_state, "state": state, "param_groups": [group]}
+
     # -- forward ----------------------------------------------------------------
     def _quantised(self, seq: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Replace each valid item embedding by its nearest code (straight-through)."""
@@ -139,39 +201,24 @@ class SolidModel(nn.Module):
         mask = hist > 0
         seq = self.item_emb(hist)
         aux = seq.new_zeros(())
-        mode = self.cfg.solid
-        stage2 = bool(self.stage.item() == 2) if self.two_stage else True
-        code_seq = None
-        needs_code = mode == "scl" or mode == "spg+scl" or (mode == "full" and stage2)
-        if needs_code:
-            code_seq, aux = self._quantised(seq, mask)
-        trunk = branch = None
-        if self.trunk_encoder is not None:
-            if self.cfg.uses_trunk:
-                assert self.sem_emb is not None
-                trunk = self.trunk_encoder(self.sem_emb(self.semantic_id[hist]), mask)
-            elif mode == "scl":
-                trunk = self.trunk_encoder(code_seq, mask)
-            else:
-                trunk = self.trunk_encoder(seq, mask)
-        if self.branch_encoder is not None:
-            branch = self.branch_encoder(code_seq if code_seq is not None else seq, mask)
+        if self.trunk_encoder is None:  # generator "none": a static head
+            return seq, None, None, aux
+        mode, stage = self.mode, self._stage
+        source = {ITEM: seq}
+        if mode.uses_codebook(stage):
+            source[CODE], aux = self._quantised(seq, mask)
+        if self.sem_emb is not None:
+            source[SEMANTIC] = self.sem_emb(self.semantic_id[hist])
+        trunk = self.trunk_encoder(source[mode.trunk], mask)
+        branch, branch_source = None, mode.branch_at(stage)
+        if self.branch_encoder is not None and branch_source is not None:
+            branch = self.branch_encoder(source[branch_source], mask)
         return seq, trunk, branch, aux
 
     def _head(self, x: Tensor, trunk: Tensor | None, branch: Tensor | None) -> Tensor:
         last = len(self.head) - 1
         for i, layer in enumerate(self.head):
-            if self.cfg.generator == "duet":
-                x = layer(x, cond=trunk, branch_cond=branch)
-            elif self.cfg.generator == "apg":
-                w = b = bw = bb = None
-                if trunk is not None and self.trunk_gen is not None:
-                    w, b = self.trunk_gen[i](trunk)
-                if branch is not None and self.branch_gen is not None:
-                    bw, bb = self.branch_gen[i](branch)
-                x = layer(x, w, b, bw, bb)
-            else:
-                x = layer(x)
+            x = layer(x, cond=trunk, branch_cond=branch)
             if i < last:
                 x = F.relu(x)
         return x

@@ -33,11 +33,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from solidrec.config import ModelConfig, RunConfig, TrainConfig
+from solidrec.config import ModelConfig, RunConfig, TrainConfig, effective_config
 from solidrec.data.io import atomic_write, clean_stale_temps, write_json
-from solidrec.data.prepared import EvalSplit, PreparedDataset, load_prepared
-from solidrec.metrics import ranking_metrics
-from solidrec.models import SolidModel, count_parameters
+from solidrec.data.prepared import PreparedDataset, load_prepared
+from solidrec.evaluate import evaluate_split, evaluate_with_cost
+from solidrec.metrics import METRIC_KEYS
+from solidrec.models import build_model
 from solidrec.train.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -46,8 +47,6 @@ from solidrec.train.checkpoint import (
     save_checkpoint,
 )
 from solidrec.train.lock import RunLock, RunLockedError
-
-METRIC_KEYS = ("auc", "uauc", "ndcg@10", "ndcg@20", "recall@10", "recall@20")
 
 #: Config keys that never change what a run computes: a resume may differ in them.
 RESUME_FREE_KEYS = frozenset(
@@ -99,45 +98,6 @@ def setup_distributed() -> DistInfo:
     return DistInfo(rank, dist.get_world_size(), device)
 
 
-def build_model(cfg: RunConfig, data: PreparedDataset) -> SolidModel:
-    """The model for ``cfg`` on ``data``; parameters drawn from ``cfg.train.seed``."""
-    torch.manual_seed(cfg.train.seed)
-    return SolidModel(
-        cfg.model, torch.from_numpy(data.semantic_id), data.num_semantic, data.history_len
-    )
-
-
-@torch.no_grad()
-def predict(
-    model: SolidModel,
-    split: EvalSplit,
-    batch: int,
-    device: torch.device,
-    hist: np.ndarray | None = None,
-) -> np.ndarray:
-    """Scores (U, C) of each user's candidates (column 0 is the positive)."""
-    was = model.training
-    model.eval()
-    h_all = torch.from_numpy(split.hist if hist is None else hist)
-    c_all = torch.from_numpy(split.candidates)
-    out = []
-    for i in range(0, len(c_all), batch):
-        logits, _ = model(h_all[i : i + batch].to(device), c_all[i : i + batch].to(device))
-        out.append(logits.float().cpu())
-    model.train(was)
-    return torch.cat(out).numpy() if out else np.zeros(c_all.shape, np.float32)
-
-
-def evaluate_split(
-    model: SolidModel, split: EvalSplit, batch: int, device: torch.device
-) -> dict[str, float]:
-    """AUC, UAUC, NDCG@10/20, Recall@10/20 over the split's 1 + N candidates per user."""
-    scores = predict(model, split, batch, device)
-    labels = np.zeros_like(scores)
-    labels[:, 0] = 1
-    return ranking_metrics(scores, labels)
-
-
 def _epoch_order(seed: int, stage: int, epoch: int, n: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed * 1_000_003 + stage * 10_007 + epoch)
     return torch.randperm(n, generator=g)
@@ -175,14 +135,15 @@ def config_differences(saved: dict[str, Any], now: RunConfig) -> dict[str, tuple
     """``{key: (run's value, new value)}`` for every resolved config key that differs.
 
     A field added after the checkpoint was written takes its default on the saved side:
-    the behaviour the run had (e.g. ``item_features="id"``).
+    the behaviour the run had (e.g. ``item_features="id"``). ``codebook_init`` compares
+    as the run computes it (``auto`` resolved by the mode table: :func:`effective_config`).
     """
     full = {
         **saved,
         "model": {**dataclasses.asdict(ModelConfig()), **saved.get("model", {})},
         "train": {**dataclasses.asdict(TrainConfig()), **saved.get("train", {})},
     }
-    a, b = _flat(full), _flat(now.to_dict())
+    a, b = _flat(effective_config(full)), _flat(effective_config(now.to_dict()))
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
@@ -307,7 +268,9 @@ class Trainer:
         try:
             self.model.load_state_dict(ck["model"])
             self.optimizer = self._optimizer()
-            self.optimizer.load_state_dict(ck["optimizer"])
+            self.optimizer.load_state_dict(
+                self.model.optimizer_state_for(ck["model"], ck["optimizer"])
+            )
         except (RuntimeError, ValueError, KeyError) as e:
             raise CheckpointError(f"{used}: weights do not fit this model: {e}") from e
         self.state = {**_fresh_state(), **ck["state"]}
@@ -350,10 +313,10 @@ class Trainer:
         return s["epoch"] >= max_ep or s["bad"] >= t.patience
 
     def _next_stage(self) -> None:
-        """Algorithm 1: best stage-1 weights, codebook ← metacode, fresh Adam, stage 2."""
+        """Algorithm 1: best stage-1 weights, stage 2 (codebook ← metacode, by default),
+        fresh Adam."""
         self._load_best(1)
-        self.model.stage.fill_(2)
-        self.model.init_codebook(self.cfg.model.codebook_init, seed=self.cfg.train.seed)
+        self.model.set_stage(2, seed=self.cfg.train.seed)  # initialises the codebook
         self.optimizer = self._optimizer()
         s = self.state
         s.update(
@@ -503,8 +466,8 @@ class Trainer:
             return json.loads((self.out / "metrics.json").read_text())
         if self.dist.main and (not resumed or (changed and not self.state["finished"])):
             atomic_write(self.out / "config.yaml", cfg.to_yaml())
-        if not resumed and self.model.codebook is not None and not self.model.two_stage:
-            self.model.init_codebook(cfg.model.codebook_init, seed=cfg.train.seed)
+        if not resumed:  # a one-stage mode's codebook is initialised here
+            self.model.set_stage(1, seed=cfg.train.seed)
         if self.dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -516,7 +479,7 @@ class Trainer:
             self._save_last()
         while not self.state["finished"]:
             if self._stage_over():
-                if self.model.two_stage and self.state["stage"] == 1:
+                if self.state["stage"] < self.model.mode.stages:
                     self._next_stage()
                     continue
                 break
@@ -536,10 +499,9 @@ class Trainer:
     def _finish(self) -> dict[str, Any]:
         s, t = self.state, self.cfg.train
         self._load_best(s["stage"])
-        t0 = time.perf_counter()
-        test = evaluate_split(self.model, self.data.test, t.eval_batch_size, self.dist.device)
-        test_s = time.perf_counter() - t0
-        nb = max(1, math.ceil(len(self.data.test.user) / t.eval_batch_size))
+        test, test_cost = evaluate_with_cost(
+            self.model, self.data.test, t.eval_batch_size, self.dist.device
+        )
         metrics = {k: float(test[k]) for k in METRIC_KEYS}
         metrics.update(
             split="test",
@@ -549,12 +511,10 @@ class Trainer:
             best_valid_auc=float(s["best"]),
         )
         cost = {
-            "params": count_parameters(self.model),
+            **test_cost,
             "s_per_epoch": float(np.mean(s["epoch_seconds"]))
             if s["epoch_seconds"]
             else float("nan"),
-            "s_per_test_batch": test_s / nb,
-            "test_batch_users": t.eval_batch_size,
             "epochs": len(s["epoch_seconds"]),
             "world_size": self.dist.world,
         }

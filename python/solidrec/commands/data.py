@@ -1,4 +1,4 @@
-"""CLI subcommands of the data layer: ``prepare``, ``stats``, ``synth``, ``download``."""
+"""``solidrec prepare``, ``stats``, ``synth`` and ``download``: the data layer's commands."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from solidrec.data.errors import DataFormatError
 from solidrec.data.readers import FORMATS
@@ -69,6 +70,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(func=run_download)
 
 
+def _pick(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The named arguments, as keyword arguments of a config of the same field names."""
+    return {name: getattr(args, name) for name in names}
+
+
 def run_prepare(args: argparse.Namespace) -> int:
     from solidrec.data.pipeline import PrepareConfig, prepare
     from solidrec.data.prepared import dataset_stats, format_stats
@@ -76,26 +82,13 @@ def run_prepare(args: argparse.Namespace) -> int:
 
     sem = SemanticConfig(
         method=args.semantic,
-        embedding=args.embedding,
-        text_encoder=args.text_encoder,
-        item_embeddings=args.item_embeddings,
-        embedding_key=args.embedding_key,
-        category_level=args.category_level,
-        unlabeled=args.unlabeled,
-        clusters=args.clusters,
+        **_pick(args, "embedding", "text_encoder", "item_embeddings", "embedding_key"),
+        **_pick(args, "category_level", "unlabeled", "clusters"),
     )
     cfg = PrepareConfig(
-        format=args.format,
-        input=args.input,
-        out=args.out,
-        items=args.items,
-        seed=args.seed,
-        history_len=args.history_len,
-        neg_train=args.neg_train,
-        neg_eval=args.neg_eval,
-        kcore=args.kcore,
+        **_pick(args, "format", "input", "out", "items", "seed", "history_len"),
+        **_pick(args, "neg_train", "neg_eval", "kcore", "name"),
         semantic=sem,
-        name=args.name,
     )
     try:
         res = prepare(cfg, force=args.force, progress=not args.no_progress, verbose=args.verbose)
@@ -125,14 +118,8 @@ def run_synth(args: argparse.Namespace) -> int:
     from solidrec.data.synth import SynthConfig, generate, write_generic
 
     cfg = SynthConfig(
-        users=args.users,
-        items=args.items,
-        mean_len=args.mean_len,
-        min_len=args.min_len,
-        departments=args.departments,
+        **_pick(args, "users", "items", "mean_len", "min_len", "departments", "drift", "seed"),
         leaves_per_department=args.leaves,
-        drift=args.drift,
-        seed=args.seed,
     )
     inter, items = write_generic(generate(cfg), args.out, args.interactions_format)
     print(f"wrote {inter} and {items}")

@@ -1,0 +1,183 @@
+"""``solidrec train`` and ``solidrec quickstart``; :func:`run_config` and
+:func:`train_run`, the config and error handling every command that trains shares."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from solidrec.config import BACKBONES, GENERATORS, SOLID_MODES, RunConfig
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``train`` and ``quickstart`` on ``sub``."""
+    p = sub.add_parser("train", help="train a model (Algorithm 1) into a run directory")
+    p.add_argument("--config", type=Path, help="YAML config (data/out/model/train keys)")
+    p.add_argument("--data", help="prepared dataset directory")
+    p.add_argument("--out", help="run directory")
+    p.add_argument("--backbone", choices=BACKBONES)
+    p.add_argument("--generator", choices=GENERATORS)
+    p.add_argument("--solid", choices=SOLID_MODES, help="SOLID modules (Table 2 rows)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--epochs", type=int, help="max epochs per stage")
+    p.add_argument("--patience", type=int)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--resume", action="store_true", help="continue from RUNDIR/checkpoints/last.pt")
+    p.add_argument(
+        "--allow-schedule-change",
+        action="store_true",
+        help="with --resume: accept a changed max_epochs, stage2_max_epochs, patience, "
+        "min_delta, eval_batch_size or nonfinite_patience (any other change is refused)",
+    )
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides, e.g. train.lr=5e-4 tau=0.02",
+    )
+    p.set_defaults(func=run_train)
+
+    q = sub.add_parser(
+        "quickstart", help="synthetic data → DUET and SOLID(DUET) on SASRec → metrics table"
+    )
+    q.add_argument("--out", type=Path, default=Path("runs/quickstart"))
+    q.add_argument("--epochs", type=int, default=2)
+    q.add_argument("--no-progress", action="store_true")
+    q.set_defaults(func=run_quickstart)
+
+
+def run_config(
+    config: str | Path | None = None,
+    *,
+    data: str | Path | None = None,
+    out: str | Path | None = None,
+    backbone: str | None = None,
+    generator: str | None = None,
+    solid: str | None = None,
+    seed: int | None = None,
+    epochs: int | None = None,
+    patience: int | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+    overrides: Sequence[str] = (),
+) -> RunConfig:
+    """A validated run config: YAML ``config`` (if any) ← the given values ←
+    ``overrides`` (``key=value``, see :meth:`RunConfig.override`). ``None`` (and
+    ``progress=True``) keeps the YAML's or the default value."""
+    cfg = RunConfig.load(config) if config else RunConfig()
+    if data:
+        cfg.data = str(data)
+    if out:
+        cfg.out = str(out)
+    for name, value in (("backbone", backbone), ("generator", generator), ("solid", solid)):
+        if value:
+            setattr(cfg.model, name, value)
+    for name, value in (
+        ("seed", seed),
+        ("max_epochs", epochs),
+        ("patience", patience),
+        ("threads", threads),
+    ):
+        if value is not None:
+            setattr(cfg.train, name, value)
+    if not progress:
+        cfg.train.progress = False
+    cfg.override(list(overrides))
+    cfg.model.validate()
+    if not cfg.data or not cfg.out:
+        raise ValueError("--data and --out are required (flags or config)")
+    return cfg
+
+
+def resolve_config(args: argparse.Namespace) -> RunConfig:
+    """``solidrec train``'s config: YAML (if any) ← explicit flags ← ``--set`` overrides."""
+    return run_config(
+        args.config,
+        data=args.data,
+        out=args.out,
+        backbone=args.backbone,
+        generator=args.generator,
+        solid=args.solid,
+        seed=args.seed,
+        epochs=args.epochs,
+        patience=args.patience,
+        threads=args.threads,
+        progress=not args.no_progress,
+        overrides=args.set,
+    )
+
+
+def train_run(
+    command: str,
+    config: RunConfig | Callable[[], RunConfig],
+    resume: bool = False,
+    allow_schedule_change: bool = False,
+) -> tuple[int, dict[str, Any] | None]:
+    """Train ``config`` (or the config calling it returns): ``(0, test metrics)``; else
+    one line ``solidrec COMMAND: error: ...`` on stderr and ``(2, None)`` for a bad
+    config, dataset or checkpoint, ``(1, None)`` for a locked run or a diverged loss."""
+    from solidrec.train import CheckpointError, RunLockedError, TrainingDivergedError, train
+
+    try:
+        cfg = config() if callable(config) else config
+        metrics = train(cfg, resume=resume, allow_schedule_change=allow_schedule_change)
+    except (ValueError, CheckpointError, FileNotFoundError) as e:
+        print(f"solidrec {command}: error: {e}", file=sys.stderr)
+        return 2, None
+    except (RunLockedError, TrainingDivergedError) as e:
+        print(f"solidrec {command}: error: {e}", file=sys.stderr)
+        return 1, None
+    return 0, metrics
+
+
+def run_train(args: argparse.Namespace) -> int:
+    rc, metrics = train_run(
+        "train",
+        lambda: resolve_config(args),
+        resume=args.resume,
+        allow_schedule_change=args.allow_schedule_change,
+    )
+    if metrics is not None:
+        print(json.dumps(metrics, indent=2, sort_keys=True))
+    return rc
+
+
+def run_quickstart(args: argparse.Namespace) -> int:
+    from solidrec.commands.report import format_runs
+    from solidrec.data import PrepareConfig, prepare
+    from solidrec.data.synth import SynthConfig, generate, write_generic
+
+    t0 = time.perf_counter()
+    out: Path = args.out
+    raw = out / "raw"
+    inter, items = write_generic(generate(SynthConfig()), raw, "csv")
+    data = out / "data"
+    prepare(PrepareConfig(format="generic", input=inter, items=items, out=data), progress=False)
+    runs = []
+    for name, solid in (("duet", "off"), ("solid-duet", "full")):
+        run = out / "runs" / name
+        cfg = run_config(
+            data=data,
+            out=run,
+            backbone="sasrec",
+            generator="duet",
+            solid=solid,
+            epochs=args.epochs,
+            patience=2,
+            progress=not args.no_progress,
+        )
+        # resume=True: restore() starts afresh where there is no checkpoint at all.
+        rc, _ = train_run("quickstart", cfg, resume=True, allow_schedule_change=True)
+        if rc:
+            return rc
+        runs.append(run)
+    print(format_runs(runs, paper=False))  # synthetic data: no paper row applies
+    print(f"\nquickstart finished in {time.perf_counter() - t0:.0f} s; runs in {out / 'runs'}")
+    return 0

@@ -1,0 +1,202 @@
+"""The Triton backend's launches, compiled ahead of time for GPUs that are not there.
+
+The interpreter (``TRITON_INTERPRET=1``) proves the kernels' numerics but accepts code
+the GPU compiler rejects (layouts, dot shapes, dtype rules). This module is the public
+hook that lets a tool check the real compiler's verdict on a machine without a GPU
+(``tools/check_triton.py``):
+
+- :func:`kernel_launches` runs the ops' host code on CPU tensors built by
+  :mod:`solid_ext.testing`, over problems that reach every code path of the block
+  heuristics (:data:`DYNAMIC_LINEAR_PROBLEMS`, :data:`CODEBOOK_QUANTIZE_PROBLEMS`, each
+  dtype of :data:`DTYPES`, branch on and off, straight-through on and off), with every
+  kernel launch recorded instead of run, and returns each distinct one.
+- :func:`compile_kernels` compiles those launches for ``sm_<arch>`` and returns, per
+  launch, the PTX, the shared memory and the ``ptxas`` Triton bundles for that arch
+  (to ask it for a register and spill report), or the compiler's error.
+
+Importing this module imports Triton, which must then be in compiled mode:
+``TRITON_INTERPRET`` unset when ``triton`` is first imported.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+
+from .. import testing
+from . import _codebook_quantize, _dynamic_linear, _launch
+
+__all__ = [
+    "CODEBOOK_QUANTIZE_PROBLEMS",
+    "DTYPES",
+    "DYNAMIC_LINEAR_PROBLEMS",
+    "CompiledKernel",
+    "KernelLaunch",
+    "compile_kernels",
+    "kernel_launches",
+]
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+# (B, L, N_in, N_out): L < 8 (broadcast tiles), one dot tile, several L tiles (the
+# separate dx kernel) with N_in and N_out just past a block.
+DYNAMIC_LINEAR_PROBLEMS = ((3, 1, 5, 7), (2, 10, 32, 64), (2, 70, 33, 65))
+# (M, K, D): D below the dot minimum, and the paper's D = 32 and 64 over several K tiles.
+CODEBOOK_QUANTIZE_PROBLEMS = ((37, 70, 5), (64, 256, 32), (64, 1024, 64))
+_TAU = 0.01
+
+_TYPES = {
+    torch.float32: "fp32",
+    torch.float16: "fp16",
+    torch.bfloat16: "bf16",
+    torch.float64: "fp64",
+    torch.int64: "i64",
+    torch.int32: "i32",
+}
+_OPTIONS = ("num_warps", "num_stages", "num_ctas")
+
+
+@dataclass
+class KernelLaunch:
+    """One distinct launch: what ``triton.compile`` needs to build it."""
+
+    kernel: str  # the kernel's name, e.g. "_dl_fwd_kernel"
+    signature: dict[str, str]  # every parameter -> Triton type ("*fp32", "i32", "constexpr")
+    constexprs: dict[str, Any]
+    options: dict[str, int]  # num_warps, ...
+    fn: Any = field(repr=False)  # the triton.jit function
+
+    @property
+    def dtypes(self) -> str:
+        """The floating-point pointer types it takes, e.g. "*bf16/*fp32"."""
+        floats = {t for t in self.signature.values() if t.startswith(("*fp", "*bf"))}
+        return "/".join(sorted(floats))
+
+
+@dataclass
+class CompiledKernel:
+    """One launch compiled for ``sm_<arch>`` (``error`` set if it did not compile)."""
+
+    launch: KernelLaunch
+    arch: int
+    ptx: str | None = None
+    shared: int | None = None  # bytes of shared memory per program
+    ptxas: str | None = None  # the ptxas Triton uses for this arch
+    error: str | None = None
+
+    @property
+    def gpu_name(self) -> str:
+        """The PTX's target, e.g. "sm_90a" (Triton targets the arch-specific variant)."""
+        found = re.search(r"^\.target\s+(sm_\w+)", self.ptx or "", re.M)
+        return found.group(1) if found else f"sm_{self.arch}"
+
+
+def _arg_type(value: object) -> str:
+    if isinstance(value, torch.Tensor):
+        return "*" + _TYPES[value.dtype]
+    if isinstance(value, bool):
+        return "i1"
+    if isinstance(value, int):
+        return "i32" if -(2**31) <= value < 2**31 else "i64"
+    if isinstance(value, float):
+        return "fp32"
+    raise TypeError(f"unsupported kernel argument {value!r}")
+
+
+def _describe(rec: _launch.Recorded) -> KernelLaunch:
+    # JITFunction.arg_names / .params (which parameters are constexpr) are Triton's own
+    # description of a kernel; nothing else from inside Triton is read here.
+    fn = rec.kernel
+    bound = dict(zip(fn.arg_names, rec.args, strict=False))
+    bound.update({k: v for k, v in rec.kwargs.items() if k in fn.arg_names})
+    sig, const = {}, {}
+    for p in fn.params:
+        if p.is_constexpr:
+            sig[p.name] = "constexpr"
+            const[p.name] = bound[p.name]
+        else:
+            sig[p.name] = _arg_type(bound[p.name])
+    options = {k: v for k, v in rec.kwargs.items() if k in _OPTIONS}
+    return KernelLaunch(fn.__name__, sig, const, options, fn)
+
+
+def _run_problems(
+    dtypes: Sequence[torch.dtype], dl_problems: Sequence[tuple], cq_problems: Sequence[tuple]
+) -> None:
+    """The ops' host code over every problem (under :func:`_launch.recording`)."""
+    for dtype in dtypes:
+        for B, L, I, O in dl_problems:  # noqa: E741
+            for branch in (False, True):
+                x, w, b, bw, bb = testing.dynamic_linear_inputs(
+                    B, L, I, O, dtype=dtype, branch=branch
+                )
+                _dynamic_linear.forward(x, w, b, bw, bb, _TAU)
+                grad = torch.ones(B, L, O, dtype=dtype)
+                _dynamic_linear.backward(grad, x, w, bw, bb, _TAU, True, True, True)
+        for M, K, D in cq_problems:
+            z, c = testing.codebook_quantize_inputs(M, K, D, dtype=dtype)
+            _codebook_quantize.forward(z, c)
+            idx = torch.zeros(M, dtype=torch.long)
+            for st in (False, True):
+                _codebook_quantize.backward(torch.ones_like(z), z.new_ones(M), z, c, idx, st)
+
+
+def kernel_launches(
+    dtypes: Sequence[torch.dtype] = DTYPES,
+    dynamic_linear_problems: Sequence[tuple[int, int, int, int]] = DYNAMIC_LINEAR_PROBLEMS,
+    codebook_quantize_problems: Sequence[tuple[int, int, int]] = CODEBOOK_QUANTIZE_PROBLEMS,
+) -> list[KernelLaunch]:
+    """Every distinct launch (kernel, argument types, constexprs, options) the ops make
+    for these problems, found by running their host code on CPU tensors with the
+    launches recorded instead of run (no GPU, no kernel runs)."""
+    if type(tl.zeros).__name__ == "InterpretedFunction":
+        raise RuntimeError(
+            "triton was imported with TRITON_INTERPRET=1: its kernels are interpreted "
+            "and cannot be compiled; run without TRITON_INTERPRET"
+        )
+    with _launch.recording() as recorded:
+        _run_problems(dtypes, dynamic_linear_problems, codebook_quantize_problems)
+    unique: dict[str, KernelLaunch] = {}
+    for rec in recorded:
+        la = _describe(rec)
+        key = json.dumps(
+            [la.kernel, la.signature, {k: str(v) for k, v in la.constexprs.items()}, la.options],
+            sort_keys=True,
+        )
+        unique.setdefault(key, la)
+    return list(unique.values())
+
+
+def compile_kernels(arch: int, launches: list[KernelLaunch] | None = None) -> list[CompiledKernel]:
+    """Compile each launch (default: :func:`kernel_launches`) for ``sm_<arch>``.
+
+    Triton lowers to PTX and its bundled ptxas builds the cubin; no GPU or driver is
+    involved. A launch that fails to compile comes back with ``error`` set.
+    """
+    # triton.compile(ASTSource, target=GPUTarget) is what a launch calls once the
+    # driver has named the target; given the target here, it needs no GPU. get_ptxas
+    # is internal to Triton's NVIDIA backend (how Triton itself picks the ptxas for an
+    # arch); this is its only use, kept behind compile_kernels.
+    from triton.backends.compiler import GPUTarget
+    from triton.backends.nvidia.compiler import get_ptxas
+    from triton.compiler import ASTSource
+
+    ptxas = get_ptxas(arch).path
+    target = GPUTarget("cuda", arch, 32)
+    out = []
+    for la in kernel_launches() if launches is None else launches:
+        try:
+            src = ASTSource(la.fn, la.signature, constexprs=la.constexprs)
+            kernel = triton.compile(src, target=target, options=la.options)
+        except Exception as exc:  # reported per launch; the caller decides
+            out.append(CompiledKernel(la, arch, error=f"{type(exc).__name__}: {str(exc)[:300]}"))
+            continue
+        ptx = kernel.asm["ptx"]
+        out.append(CompiledKernel(la, arch, ptx, int(kernel.metadata.shared), ptxas))
+    return out
