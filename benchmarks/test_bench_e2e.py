@@ -83,17 +83,20 @@ def _measure(benchmark, fn, op: str, label: str, backend: str, mode: str, **info
 def test_train_step(benchmark, label, solid, stage, backend):
     model, data = _model(solid, stage)
     tr = data.train
-    batch = min(1024, len(tr.item))
+    # As the trainer: 1024 (history, candidate) samples = 1024 // C histories, each
+    # encoded once and scored against its C candidates.
+    per_step = max(1, 1024 // tr.item.shape[1])
+    batch = min(per_step, len(tr.item))
     idx = torch.randperm(len(tr.item), generator=torch.Generator().manual_seed(0))[:batch]
     hist = torch.from_numpy(tr.hist)[idx]
-    item = torch.from_numpy(tr.item)[idx].unsqueeze(1)
+    item = torch.from_numpy(tr.item)[idx]
     label_t = torch.from_numpy(tr.label)[idx].float()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def step():
         with solid_ext.use_backend(backend):
             logits, aux = model(hist, item)
-            loss = F.binary_cross_entropy_with_logits(logits.squeeze(1), label_t) + aux
+            loss = F.binary_cross_entropy_with_logits(logits, label_t) + aux
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -101,8 +104,8 @@ def test_train_step(benchmark, label, solid, stage, backend):
     step()  # Adam's state exists before memory is counted
     _measure(
         benchmark, step, "e2e train step", label, backend, "fwdbwd",
-        size={"data": _data()[1], "batch": batch},
-        steps_per_epoch=math.ceil(len(tr.item) / 1024),
+        size={"data": _data()[1], "batch": batch * tr.item.shape[1]},
+        steps_per_epoch=math.ceil(len(tr.item) / per_step),
     )  # fmt: skip
 
 

@@ -56,12 +56,11 @@ def make_tiny_dataset(
         seen = set(seq)
         for t in range(1, seq_len - 2):
             h, n = hist_of(seq, t)
-            for j, it in enumerate([seq[t], *negs(seen, neg_train)]):
-                tr["user"].append(u)
-                tr["hist"].append(h)
-                tr["hist_len"].append(n)
-                tr["item"].append(it)
-                tr["label"].append(1.0 if j == 0 else 0.0)
+            tr["user"].append(u)
+            tr["hist"].append(h)
+            tr["hist_len"].append(n)
+            tr["item"].append([seq[t], *negs(seen, neg_train)])
+            tr["label"].append([1.0] + [0.0] * neg_train)
         for split, t in (("valid", seq_len - 2), ("test", seq_len - 1)):
             h, n = hist_of(seq, t)
             e = ev[split]

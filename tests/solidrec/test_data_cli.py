@@ -60,7 +60,7 @@ def test_synth_prepare_stats_json(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert (
         s["interactions"]
         == ds.manifest["counts"]["interactions"]
-        == len(ds.train.label) // 5 + 2 * 300 + 300
+        == ds.train.rows // 5 + 2 * 300 + 300
     )
     # drifting but coherent interests: consecutive items often share a semantic id
     sem = ds.semantic_id[ds.test.hist]
@@ -126,10 +126,10 @@ def test_format_version_is_checked(
     mpath = tmp_path / "ml" / "manifest.json"
     manifest = json.loads(mpath.read_text())
     assert manifest["format_version"] == FORMAT_VERSION
-    for version in (None, FORMAT_VERSION + 1):
+    for version in (None, FORMAT_VERSION - 1, FORMAT_VERSION + 1):  # - 1: one row per candidate
         manifest["format_version"] = version
         mpath.write_text(json.dumps(manifest))
-        with pytest.raises(FileNotFoundError, match="this solidrec reads format_version 1"):
+        with pytest.raises(FileNotFoundError, match=f"reads format_version {FORMAT_VERSION}"):
             load_prepared(tmp_path / "ml")
         assert main(["stats", str(tmp_path / "ml")]) != 0
         assert "--force" in capsys.readouterr().err
@@ -145,7 +145,8 @@ def test_tiny_dataset_is_a_prepared_dataset(tmp_path: Path) -> None:
 
     ds = load_prepared(make_tiny_dataset(tmp_path / "tiny"))
     assert ds.manifest["format_version"] == FORMAT_VERSION and ds.manifest["fingerprint"]
-    assert ds.manifest["counts"]["train_rows"] == len(ds.train.label) == 864
+    assert ds.manifest["counts"]["train_rows"] == ds.train.rows == 864
+    assert ds.train.item.shape == ds.train.label.shape == (288, 3)  # one row per history
     assert (ds.num_users, ds.num_items, ds.num_semantic, ds.history_len) == (48, 60, 6, 5)
 
 

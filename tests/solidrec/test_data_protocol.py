@@ -65,7 +65,7 @@ def test_leave_one_out_and_negatives(lengths: list[int], n_items: int, seed: int
     te = make_eval(seq, test, L, 5, np.random.default_rng(3), keys)
     n = np.asarray(lengths)
     assert len(te.user) == (n >= 2).sum() and len(va.user) == (n >= 3).sum()
-    assert len(tr.label) == 3 * np.maximum(n - 3, 0).sum()
+    assert tr.rows == 3 * np.maximum(n - 3, 0).sum() and tr.item.shape[1] == 3
     for e, back in ((te, 1), (va, 2)):
         for u, h, c in zip(e.user.tolist(), e.hist.tolist(), e.candidates.tolist(), strict=True):
             s = seq.item[seq.offsets[u] : seq.offsets[u + 1]].tolist()
@@ -73,10 +73,10 @@ def test_leave_one_out_and_negatives(lengths: list[int], n_items: int, seed: int
             prev = s[: len(s) - back][-L:]
             assert h == [0] * (L - len(prev)) + prev
             assert not set(c[1:]) & set(s) and len(set(c)) == len(c)
-    pos = tr.label == 1
-    assert (tr.hist_len[pos] >= 1).all()
-    for u, it in zip(tr.user[~pos].tolist(), tr.item[~pos].tolist(), strict=True):
-        assert it not in set(seq.item[seq.offsets[u] : seq.offsets[u + 1]].tolist())
+    assert (tr.label[:, 0] == 1).all() and (tr.label[:, 1:] == 0).all()
+    assert (tr.hist_len >= 1).all()
+    for u, negs in zip(tr.user.tolist(), tr.item[:, 1:].tolist(), strict=True):
+        assert not set(negs) & set(seq.item[seq.offsets[u] : seq.offsets[u + 1]].tolist())
 
 
 def test_dense_user_exact_fallback() -> None:

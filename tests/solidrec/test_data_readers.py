@@ -120,8 +120,8 @@ def test_generic_prepare_small_users(tmp_path: Path) -> None:
     uid = {u: i for i, u in enumerate(ds.user_original_id.tolist())}
     assert sorted(ds.valid.user.tolist()) == sorted([uid["long"], uid["other"]])
     assert sorted(ds.test.user.tolist()) == sorted([uid["long"], uid["two"], uid["other"]])
-    assert ds.train.label.tolist() == [1, 0, 0] * 4  # long: positions 1..3, other: position 1
-    assert np.bincount(ds.train.user[ds.train.label == 1]).tolist() == [3, 0, 0, 1]
+    assert ds.train.label.tolist() == [[1, 0, 0]] * 4  # long: positions 1..3, other: 1
+    assert np.bincount(ds.train.user).tolist() == [3, 0, 0, 1]  # one row per positive
     two = ds.test.user.tolist().index(uid["two"])
     assert ds.test.hist[two].tolist() == [0] * 9 + [ds.item_original_id.tolist().index("i0")]
 

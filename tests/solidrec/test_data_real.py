@@ -15,8 +15,7 @@ def _interacted(ds) -> dict[int, set[int]]:
     """Every item each user interacted with, rebuilt from the prepared arrays alone."""
     seen: dict[int, set[int]] = {}
     tr = ds.train
-    pos = tr.label == 1
-    for u, it in zip(tr.user[pos].tolist(), tr.item[pos].tolist(), strict=True):
+    for u, it in zip(tr.user.tolist(), tr.item[:, 0].tolist(), strict=True):  # positives
         seen.setdefault(u, set()).add(it)
     for split in (ds.train, ds.valid, ds.test):
         for u, h in zip(split.user.tolist(), split.hist.tolist(), strict=True):
@@ -73,18 +72,16 @@ def test_scientific_train_rows_structure(scientific_prepared: Path) -> None:
     ds = load_prepared(scientific_prepared)
     tr = ds.train
     assert tr.hist.dtype == np.int64 and tr.label.dtype == np.float32 and tr.item.dtype == np.int64
-    assert tr.hist.shape == (len(tr.label), 10)
-    groups = tr.label.reshape(-1, 5)
-    assert (groups[:, 0] == 1).all() and (groups[:, 1:] == 0).all()
-    hist = tr.hist.reshape(-1, 5, 10)
-    assert (hist == hist[:, :1]).all()
-    assert (tr.user.reshape(-1, 5) == tr.user[::5, None]).all()
+    # One row per training position: its history once, the positive then 4 negatives.
+    assert tr.hist.shape == (len(tr.user), 10) and tr.item.shape == tr.label.shape
+    assert tr.label.shape == (len(tr.user), 5) and tr.rows == 5 * len(tr.user)
+    assert (tr.label[:, 0] == 1).all() and (tr.label[:, 1:] == 0).all()
     # left padding: zeros only before the first real item, hist_len counts the rest
     nz = tr.hist != 0
     assert (nz.sum(axis=1) == tr.hist_len).all()
     assert (np.sort(nz, axis=1) == nz).all()
     assert tr.hist_len.min() >= 1
-    negs = tr.item.reshape(-1, 5)[:, 1:]
+    negs = tr.item[:, 1:]
     assert all(len(set(r)) == 4 for r in negs[:2000].tolist())
 
 
@@ -95,9 +92,10 @@ def test_negatives_never_interacted(which: str, request: pytest.FixtureRequest) 
     assert _interacted(ds).keys() <= full.keys()
     tr = ds.train
     neg = tr.label == 0
+    users = np.broadcast_to(tr.user[:, None], tr.item.shape)
     bad = [
         (u, i)
-        for u, i in zip(tr.user[neg].tolist(), tr.item[neg].tolist(), strict=True)
+        for u, i in zip(users[neg].tolist(), tr.item[neg].tolist(), strict=True)
         if i in full[u]
     ]
     assert not bad

@@ -16,7 +16,9 @@ import numpy as np
 from solidrec.data.io import content_hash, write_json, write_npz
 
 #: Version of the layout below; bump it when a file or array changes meaning.
-FORMAT_VERSION = 1
+# 2: training rows grouped per history (item/label (P, 1 + neg_train)); 1: one row per
+# candidate, each history repeated.
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 ITEMS, USERS, SEMANTIC = "items.npz", "users.npz", "semantic.npz"
 TRAIN, VALID, TEST = "train.npz", "valid.npz", "test.npz"
@@ -32,13 +34,20 @@ class PreparedFormatError(FileNotFoundError, ValueError):
 
 @dataclass
 class TrainSplit:
-    """Training rows: each positive (label 1) followed by its negatives (label 0)."""
+    """Training samples grouped per history: one row per training position P, its
+    candidates in ``item[:, 0]`` (the positive, label 1) then its negatives (label 0).
+    A model encodes each history once and scores all of its candidates."""
 
-    user: np.ndarray  # int64 (N,)
-    hist: np.ndarray  # int64 (N, L), left-padded with 0, most recent last
-    hist_len: np.ndarray  # int64 (N,)
-    item: np.ndarray  # int64 (N,)
-    label: np.ndarray  # float32 (N,)
+    user: np.ndarray  # int64 (P,)
+    hist: np.ndarray  # int64 (P, L), left-padded with 0, most recent last
+    hist_len: np.ndarray  # int64 (P,)
+    item: np.ndarray  # int64 (P, C), C = 1 + neg_train
+    label: np.ndarray  # float32 (P, C)
+
+    @property
+    def rows(self) -> int:
+        """(history, candidate) samples: P x C (the paper counts these)."""
+        return int(self.label.size)
 
 
 @dataclass
@@ -139,7 +148,7 @@ def write_prepared(
             "interactions": int(interactions),
             "semantic_ids": len(semantic_name) - 1,
             "train_positives": int(np.count_nonzero(train.label)),
-            "train_rows": len(train.label),
+            "train_rows": train.rows,
             "valid_rows": len(valid.user),
             "test_rows": len(test.user),
         },

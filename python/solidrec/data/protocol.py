@@ -216,17 +216,12 @@ def make_eval(
 
 
 def as_train(rows: EvalSplit) -> TrainSplit:
-    """Training rows from :func:`make_eval`'s: each positive followed by its negatives
-    (labels 1 then 0), all sharing the positive's user and history."""
-    group = rows.candidates.shape[1]
-    label = np.zeros(group, dtype=np.float32)
-    label[0] = 1.0
+    """Training samples from :func:`make_eval`'s rows: each history once, its positive
+    then its negatives as candidates (labels 1 then 0)."""
+    label = np.zeros(rows.candidates.shape, dtype=np.float32)
+    label[:, 0] = 1.0
     return TrainSplit(
-        user=np.repeat(rows.user, group),
-        hist=np.repeat(rows.hist, group, axis=0),
-        hist_len=np.repeat(rows.hist_len, group),
-        item=rows.candidates.reshape(-1),
-        label=np.tile(label, len(rows.user)),
+        user=rows.user, hist=rows.hist, hist_len=rows.hist_len, item=rows.candidates, label=label
     )
 
 

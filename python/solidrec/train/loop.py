@@ -327,11 +327,10 @@ class Trainer:
     def _train_epoch(self) -> None:
         t, s, d = self.cfg.train, self.state, self.dist
         tr = self.data.train
-        n = len(tr.item)
+        n, c = tr.item.shape
+        per_step = self._histories_per_step()
         order = _epoch_order(t.seed, s["stage"], s["epoch"], n)
-        steps = math.ceil(n / t.batch_size)
-        if t.max_steps_per_epoch > 0:
-            steps = min(steps, t.max_steps_per_epoch)
+        steps = self._steps()
         hist, item = torch.from_numpy(tr.hist), torch.from_numpy(tr.item)
         label = torch.from_numpy(tr.label).float()
         bar = tqdm(
@@ -343,24 +342,23 @@ class Trainer:
         )
         t0 = time.perf_counter()
         for step in range(s["step"], steps):
-            idx = order[step * t.batch_size : (step + 1) * t.batch_size]
+            idx = order[step * per_step : (step + 1) * per_step]
             if len(idx) >= d.world:
                 local = idx.tensor_split(d.world)[d.rank]
-                logits, aux = self.train_model(
-                    hist[local].to(d.device), item[local].unsqueeze(1).to(d.device)
-                )
+                # Each history once, scored against all of its candidates (B, C).
+                logits, aux = self.train_model(hist[local].to(d.device), item[local].to(d.device))
                 bce = F.binary_cross_entropy_with_logits(
-                    logits.squeeze(1), label[local].to(d.device), reduction="sum"
+                    logits, label[local].to(d.device), reduction="sum"
                 )
-                # Sum over the local slice / global batch size x world: DDP's average of
-                # these gradients is the gradient of the global batch's mean loss.
-                loss = bce / len(idx) * d.world + aux
+                # Sum over the local slice / the global batch's samples x world: DDP's
+                # average of these gradients is the gradient of the global batch's mean.
+                loss = bce / (len(idx) * c) * d.world + aux
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 value, finite = self._loss_value(loss, bce)
                 if finite:
                     self.optimizer.step()
-                    s["loss_sum"] += value / len(idx) * d.world
+                    s["loss_sum"] += value / (len(idx) * c) * d.world
                     s["loss_n"] += 1
                     s["nonfinite"] = 0
                 else:
@@ -491,9 +489,14 @@ class Trainer:
             self.writer.close()
         return metrics
 
+    def _histories_per_step(self) -> int:
+        """``train.batch_size`` counts (history, candidate) samples, as the paper's 1024:
+        a step takes batch_size // (1 + neg_train) histories with all their candidates."""
+        return max(1, self.cfg.train.batch_size // self.data.train.item.shape[1])
+
     def _steps(self) -> int:
         t = self.cfg.train
-        steps = math.ceil(len(self.data.train.item) / t.batch_size)
+        steps = math.ceil(len(self.data.train.item) / self._histories_per_step())
         return min(steps, t.max_steps_per_epoch) if t.max_steps_per_epoch > 0 else steps
 
     def _finish(self) -> dict[str, Any]:
