@@ -39,6 +39,7 @@ sys.path[:0] = [str(ROOT / "python"), str(ROOT)]
 
 import torch  # noqa: E402
 from solidrec.testing import (  # noqa: E402
+    KILL_AT_REPLACE,
     make_tiny_dataset,
     tiny_run_args,
     tiny_run_config,
@@ -138,27 +139,9 @@ def corrupted(work: Path, last: Path, n: int, rng: random.Random) -> Counter:
 
 
 # ------------------------------------------------------------------------------- kills
-_KILLER = textwrap.dedent(
-    """
-    import os, sys
-    n = int(sys.argv[1]); calls = [0]; real = os.replace
-    def replace(a, b):
-        calls[0] += 1
-        if calls[0] == n:
-            os._exit(137)
-        return real(a, b)
-    os.replace = replace
-    from solidrec.cli import main
-    rc = main(sys.argv[2:])
-    print("REPLACES", calls[0])
-    sys.exit(rc)
-    """
-)
-
-
 def kills(work: Path, data: Path, reference: dict, quick: bool) -> Counter:
     probe = subprocess.run(
-        [sys.executable, "-c", _KILLER, "0", *tiny_run_args(data, work / "probe")],
+        [sys.executable, "-c", KILL_AT_REPLACE, "0", *tiny_run_args(data, work / "probe")],
         env=_env(), capture_output=True, text=True, check=True,
     )  # fmt: skip
     total = int(probe.stdout.rsplit("REPLACES", 1)[1])
@@ -167,7 +150,7 @@ def kills(work: Path, data: Path, reference: dict, quick: bool) -> Counter:
     for n in points:
         run = work / f"kill{n}"
         subprocess.run(
-            [sys.executable, "-c", _KILLER, str(n), *tiny_run_args(data, run)],
+            [sys.executable, "-c", KILL_AT_REPLACE, str(n), *tiny_run_args(data, run)],
             env=_env(), capture_output=True,
         )  # fmt: skip
         c["cases"] += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -129,3 +130,37 @@ def tiny_run_config(data: str | Path, out: str | Path, **train: Any) -> RunConfi
     for k, v in train.items():
         setattr(cfg.train, k, v)
     return cfg
+
+
+def die_before_replace(n: int) -> list[int]:
+    """Make this process die (``os._exit(137)``: no cleanup, as SIGKILL) just before its
+    ``n``-th ``os.replace`` (the commit point of every atomic write); ``n <= 0`` never.
+    Returns the live call count ``[calls]``. For fault-injection subprocesses only."""
+    real, calls = os.replace, [0]
+
+    def replace(a: Any, b: Any) -> None:
+        calls[0] += 1
+        if calls[0] == n:
+            os._exit(137)
+        real(a, b)
+
+    os.replace = replace
+    return calls
+
+
+def kill_at_replace_cli(n: int, argv: list[str]) -> int:
+    """``solidrec ARGV`` dying before its ``n``-th ``os.replace``; prints ``REPLACES k``
+    (the calls made) when it gets to the end."""
+    from solidrec.cli import main
+
+    calls = die_before_replace(n)
+    rc = main(argv)
+    print("REPLACES", calls[0])
+    return rc
+
+
+#: ``python -c KILL_AT_REPLACE N ARGS...``: :func:`kill_at_replace_cli` in a subprocess.
+KILL_AT_REPLACE = (
+    "import sys; from solidrec.testing import kill_at_replace_cli as k; "
+    "sys.exit(k(int(sys.argv[1]), sys.argv[2:]))"
+)

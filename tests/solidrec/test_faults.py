@@ -20,7 +20,12 @@ import torch
 from solidrec.cli import main as cli_main
 from solidrec.config import RunConfig
 from solidrec.data.io import OutputError, atomic_write, clean_stale_temps
-from solidrec.testing import make_tiny_dataset, tiny_run_args, tiny_run_config
+from solidrec.testing import (
+    KILL_AT_REPLACE,
+    make_tiny_dataset,
+    tiny_run_args,
+    tiny_run_config,
+)
 from solidrec.train import (
     CheckpointError,
     RunLock,
@@ -133,26 +138,10 @@ def test_flipped_byte_detected_and_previous_checkpoint_used(
 
 
 # -- 3. kills at every write step ---------------------------------------------------------
-_KILLER = textwrap.dedent(
-    """
-    import os, sys
-    n = int(sys.argv[1]); calls = [0]; real = os.replace
-    def replace(a, b):
-        calls[0] += 1
-        if calls[0] == n:
-            os._exit(137)  # SIGKILL-like: no cleanup, no finally
-        return real(a, b)
-    os.replace = replace
-    from solidrec.cli import main
-    sys.exit(main(sys.argv[2:]))
-    """
-)
-
-
 def _kill_at_replace(data: Path, run: Path, n: int, resume: bool = False) -> int:
     args = _train_args(data, run) + (["--resume"] if resume else [])
     proc = subprocess.run(
-        [sys.executable, "-c", _KILLER, str(n), *args], env=_env(), capture_output=True
+        [sys.executable, "-c", KILL_AT_REPLACE, str(n), *args], env=_env(), capture_output=True
     )
     return proc.returncode
 
@@ -369,8 +358,9 @@ _SWAPPER = textwrap.dedent(
     import os, sys
     from pathlib import Path
     import solidrec.data.io as io
+    from solidrec.testing import die_before_replace
     point, out = sys.argv[1], Path(sys.argv[2])
-    real_exchange, real_replace, calls = io._exchange, os.replace, [0]
+    real_exchange = io._exchange
     if point == "before-exchange":
         io._exchange = lambda a, b: os._exit(137)
     elif point == "after-exchange":
@@ -379,14 +369,8 @@ _SWAPPER = textwrap.dedent(
             os._exit(137)
         io._exchange = exchange
     else:  # "rename-N": the two-renames fallback, killed before its N-th rename
-        n = int(point.split("-")[1])
         io._exchange = lambda a, b: False
-        def replace(a, b):
-            calls[0] += 1
-            if calls[0] == n:
-                os._exit(137)
-            return real_replace(a, b)
-        os.replace = replace
+        die_before_replace(int(point.split("-")[1]))
     with io.atomic_directory(out) as tmp:
         (tmp / "data.txt").write_text("new")
     """

@@ -147,13 +147,14 @@ def config_differences(saved: dict[str, Any], now: RunConfig) -> dict[str, tuple
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
-def _compatible(ck: dict[str, Any], cfg: RunConfig, data: PreparedDataset, allow: bool) -> bool:
-    """Refuse a resume whose config differs from the run's; True if schedule keys changed
-    (allowed by ``allow``). The data must be the same prepared dataset (fingerprint)."""
-    diff = {
-        k: v for k, v in config_differences(ck["config"], cfg).items() if k not in RESUME_FREE_KEYS
-    }
-    hard = {k: v for k, v in diff.items() if k not in RESUME_SCHEDULE_KEYS}
+def _compatible(
+    ck: dict[str, Any], cfg: RunConfig, data: PreparedDataset, allow: bool
+) -> dict[str, tuple[Any, Any]]:
+    """Refuse a resume whose config differs from the run's (schedule keys only with
+    ``allow``) or whose data is another prepared dataset (fingerprint); return every
+    difference, the accepted ones included."""
+    diff = config_differences(ck["config"], cfg)
+    hard = {k: v for k, v in diff.items() if k not in RESUME_FREE_KEYS | RESUME_SCHEDULE_KEYS}
     soft = {k: v for k, v in diff.items() if k in RESUME_SCHEDULE_KEYS}
 
     def fmt(d: dict[str, tuple[Any, Any]]) -> str:
@@ -176,7 +177,7 @@ def _compatible(ck: dict[str, Any], cfg: RunConfig, data: PreparedDataset, allow
             f"--resume: {data.path} is not the prepared dataset the run was trained on "
             f"(fingerprint {fp[:12]} vs {saved_fp[:12]})"
         )
-    return bool(soft)
+    return diff
 
 
 class Trainer:
@@ -258,13 +259,10 @@ class Trainer:
             print(f"solidrec train: warning: {note}", file=sys.stderr)
             if used != last and last.exists():
                 # Else the next save would rotate the corrupt file over the good one.
-                os.replace(last, last.with_name("last.bad.pt"))
-                print(
-                    f"solidrec train: kept the corrupt file as {last.name[:-3]}.bad.pt",
-                    file=sys.stderr,
-                )
-        _compatible(ck, self.cfg, self.data, self.allow_schedule_change)
-        changed = bool(config_differences(ck["config"], self.cfg))
+                bad = last.with_name("last.bad.pt")
+                os.replace(last, bad)
+                print(f"solidrec train: kept the corrupt file as {bad.name}", file=sys.stderr)
+        changed = bool(_compatible(ck, self.cfg, self.data, self.allow_schedule_change))
         try:
             self.model.load_state_dict(ck["model"])
             self.optimizer = self._optimizer()
@@ -383,7 +381,7 @@ class Trainer:
         """Skip the update; stop once more consecutive steps than
         ``train.nonfinite_patience`` had a non-finite loss."""
         s, t = self.state, self.cfg.train
-        s["nonfinite"] = s.get("nonfinite", 0) + 1
+        s["nonfinite"] += 1
         if s["nonfinite"] > t.nonfinite_patience:
             where = " on at least one rank" if self.dist.world > 1 else ""
             raise TrainingDivergedError(
