@@ -130,7 +130,23 @@ def _build_ext_class():
     return Build
 
 
+#: What to run instead, when torch cannot be imported (an isolated build, or no torch).
+INSTALL_HINT = (
+    "solid_ext builds its kernels against the torch already installed, which pip's build "
+    "isolation hides: install torch first, then run "
+    "`pip install --no-build-isolation -e .` (or without -e). See README.md, Install."
+)
+
+
+def _require_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise SystemExit(f"error: {INSTALL_HINT}") from None
+
+
 def main() -> None:
+    _require_torch()
     setup(
         packages=find_packages(include=["solid_ext", "solid_ext.*"])
         + find_packages("python", include=["solidrec", "solidrec.*"]),

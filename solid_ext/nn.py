@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import ops
-from ._validate import check_straight_through, check_tau
+from ._validate import _desc, check_straight_through, check_tau
 from .reference import clip_bound
 
 __all__ = ["DynamicLinear", "SemanticCodebook"]
@@ -68,6 +68,7 @@ class FullRankGenerator(nn.Linear):
     def forward(
         self, cond: Tensor, static_weight: Tensor | None = None, static_bias: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None]:
+        _check_cond(self, cond)
         n = self.n_in * self.n_out
         hb_w, hb_b = self.bias[:n], self.bias[n:]
         # Folding the static parameters into the map's bias costs n_in*n_out, not
@@ -129,6 +130,7 @@ class LowRankGenerator(nn.Module):
     def forward(
         self, cond: Tensor, static_weight: Tensor | None = None, static_bias: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None]:
+        _check_cond(self, cond)
         s = self.s_head(cond).view(-1, self.rank, self.rank)
         w = torch.matmul(torch.matmul(self.u, s), self.v)  # (B, n_in, n_out)
         if static_weight is not None:
@@ -142,6 +144,18 @@ class LowRankGenerator(nn.Module):
         return (
             f"n_in={self.n_in}, n_out={self.n_out}, cond_features={self.cond_features}, "
             f"rank={self.rank}, bias={self.b_head is not None}"
+        )
+
+
+def _check_cond(gen: nn.Module, cond: object) -> None:
+    """``cond`` must be (B, cond_features): a 3-D one would otherwise pass through the
+    maps' matmuls and come out as weights of the wrong rank, or fail inside them."""
+    if not isinstance(cond, Tensor):
+        raise TypeError(f"cond must be a torch.Tensor, got {type(cond).__name__}")
+    if cond.dim() != 2 or cond.shape[1] != gen.cond_features:
+        raise ValueError(
+            f"cond must be (B, cond_features={gen.cond_features}) for this "
+            f"{type(gen).__name__}, got {_desc(cond)}"
         )
 
 
@@ -178,12 +192,16 @@ class DynamicLinear(nn.Module):
             :class:`LowRankGenerator`, APG's), instead of ``cond_features`` /
             ``branch_cond_features``; see also :meth:`set_generator`.
 
-    Shapes: x (B, N_in) or (B, L, N_in) → (B, N_out) or (B, L, N_out);
-    ``weight``/``branch_weight`` deltas (B, N_in, N_out); ``bias``/``branch_bias``
-    deltas (B, N_out); ``cond`` (B, cond_features); ``branch_cond``
-    (B, branch_cond_features). These shapes are exact: a delta is never broadcast over
-    the batch (a wrong shape raises ValueError naming it). ``in_features=0`` works as
-    for ``nn.Linear``: the output is the bias.
+    Shapes: alone, x (*, N_in) → (*, N_out) as ``nn.Linear``. With per-sample deltas
+    or conditions, x (B, *, N_in) → (B, *, N_out): row b of every delta and condition
+    serves all of x[b] (e.g. (B, L, N_in) for L positions of sample b);
+    ``weight``/``branch_weight`` deltas (B, N_in, N_out) (W^T's layout);
+    ``bias``/``branch_bias`` deltas (B, N_out); ``cond`` (B, cond_features);
+    ``branch_cond`` (B, branch_cond_features); all of the layer's dtype and device.
+    These are exact: a delta is never broadcast over the batch, and a wrong shape,
+    dtype or device raises (ValueError, or TypeError for a dtype) naming the argument
+    and what was seen. ``in_features=0`` works as for ``nn.Linear``: the output is the
+    bias.
     """
 
     def __init__(
@@ -267,17 +285,35 @@ class DynamicLinear(nn.Module):
                 layer.bias.copy_(linear.bias)
         return layer
 
-    def _generate(self, cond: Tensor, branch: bool) -> tuple[Tensor, Tensor | None]:
+    def _head(self, branch: bool) -> nn.Module:
         gen, name = (self.branch_head, "branch_") if branch else (self.weight_head, "")
         if gen is None:
             raise ValueError(
                 f"{name}cond was given but this DynamicLinear has no {name}cond generator; "
                 f"construct it with {name}cond_features (or a {name}generator)"
             )
+        return gen
+
+    def _generate(self, cond: Tensor, branch: bool) -> tuple[Tensor, Tensor | None]:
+        gen = self._head(branch)
         if branch:  # a delta, clipped by the op
-            return gen(cond)
-        # The trunk comes out whole (static + generated): no (B, N_in, N_out) add here.
-        return gen(cond, self.weight.t(), self.bias)
+            w, b = gen(cond)
+        else:  # the trunk comes out whole (static + generated): no (B, N_in, N_out) add
+            w, b = gen(cond, self.weight.t(), self.bias)
+        # A custom generator's mistake would otherwise surface in the op as a bad
+        # "weight", an argument the caller never passed.
+        n, n_in, n_out = cond.shape[0], self.in_features, self.out_features
+        for what, t, want in (("weight", w, (n, n_in, n_out)), ("bias", b, (n, n_out))):
+            if t is None and what == "bias":  # none generated and no static one to pass on
+                continue
+            if not isinstance(t, Tensor) or tuple(t.shape) != want:
+                got = _desc(t) if isinstance(t, Tensor) else type(t).__name__
+                raise ValueError(
+                    f"{'branch_head' if branch else 'weight_head'} ({type(gen).__name__}) "
+                    f"returned a {what} of {got} for cond of shape {tuple(cond.shape)}; "
+                    f"a generator returns {what} {want}"
+                )
+        return w, b
 
     def forward(
         self,
@@ -290,7 +326,8 @@ class DynamicLinear(nn.Module):
         cond: Tensor | None = None,
         branch_cond: Tensor | None = None,
     ) -> Tensor:
-        """Apply the layer; see the class docstring for shapes and semantics."""
+        """x (B, *, N_in) → (B, *, N_out) given deltas or conditions, else x (*, N_in)
+        → (*, N_out); see the class docstring for shapes and semantics."""
         if cond is not None and (weight is not None or bias is not None):
             raise ValueError("pass either cond or explicit weight/bias deltas, not both")
         if branch_cond is not None and (branch_weight is not None or branch_bias is not None):
@@ -311,15 +348,20 @@ class DynamicLinear(nn.Module):
                 bound = clip_bound(self.tau, branch_bias.dtype)  # no clamp overflow in fp16
                 cb = branch_bias.clamp(-bound, bound)
                 extra = cb if extra is None else extra + cb
-            if extra is not None:
-                y = y + (extra.unsqueeze(1) if x.dim() == 3 else extra)
+            if extra is not None:  # (B, N_out) over x's middle dims
+                y = y + extra.reshape(extra.shape[0], *(1,) * (x.dim() - 2), extra.shape[1])
             return y
         if not trunk_is_total:
             static_w = self.weight.t()
             weight = static_w.expand(x.shape[0], -1, -1) if weight is None else weight + static_w
             if self.bias is not None:
                 bias = self.bias.expand(x.shape[0], -1) if bias is None else bias + self.bias
-        return ops.dynamic_linear(x, weight, bias, branch_weight, branch_bias, self.tau)
+        if x.dim() <= 3:
+            return ops.dynamic_linear(x, weight, bias, branch_weight, branch_bias, self.tau)
+        # The op takes (B, L, N_in): the middle dims become L. flatten, not
+        # reshape(B, -1, N_in), which is ambiguous when a dim is 0.
+        y = ops.dynamic_linear(x.flatten(1, -2), weight, bias, branch_weight, branch_bias, self.tau)
+        return y.view(*x.shape[:-1], self.out_features)
 
     def _check_per_sample(
         self,
@@ -332,36 +374,68 @@ class DynamicLinear(nn.Module):
         branch_cond: Tensor | None,
     ) -> None:
         """Deltas and conditions are per sample, exactly (B, ...): a (N_out,) bias delta
-        or a (1, N_in, N_out) weight delta would otherwise broadcast over the batch (or
-        fail later, with the shapes after the static weights were added)."""
+        or a (1, N_in, N_out) weight delta would otherwise broadcast over the batch, and
+        other mistakes fail later inside a matmul or the op, naming tensors the caller
+        never passed (the generated weights, or the sums with the static ones)."""
         n_in, n_out = self.in_features, self.out_features
-        if x.dim() not in (2, 3) or x.shape[-1] != n_in:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() < 2 or x.shape[-1] != n_in:
             raise ValueError(
-                f"x must be (B, in_features={n_in}) or (B, L, in_features={n_in}) when "
-                f"per-sample deltas or conditions are given, got shape {tuple(x.shape)}"
+                f"x must be (B, *, in_features={n_in}), B one row per sample of the "
+                f"per-sample deltas or conditions, got {_desc(x)}"
             )
+        self._check_like_layer("x", x)
         b = x.shape[0]
-        heads = {"cond": self.weight_head, "branch_cond": self.branch_head}
-        for name, t, want in (
-            ("weight", weight, (b, n_in, n_out)),
-            ("bias", bias, (b, n_out)),
-            ("branch_weight", branch_weight, (b, n_in, n_out)),
-            ("branch_bias", branch_bias, (b, n_out)),
-            ("cond", cond, None),
-            ("branch_cond", branch_cond, None),
+        for name, t in (
+            ("weight", weight),
+            ("bias", bias),
+            ("branch_weight", branch_weight),
+            ("branch_bias", branch_bias),
+            ("cond", cond),
+            ("branch_cond", branch_cond),
         ):
             if t is None:
                 continue
             if not isinstance(t, Tensor):
-                raise TypeError(f"{name} must be a tensor or None, got {type(t).__name__}")
-            if want is None:  # a condition: (B, features of its generator)
-                gen = heads[name]
-                want = (b, gen.cond_features) if gen is not None else (b, t.shape[-1])
-            if tuple(t.shape) != want:
+                raise TypeError(f"{name} must be a torch.Tensor or None, got {type(t).__name__}")
+            if name.endswith("cond"):  # (B, the width its generator takes)
+                width = self._head(branch=name == "branch_cond").cond_features
+                what, layout, want = "condition", f"(B, {name}_features={width})", (b, width)
+            elif name.endswith("weight"):
+                what, layout, want = "delta", "(B, N_in, N_out)", (b, n_in, n_out)
+            else:
+                what, layout, want = "delta", "(B, N_out)", (b, n_out)
+            self._check_like_layer(name, t)
+            got = tuple(t.shape)
+            if got == want:
+                continue
+            if len(got) == len(want) and got[1:] == want[1:]:
                 raise ValueError(
-                    f"{name} must have shape {want} (one row per sample of x, shape "
-                    f"{tuple(x.shape)}), got shape {tuple(t.shape)}; it is not broadcast"
+                    f"batch mismatch: {name} has B={got[0]} ({_desc(t)}) but x has B={b} "
+                    f"({_desc(x)}); a {what} has one row per sample of x, it is not broadcast"
                 )
+            hint = ""
+            if len(want) == 3 and got == (b, n_out, n_in):
+                hint = " (that is (B, N_out, N_in): a weight delta is laid out as W^T)"
+            raise ValueError(
+                f"{name} must be {layout} = {want} for x of shape {tuple(x.shape)}, got "
+                f"{_desc(t)}{hint}; a {what} is not broadcast"
+            )
+
+    def _check_like_layer(self, name: str, t: Tensor) -> None:
+        """The ops compute in one dtype on one device: the layer's."""
+        w = self.weight
+        if t.dtype != w.dtype:
+            raise TypeError(
+                f"{name} has dtype {t.dtype} but the layer's parameters are {w.dtype}; "
+                f"x, deltas and conditions must have the layer's dtype"
+            )
+        if t.device != w.device:
+            raise ValueError(
+                f"{name} is on {t.device} but the layer's parameters are on {w.device}; "
+                f"x, deltas and conditions must be on the layer's device"
+            )
 
     def extra_repr(self) -> str:
         return (
@@ -493,18 +567,38 @@ class SemanticCodebook(nn.Module):
         self.codebook.copy_(cent)
         return ops.codebook_quantize(data, cent)[1]
 
-    def forward(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """z (..., D) → (quantized (..., D), indices (...), scalar loss)."""
+    def forward(self, z: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """z (..., D), mask (...) bool or None → (quantized (..., D), indices (...), loss).
+
+        With ``mask`` the loss averages only the positions where it is True (padding
+        left out) while every position is quantized: no data-dependent shapes, so the
+        module traces and exports as it runs.
+        """
+        if mask is not None:
+            if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+                got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+                raise TypeError(f"mask must be a bool tensor, got {got}")
+            if mask.shape != z.shape[:-1]:
+                raise ValueError(
+                    f"mask must have z's shape without its last dim, {tuple(z.shape[:-1])}, "
+                    f"got {tuple(mask.shape)}"
+                )
         q, idx, sq = ops.codebook_quantize(z, self.codebook, self.straight_through_codebook)
-        if sq.numel() == 0:
+        if mask is None and sq.numel() == 0:
             return q, idx, z.new_zeros(())
         cw, kw = self.codebook_weight, self.commitment_weight
         if cw == 1.0 and kw == 1.0:
-            mse = sq.mean() / self.dim
+            per = sq / self.dim
         else:
             chosen = self.codebook.index_select(0, idx.reshape(-1)).reshape(z.shape)
             diff = _ScaleGrad.apply(z, kw) - _ScaleGrad.apply(chosen, cw)
-            mse = (diff * diff).mean()
+            per = (diff * diff).mean(-1)
+        if mask is None:
+            mse = per.mean()
+        else:
+            # where, not a product: a non-finite masked-out position must not leak in.
+            total = torch.where(mask, per, per.new_zeros(())).sum()
+            mse = total / mask.sum().clamp_min(1).to(per.dtype)
         loss = self.lam * mse
         return q, idx, loss
 

@@ -22,9 +22,13 @@ COMMAND_MODULES: list[str] = [
     "solidrec.commands.data",
     "solidrec.commands.train",
     "solidrec.commands.evaluate",
+    "solidrec.commands.recommend",
     "solidrec.commands.report",
     "solidrec.commands.reproduce",
 ]
+
+
+VERBOSE = "log progress of each step"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,10 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="solidrec", description="SOLID recommender: data, training, evaluation."
     )
     parser.add_argument("--version", action="version", version=f"solidrec {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress of each step")
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_parser(sub)
+    for command in sub.choices.values():
+        # `solidrec prepare ... -v` as well as `solidrec -v prepare ...`; SUPPRESS keeps
+        # the top-level value when the subcommand is not given it.
+        command.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE
+        )
     return parser
 
 

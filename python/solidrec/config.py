@@ -3,19 +3,42 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from solidrec.modes import CODEBOOK_INITS, SOLID_MODES, SolidMode, effective_model, get_mode
+
+if TYPE_CHECKING:
+    import torch
 
 BACKBONES = ("din", "gru4rec", "sasrec", "bert4rec")
 GENERATORS = ("none", "apg", "duet")
 # Inputs of the static backbone per item: its id embedding, or id + category (the
 # paper's sample carries the target's category and the history's categories).
 ITEM_FEATURES = ("id", "id+category")
+
+
+#: Config keys that never change what a run computes: a resume may differ in them.
+RESUME_FREE_KEYS = frozenset(
+    {"data", "out", "train.threads", "train.progress", "train.ckpt_every_steps", "train.device"}
+)
+#: Keys a resume may change only with ``allow_schedule_change`` (``--allow-schedule-change``):
+#: they extend or shorten the schedule (or the selection) but not the optimisation itself.
+RESUME_SCHEDULE_KEYS = frozenset(
+    {
+        "train.max_epochs",
+        "train.stage2_max_epochs",
+        "train.patience",
+        "train.min_delta",
+        "train.eval_batch_size",
+        "train.nonfinite_patience",
+    }
+)
 
 
 @dataclass
@@ -48,6 +71,18 @@ class ModelConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        _check_ranges(
+            self,
+            "model",
+            positive=("dim", "hidden", "cond_dim", "apg_rank", "layers", "heads", "tau"),
+            nonnegative=("lam",),
+        )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.backbone in ("sasrec", "bert4rec") and self.dim % self.heads:
+            raise ValueError(
+                f"model.dim ({self.dim}) must be a multiple of model.heads ({self.heads})"
+            )
         if self.solid != "off" and self.generator == "none":
             raise ValueError("SOLID needs a parameter generator: use --generator apg or duet")
         mode = self.mode
@@ -87,6 +122,24 @@ class TrainConfig:
     max_steps_per_epoch: int = 0  # 0 = full epoch (for smoke runs)
     # Consecutive steps with a non-finite loss that are skipped before training stops.
     nonfinite_patience: int = 0
+    device: str = "auto"  # auto (cuda when available, else cpu) | cpu | cuda | cuda:N
+
+    def validate(self) -> None:
+        """Raise ValueError naming the key on a value no run can use."""
+        _check_ranges(
+            self,
+            "train",
+            positive=("lr", "batch_size", "eval_batch_size", "max_epochs", "patience"),
+            nonnegative=(
+                "stage2_max_epochs",
+                "min_delta",
+                "ckpt_every_steps",
+                "threads",
+                "max_steps_per_epoch",
+                "nonfinite_patience",
+            ),
+        )
+        parse_device(self.device, "train.device")
 
 
 @dataclass
@@ -98,25 +151,59 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def validate(self) -> None:
+        """Validate both sections (ValueError naming the key)."""
+        self.model.validate()
+        self.train.validate()
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> RunConfig:
+        """A config from nested ``{data, out, model: {...}, train: {...}}``; unknown keys
+        and malformed sections raise ValueError naming the key and the valid ones."""
+        if not isinstance(d, dict):
+            raise ValueError(
+                f"{source}: expected a mapping of keys (data, out, model, train), "
+                f"got {type(d).__name__} {d!r}"
+            )
         cfg = cls()
-        for key, value in (d or {}).items():
-            if key in ("model", "train"):
-                sub = getattr(cfg, key)
-                for k, v in (value or {}).items():
-                    _set(sub, k, v)
-            else:
+        for key, value in d.items():
+            if key in SECTIONS:
+                if value is None:
+                    continue
+                if not isinstance(value, dict):
+                    valid = ", ".join(f.name for f in fields(getattr(cfg, key)))
+                    raise ValueError(
+                        f"{source}: {key!r} must be a mapping of its keys ({valid}), "
+                        f"got {value!r}; e.g. '{key}:' then '  "
+                        f"{fields(getattr(cfg, key))[0].name}: ...' on the next line"
+                    )
+                for k, v in value.items():
+                    try:
+                        _set(getattr(cfg, key), k, v, key)
+                    except ValueError as e:
+                        raise ValueError(f"{source}: {e}") from None
+            elif key in ("data", "out"):
                 _set(cfg, key, value)
+            else:
+                valid = ("data", "out", *SECTIONS)
+                raise ValueError(
+                    f"{source}: unknown key {key!r}{_did_you_mean(key, valid)}; "
+                    f"valid top-level keys: {', '.join(valid)}"
+                )
         return cfg
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
         """Load a YAML file with optional ``data``, ``out``, ``model:`` and ``train:`` keys."""
-        return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: not valid YAML: {e}") from None
+        return cls.from_dict(raw or {}, source=str(path))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -132,16 +219,78 @@ class RunConfig:
             if "=" not in item:
                 raise ValueError(f"override must be key=value, got {item!r}")
             key, raw = item.split("=", 1)
-            value = yaml.safe_load(raw)
+            try:
+                value = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                value = raw  # typed (or refused) by _set, which names the key
             if "." in key:
                 section, k = key.split(".", 1)
-                _set(getattr(self, section), k, value)
+                if section not in SECTIONS:
+                    raise ValueError(
+                        f"unknown config section {section!r} in {item!r}"
+                        f"{_did_you_mean(section, SECTIONS)}; sections: {', '.join(SECTIONS)}"
+                    )
+                _set(getattr(self, section), k, value, section)
             elif any(f.name == key for f in fields(ModelConfig)):
-                _set(self.model, key, value)
+                _set(self.model, key, value, "model")
             elif any(f.name == key for f in fields(TrainConfig)):
-                _set(self.train, key, value)
+                _set(self.train, key, value, "train")
             else:
+                names = [f.name for f in fields(self) if f.name not in SECTIONS]
+                names += [f"model.{f.name}" for f in fields(ModelConfig)]
+                names += [f"train.{f.name}" for f in fields(TrainConfig)]
+                if key not in names:
+                    raise ValueError(
+                        f"unknown config key {key!r}{_did_you_mean(key, names)}; "
+                        f"valid keys: {', '.join(names)}"
+                    )
                 _set(self, key, value)
+
+
+#: The nested sections of a :class:`RunConfig`.
+SECTIONS = ("model", "train")
+
+
+def parse_device(spec: str, name: str = "device") -> str:
+    """Check a device spec (``auto``, ``cpu``, ``cuda``, ``cuda:N``); return it."""
+    import torch
+
+    if spec == "auto":
+        return spec
+    try:
+        torch.device(spec)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"{name} must be auto, cpu, cuda or cuda:N, got {spec!r}") from e
+    return spec
+
+
+def resolve_device(spec: str) -> torch.device:
+    """The torch device a spec means here: ``auto`` is CUDA when available, else CPU;
+    asking for CUDA where there is none raises ValueError."""
+    import torch
+
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(parse_device(spec))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {spec!r} asked for, but torch sees no CUDA device here")
+    return device
+
+
+def _did_you_mean(key: str, valid: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_ranges(
+    obj: Any, section: str, positive: Sequence[str] = (), nonnegative: Sequence[str] = ()
+) -> None:
+    for name in positive:
+        if not getattr(obj, name) > 0:
+            raise ValueError(f"{section}.{name} must be > 0, got {getattr(obj, name)!r}")
+    for name in nonnegative:
+        if not getattr(obj, name) >= 0:
+            raise ValueError(f"{section}.{name} must be >= 0, got {getattr(obj, name)!r}")
 
 
 def effective_config(d: dict[str, Any]) -> dict[str, Any]:
@@ -150,18 +299,44 @@ def effective_config(d: dict[str, Any]) -> dict[str, Any]:
     return {**d, "model": effective_model(d.get("model") or {})}
 
 
-def _set(obj: Any, key: str, value: Any) -> None:
-    names = {f.name: f for f in dataclasses.fields(obj)}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _set(obj: Any, key: str, value: Any, section: str = "") -> None:
+    """Set ``obj.key`` cast to the field's declared type; ValueError names the key, the
+    valid keys (with the nearest match) or the expected type."""
+    names = [f.name for f in dataclasses.fields(obj) if f.name not in SECTIONS]
+    where = f"{section}." if section else ""
     if key not in names:
-        raise ValueError(f"unknown config key {key!r} for {type(obj).__name__}")
+        shown = ", ".join(f"{where}{n}" for n in names)
+        raise ValueError(
+            f"unknown config key {where}{key!r}{_did_you_mean(key, names)}; valid keys: {shown}"
+        )
     current = getattr(obj, key)
+    kind = type(current).__name__
+    bad = ValueError(f"config key {where}{key} expects {kind}, got {value!r}")
     # Cast to the declared field's type so YAML '1e-3' or CLI '5' land typed.
+    if isinstance(value, (dict, list)):
+        raise bad
     if isinstance(current, bool):
-        value = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
-    elif isinstance(current, int) and not isinstance(current, bool):
-        value = int(value)
+        text = str(value).lower()
+        if not isinstance(value, bool) and text not in _TRUE + _FALSE:
+            raise bad
+        value = value if isinstance(value, bool) else text in _TRUE
+    elif isinstance(current, int):
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise bad
+        try:
+            value = int(value)
+        except (TypeError, ValueError):
+            raise bad from None
     elif isinstance(current, float):
-        value = float(value)
+        if isinstance(value, bool):
+            raise bad
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise bad from None
     elif isinstance(current, str):
-        value = str(value)
+        value = "" if value is None else str(value)
     setattr(obj, key, value)

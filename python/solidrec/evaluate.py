@@ -18,7 +18,7 @@ import torch
 
 from solidrec.config import RunConfig
 from solidrec.data.prepared import EvalSplit, PreparedDataset, load_prepared
-from solidrec.metrics import ranking_metrics, user_auc, variance_summary
+from solidrec.metrics import METRIC_KEYS, ranking_metrics, user_auc, variance_summary
 from solidrec.models import SolidModel, build_model, count_parameters
 
 
@@ -78,7 +78,11 @@ def evaluate_with_cost(
 
 @torch.no_grad()
 def stability(
-    model: SolidModel, split: EvalSplit, max_users: int, batch: int = 256
+    model: SolidModel,
+    split: EvalSplit,
+    max_users: int,
+    batch: int = 256,
+    device: torch.device | None = None,
 ) -> dict[str, float]:
     """Table 4: for each user, add the history's behaviours one at a time (prefixes of
     length 1..L ending at the oldest kept item, i.e. histories growing toward the
@@ -100,7 +104,7 @@ def stability(
             keep = real[: min(k, len(real))]
             if len(keep):
                 h[i, L - len(keep) :] = keep
-        scores = predict(model, sub, batch, torch.device("cpu"), hist=h)
+        scores = predict(model, sub, batch, device or torch.device("cpu"), hist=h)
         aucs.append(user_auc(scores, _labels(scores)))
     a = np.stack(aucs, 1)  # (U, L)
     # Only additions that actually change the history count (k <= hist_len).
@@ -110,22 +114,73 @@ def stability(
     return variance_summary(var)
 
 
-def load_run(rundir: str | Path) -> tuple[RunConfig, SolidModel, PreparedDataset]:
+def load_run(
+    rundir: str | Path, data: str | Path | None = None
+) -> tuple[RunConfig, SolidModel, PreparedDataset]:
     """(config, model with the selected weights in eval mode, dataset) of a finished or
-    running run. Raises :class:`~solidrec.train.CheckpointError` before the first
-    validation, FileNotFoundError without a run's config or dataset."""
+    running run; ``data`` replaces the prepared dataset path of the run's config (it
+    must be the same dataset: its fingerprint is checked). Raises
+    :class:`~solidrec.train.CheckpointError` before the first validation,
+    FileNotFoundError without a run's config or dataset."""
     # Checkpoints are the training loop's format (and the loop imports this module).
     from solidrec.train.checkpoint import CheckpointError, load_checkpoint
 
     rundir = Path(rundir)
+    if not (rundir / "config.yaml").exists():
+        raise FileNotFoundError(f"{rundir}: no config.yaml (not a run directory)")
     cfg = RunConfig.load(rundir / "config.yaml")
-    data = load_prepared(cfg.data)
-    model = build_model(cfg, data)
+    path = Path(cfg.data if data is None else data)
+    if not path.is_absolute() and not path.exists() and (rundir / path).exists():
+        path = rundir / path  # a relative path written by an older version, seen from here
+    if data is None and not path.exists():
+        raise FileNotFoundError(
+            f"{rundir}: its prepared dataset {cfg.data} is not there; pass --data DIR"
+        )
+    dataset = load_prepared(path)
+    cfg.data = str(path)
+    model = build_model(cfg, dataset)
     ckdir = rundir / "checkpoints"
     best = sorted(ckdir.glob("best_stage*.pt"))
     if not best:
         raise CheckpointError(f"{ckdir}: no best_stage*.pt (the run has not validated yet)")
     ck = load_checkpoint(best[-1])  # stage 2 sorts after stage 1
+    _check_same_dataset(rundir, ck, dataset)
     model.load_state_dict(ck["model"])
     model.eval()
-    return cfg, model, data
+    return cfg, model, dataset
+
+
+def _check_same_dataset(rundir: Path, ck: dict[str, Any], data: PreparedDataset) -> None:
+    """Refuse weights trained on another prepared dataset (checkpoints since format 2
+    of the trainer record its fingerprint; best checkpoints via last.pt's)."""
+    from solidrec.train.checkpoint import CheckpointError, load_latest
+
+    saved = ck.get("data_fingerprint")
+    if saved is None:
+        found = load_latest(rundir / "checkpoints" / "last.pt")
+        saved = found[0].get("data_fingerprint") if found else None
+    fp = data.manifest.get("fingerprint")
+    if saved and fp and saved != fp:
+        raise CheckpointError(
+            f"{data.path} is not the prepared dataset {rundir} was trained on "
+            f"(fingerprint {fp[:12]} vs {saved[:12]})"
+        )
+
+
+def evaluate_run(
+    rundir: str | Path,
+    split: str = "test",
+    data: str | Path | None = None,
+    device: str = "auto",
+) -> dict[str, float]:
+    """The metrics (:data:`~solidrec.metrics.METRIC_KEYS`) of a run's selected weights on
+    ``split`` (``test`` or ``valid``) of its prepared dataset (or ``data``)."""
+    from solidrec.config import resolve_device
+
+    if split not in ("test", "valid"):
+        raise ValueError(f"split must be 'test' or 'valid', got {split!r}")
+    dev = resolve_device(device)
+    cfg, model, dataset = load_run(rundir, data=data)
+    model.to(dev)
+    m = evaluate_split(model, getattr(dataset, split), cfg.train.eval_batch_size, dev)
+    return {k: float(m[k]) for k in METRIC_KEYS}

@@ -3,6 +3,10 @@ what ``solidrec report`` sets our results beside."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from typing import Any
+
 #: Table 1's sequential-recommendation backbones (config name -> the paper's name), in
 #: the table's row order.
 BACKBONE_NAMES = {"din": "DIN", "gru4rec": "GRU4Rec", "sasrec": "SASRec", "bert4rec": "BERT4Rec"}
@@ -48,3 +52,43 @@ SCIENTIFIC_TABLE1 = {
     ("bert4rec", "DUET"): (0.7325, 0.6962, 0.1707, 0.3262, 0.2090),
     ("bert4rec", "Ours (DUET)"): (0.7420, 0.7108, 0.1826, 0.3477, 0.2235),
 }
+
+#: Table 6's Scientific as a prepared manifest counts it (``counts``): how ``solidrec
+#: report`` recognises the paper's dataset whatever the prepared directory is called.
+SCIENTIFIC_COUNTS = {"users": 8442, "items": 4385, "interactions": 59427}
+
+#: The paper's protocol (§4.1) as prepared-manifest ``params``: the paper's numbers were
+#: measured on these candidate lists, so another protocol on the same data is not comparable.
+PAPER_PROTOCOL = {"history_len": 10, "neg_train": 4, "neg_eval": 99}
+
+#: Table 7's settings as flat config keys (``section.key``), plus full epochs (smoke runs
+#: cap them with ``max_steps_per_epoch``): runs with other values get no paper row.
+PAPER_SETTINGS = {
+    "model.dim": 32,
+    "model.hidden": 32,
+    "model.tau": 0.01,
+    "model.lam": 0.1,
+    "train.lr": 1e-3,
+    "train.batch_size": 1024,
+    "train.max_steps_per_epoch": 0,
+}
+
+
+def is_paper_dataset(manifest: Mapping[str, Any]) -> bool:
+    """Whether a prepared dataset's manifest is the paper's Scientific under its protocol:
+    :data:`SCIENTIFIC_COUNTS` and :data:`PAPER_PROTOCOL` (the name is the user's choice)."""
+    counts, params = manifest.get("counts") or {}, manifest.get("params") or {}
+    return all(counts.get(k) == v for k, v in SCIENTIFIC_COUNTS.items()) and all(
+        params.get(k) == v for k, v in PAPER_PROTOCOL.items()
+    )
+
+
+def settings_off_paper(config: Mapping[str, Any]) -> list[str]:
+    """The :data:`PAPER_SETTINGS` keys on which a flat run config differs from the paper."""
+    return [
+        k
+        for k, v in PAPER_SETTINGS.items()
+        if not isinstance(config.get(k), int | float)
+        or isinstance(config.get(k), bool)
+        or not math.isclose(config[k], v, rel_tol=1e-9)
+    ]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -13,6 +15,7 @@ from solid_ext import (
     SemanticCodebook,
 )
 from solid_ext.reference import codebook_quantize_ref, dynamic_linear_ref
+from solid_ext.testing import dynamic_linear_inputs, non_contiguous
 
 
 def rand(*shape, seed=0, dtype=torch.float64):
@@ -320,6 +323,164 @@ def test_x_of_another_width_is_rejected():
     dyn = DynamicLinear(4, 3, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"in_features=4"):
         dyn(rand(5, 6), bias=rand(5, 3))
+
+
+# --- DynamicLinear: x (B, *, N_in) with per-sample arguments; errors name the argument -----
+
+
+def cond_layer(dtype, tau=0.5):
+    """DynamicLinear(5, 4) with both generators (cond 3, branch_cond 2) off their zero
+    start, so that the generated weights matter and the branch is partly clipped."""
+    g = torch.Generator().manual_seed(1)
+    dyn = DynamicLinear(5, 4, tau=tau, cond_features=3, branch_cond_features=2, dtype=dtype)
+    with torch.no_grad():
+        for p in dyn.parameters():
+            p.normal_(generator=g)
+    return dyn
+
+
+@pytest.mark.parametrize("contiguous", [True, False])
+@pytest.mark.parametrize("middle", [(6,), (2, 3), (3, 1, 2), (2, 0, 3)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_middle_dims_with_cond(backend, dtype, middle, contiguous):
+    # x (B, *, N_in) with cond (B, C) is the (B, L, N_in) case with the middle dims as L.
+    b, n_in, n_out = 4, 5, 4
+    dyn = cond_layer(dtype)
+    x3 = dynamic_linear_inputs(b, math.prod(middle), n_in, n_out, dtype=dtype, seed=11)[0]
+    x = x3.reshape(b, *middle, n_in)
+    x = (x if contiguous else non_contiguous(x)).requires_grad_(True)
+    assert x.is_contiguous() == (contiguous or x.numel() == 0)
+    c, bc = rand(b, 3, seed=12, dtype=dtype), rand(b, 2, seed=13, dtype=dtype)
+    out = dyn(x, cond=c, branch_cond=bc)
+    assert out.shape == (b, *middle, n_out)
+    by_hand = dyn(x.reshape(b, -1, n_in), cond=c, branch_cond=bc).view(out.shape)
+    torch.testing.assert_close(out, by_hand)
+    (dw, db), (bw, bb) = dyn.weight_head(c, dyn.weight.t(), dyn.bias), dyn.branch_head(bc)
+    expect = dynamic_linear_ref(x.reshape(b, -1, n_in), dw, db, bw, bb, dyn.tau)
+    expect = expect.view(out.shape)
+    torch.testing.assert_close(out, expect)
+    gy = torch.randn(out.shape, generator=torch.Generator().manual_seed(14), dtype=dtype)
+    grads = [torch.autograd.grad(y, [x, *dyn.parameters()], gy) for y in (out, by_hand, expect)]
+    for want in grads[1:]:
+        for got, w in zip(grads[0], want, strict=True):
+            torch.testing.assert_close(got, w)
+
+
+@pytest.mark.parametrize("branch_only", [False, True])
+def test_middle_dims_with_explicit_deltas(backend, branch_only):
+    # Both paths: the op (weight deltas) and the bias-only one (nn.Linear plus the deltas).
+    b, n_in, n_out, tau = 3, 5, 4, 0.02
+    dyn = DynamicLinear(n_in, n_out, tau=tau, dtype=torch.float64)
+    x3, dw, db, bw, bb = dynamic_linear_inputs(b, 6, n_in, n_out, seed=21, tau=tau)
+    x = non_contiguous(x3.reshape(b, 2, 3, n_in))
+    if branch_only:
+        deltas = {"bias": db, "branch_bias": bb}
+    else:
+        deltas = {"weight": dw, "bias": db, "branch_weight": bw, "branch_bias": bb}
+    out = dyn(x, **deltas)
+    assert out.shape == (b, 2, 3, n_out)
+    torch.testing.assert_close(out, dyn(x3, **deltas).view(out.shape))
+
+
+def test_middle_dims_with_cond_gradcheck(backend):
+    dyn = cond_layer(torch.float64)
+    x = rand(2, 2, 3, 5, seed=31).requires_grad_(True)
+    c, bc = (rand(2, n, seed=32 + n).requires_grad_(True) for n in (3, 2))
+    assert torch.autograd.gradcheck(lambda *a: dyn(a[0], cond=a[1], branch_cond=a[2]), (x, c, bc))
+
+
+def layer_and_x() -> tuple[DynamicLinear, torch.Tensor]:
+    """DynamicLinear(4, 3) with cond 5 and branch_cond 2, and an x (6, 4) for it."""
+    dyn = DynamicLinear(4, 3, cond_features=5, branch_cond_features=2, dtype=torch.float64)
+    return dyn, rand(6, 4)
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        # A condition of another width: once a raw "mat1 and mat2 shapes" error.
+        ({"cond": (6, 7)}, r"^cond must be \(B, cond_features=5\) = \(6, 5\).*got shape \(6, 7\)"),
+        (
+            {"branch_cond": (6, 7)},
+            r"^branch_cond must be \(B, branch_cond_features=2\) = \(6, 2\).*got shape \(6, 7\)",
+        ),
+        ({"cond": (6, 1, 5)}, r"^cond must be \(B, cond_features=5\).*got shape \(6, 1, 5\)"),
+        ({"cond": (5,)}, r"^cond must be \(B, cond_features=5\).*got shape \(5,\)"),
+        ({"branch_cond": (6, 2, 1)}, r"^branch_cond must be .*got shape \(6, 2, 1\)"),
+        # A weight delta laid out as W (N_out, N_in) per sample instead of W^T.
+        ({"weight": (6, 3, 4)}, r"^weight must be \(B, N_in, N_out\) = \(6, 4, 3\).*\(6, 3, 4\)"),
+        ({"branch_weight": (6, 3, 4)}, r"^branch_weight must be .*\(B, N_out, N_in\)"),
+        ({"cond": (5, 5)}, r"^batch mismatch: cond has B=5 .* but x has B=6 "),
+        ({"branch_cond": (7, 2)}, r"^batch mismatch: branch_cond has B=7 .* but x has B=6 "),
+        ({"weight": (5, 4, 3)}, r"^batch mismatch: weight has B=5 .* but x has B=6 "),
+        ({"branch_bias": (1, 3)}, r"^batch mismatch: branch_bias has B=1 .* but x has B=6 "),
+        ({"x": (4,), "cond": (1, 5)}, r"^x must be \(B, \*, in_features=4\).*shape \(4,\)"),
+        ({"x": (6, 2, 5), "cond": (6, 5)}, r"^x must be \(B, \*, in_features=4\).*\(6, 2, 5\)"),
+    ],
+)
+def test_bad_shapes_with_cond_are_named(args, match):
+    dyn, x = layer_and_x()
+    args = {k: rand(*shape, seed=1) for k, shape in args.items()}
+    with pytest.raises(ValueError, match=match):
+        dyn(args.pop("x", x), **args)
+
+
+@pytest.mark.parametrize("name", ["x", "cond", "branch_cond", "weight", "bias", "branch_bias"])
+def test_dtype_and_device_with_cond_are_named(name):
+    # The op computes in the layer's dtype on its device: another one is named, not
+    # promoted (a float32 delta once was) nor left to a raw matmul error (a cond was).
+    dyn, x = layer_and_x()
+    shapes = {"x": (6, 4), "weight": (6, 4, 3), "bias": (6, 3), "branch_bias": (6, 3)}
+    shapes |= {"cond": (6, 5), "branch_cond": (6, 2)}
+    args = {"x": x, name: rand(*shapes[name], seed=1)}
+    if name == "x":
+        args["cond"] = rand(6, 5, seed=2)
+    for bad, exc, match in (
+        (args[name].float(), TypeError, rf"^{name} has dtype torch.float32 .*torch.float64"),
+        (args[name].long(), TypeError, rf"^{name} has dtype torch.int64 "),
+        (args[name].to("meta"), ValueError, rf"^{name} is on meta but .* on cpu"),
+    ):
+        with pytest.raises(exc, match=match):
+            dyn(**(args | {name: bad}))
+    with pytest.raises(TypeError, match=rf"^{name} must be a torch.Tensor"):
+        dyn(**(args | {name: args[name].tolist()}))
+
+
+@pytest.mark.parametrize("cls", [FullRankGenerator, LowRankGenerator])
+def test_generators_name_a_bad_cond(cls):
+    # Called directly, a 3-D cond once came out as weights of the wrong rank (or failed
+    # inside the maps' matmuls).
+    gen = cls(4, 3, 5, dtype=torch.float64)
+    for shape in ((6, 1, 5), (6, 7), (5,)):
+        with pytest.raises(ValueError, match=r"^cond must be \(B, cond_features=5\) for this "):
+            gen(rand(*shape))
+    with pytest.raises(TypeError, match="^cond must be a torch.Tensor"):
+        gen([[0.0] * 5])
+
+
+class BuggyGenerator(nn.Module):
+    """A custom generator with a bug: its weight comes out (B, n_out, n_in) with
+    ``transpose``, and its bias (B, bias_width)."""
+
+    def __init__(self, n_in: int, n_out: int, cond_features: int, transpose: bool, bias_width: int):
+        super().__init__()
+        self.n_in, self.n_out, self.cond_features = n_in, n_out, cond_features
+        self.transpose, self.bias_width = transpose, bias_width
+
+    def forward(self, cond, static_weight=None, static_bias=None):
+        w = cond.new_zeros(cond.shape[0], self.n_in, self.n_out)
+        return (w.mT if self.transpose else w), cond.new_zeros(cond.shape[0], self.bias_width)
+
+
+def test_a_generator_returning_bad_shapes_is_named():
+    # Once reported by the op as a bad "weight" (or "bias"), which the caller never passed.
+    dyn, x = layer_and_x()
+    dyn.set_generator(BuggyGenerator(4, 3, 5, transpose=True, bias_width=3))
+    with pytest.raises(ValueError, match=r"^weight_head \(BuggyGenerator\) returned a weight "):
+        dyn(x, cond=rand(6, 5))
+    dyn.set_generator(BuggyGenerator(4, 3, 2, transpose=False, bias_width=4), branch=True)
+    with pytest.raises(ValueError, match=r"^branch_head .* returned a bias of shape \(6, 4\)"):
+        dyn(x, branch_cond=rand(6, 2))
 
 
 def test_kmeans_rejects_data_of_another_dim():

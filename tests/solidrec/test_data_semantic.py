@@ -6,13 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from solidrec.data.embeddings import load_item_embeddings
 from solidrec.data.semantic import (
     SemanticConfig,
     assign_semantic_ids,
     hashed_bow,
     item_labels,
     kmeans,
-    load_item_embeddings,
 )
 
 

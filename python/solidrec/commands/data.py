@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from solidrec.data.errors import DataFormatError
-from solidrec.data.readers import FORMATS
+from solidrec.data.readers import FORMATS, RATED_FORMATS, GenericColumns
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,6 +20,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--input", required=True, type=Path, help="interactions file or dataset directory"
     )
     p.add_argument("--items", type=Path, help="items / meta file (titles, categories)")
+    defaults = {
+        "user": GenericColumns.user,
+        "item": GenericColumns.item,
+        "time": f"{GenericColumns.DEFAULT_TIME}, if present",
+        "rating": GenericColumns.DEFAULT_RATING,
+    }
+    for field, flag in GenericColumns.OPTIONS.items():
+        p.add_argument(
+            flag,
+            dest=f"{field}_col",
+            metavar="NAME",
+            help=f"--format generic: the {field} column (default: {defaults[field]})",
+        )
+    p.add_argument(
+        "--min-rating",
+        type=float,
+        metavar="X",
+        help=f"keep only interactions rated >= X ({', '.join(RATED_FORMATS)})",
+    )
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--name", help="dataset name shown by stats (default: OUT's name)")
     p.add_argument("--seed", type=int, default=2024)
@@ -32,9 +51,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--embedding", choices=("text", "id", "fusion"), default="text")
     p.add_argument("--text-encoder", choices=("hashed", "minilm"), default="hashed")
     p.add_argument(
-        "--item-embeddings", type=Path, help=".npy/.npz/.pt item-ID embeddings (rows = item index)"
+        "--text-model",
+        metavar="NAME",
+        help="embed titles with this local sentence-transformers model (name or directory)",
     )
-    p.add_argument("--embedding-key", help="array/tensor name inside --item-embeddings")
+    p.add_argument(
+        "--item-embeddings",
+        type=Path,
+        help=".npy/.npz/.pt item-ID embeddings, rows = item index (or keyed by item id: "
+        "with --embedding-ids, or a .parquet/.csv/.tsv table with an item_id column)",
+    )
+    p.add_argument(
+        "--embedding-ids",
+        type=Path,
+        metavar="PATH",
+        help="item id of each --item-embeddings row: one per line, or a .npy of ids",
+    )
+    p.add_argument(
+        "--embedding-key", help="array/tensor (table: list column) name in --item-embeddings"
+    )
     p.add_argument("--category-level", default="leaf", help="'leaf' or a depth (1 = root)")
     p.add_argument("--unlabeled", choices=("nearest", "unknown"), default="nearest")
     p.add_argument("--force", action="store_true", help="rebuild even if up to date")
@@ -80,17 +115,21 @@ def run_prepare(args: argparse.Namespace) -> int:
     from solidrec.data.prepared import dataset_stats, format_stats
     from solidrec.data.semantic import SemanticConfig
 
-    sem = SemanticConfig(
-        method=args.semantic,
-        **_pick(args, "embedding", "text_encoder", "item_embeddings", "embedding_key"),
-        **_pick(args, "category_level", "unlabeled", "clusters"),
-    )
-    cfg = PrepareConfig(
-        **_pick(args, "format", "input", "out", "items", "seed", "history_len"),
-        **_pick(args, "neg_train", "neg_eval", "kcore", "name"),
-        semantic=sem,
-    )
+    given = {f: getattr(args, f"{f}_col") for f in GenericColumns.OPTIONS}
+    names = {f: v for f, v in given.items() if v is not None}
     try:
+        sem = SemanticConfig(
+            method=args.semantic,
+            **_pick(args, "embedding", "text_encoder", "item_embeddings", "embedding_key"),
+            **_pick(args, "embedding_ids", "text_model"),
+            **_pick(args, "category_level", "unlabeled", "clusters"),
+        )
+        cfg = PrepareConfig(
+            **_pick(args, "format", "input", "out", "items", "seed", "history_len"),
+            **_pick(args, "neg_train", "neg_eval", "kcore", "name", "min_rating"),
+            semantic=sem,
+            columns=GenericColumns(**names) if names else None,
+        )
         res = prepare(cfg, force=args.force, progress=not args.no_progress, verbose=args.verbose)
     except (DataFormatError, ValueError, RuntimeError) as e:
         print(f"solidrec prepare: error: {e}", file=sys.stderr)

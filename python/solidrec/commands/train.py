@@ -26,7 +26,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--epochs", type=int, help="max epochs per stage")
     p.add_argument("--patience", type=int)
+    p.add_argument("--lr", type=float, help="Adam learning rate (train.lr)")
+    p.add_argument(
+        "--batch-size", type=int, help="(history, candidate) samples per step (train.batch_size)"
+    )
+    p.add_argument(
+        "--max-steps-per-epoch",
+        type=int,
+        help="cap on steps per epoch, for smoke runs (train.max_steps_per_epoch; 0 = all)",
+    )
     p.add_argument("--threads", type=int)
+    p.add_argument(
+        "--device", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N (train.device)"
+    )
     p.add_argument("--resume", action="store_true", help="continue from RUNDIR/checkpoints/last.pt")
     p.add_argument(
         "--allow-schedule-change",
@@ -34,7 +46,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="with --resume: accept a changed max_epochs, stage2_max_epochs, patience, "
         "min_delta, eval_batch_size or nonfinite_patience (any other change is refused)",
     )
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no bars and no per-epoch lines")
     p.add_argument(
         "--set",
         nargs="*",
@@ -49,7 +62,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     q.add_argument("--out", type=Path, default=Path("runs/quickstart"))
     q.add_argument("--epochs", type=int, default=2)
-    q.add_argument("--no-progress", action="store_true")
+    q.add_argument("--no-progress", action="store_true", help="no progress bars")
+    q.add_argument("--quiet", action="store_true", help="no bars and no per-epoch lines")
+    q.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     q.set_defaults(func=run_quickstart)
 
 
@@ -64,7 +79,11 @@ def run_config(
     seed: int | None = None,
     epochs: int | None = None,
     patience: int | None = None,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    max_steps_per_epoch: int | None = None,
     threads: int | None = None,
+    device: str | None = None,
     progress: bool = True,
     overrides: Sequence[str] = (),
 ) -> RunConfig:
@@ -83,14 +102,18 @@ def run_config(
         ("seed", seed),
         ("max_epochs", epochs),
         ("patience", patience),
+        ("lr", lr),
+        ("batch_size", batch_size),
+        ("max_steps_per_epoch", max_steps_per_epoch),
         ("threads", threads),
+        ("device", device),
     ):
         if value is not None:
             setattr(cfg.train, name, value)
     if not progress:
         cfg.train.progress = False
     cfg.override(list(overrides))
-    cfg.model.validate()
+    cfg.validate()
     if not cfg.data or not cfg.out:
         raise ValueError("--data and --out are required (flags or config)")
     return cfg
@@ -108,7 +131,11 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
         seed=args.seed,
         epochs=args.epochs,
         patience=args.patience,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        max_steps_per_epoch=args.max_steps_per_epoch,
         threads=args.threads,
+        device=args.device,
         progress=not args.no_progress,
         overrides=args.set,
     )
@@ -119,6 +146,7 @@ def train_run(
     config: RunConfig | Callable[[], RunConfig],
     resume: bool = False,
     allow_schedule_change: bool = False,
+    quiet: bool = False,
 ) -> tuple[int, dict[str, Any] | None]:
     """Train ``config`` (or the config calling it returns): ``(0, test metrics)``; else
     one line ``solidrec COMMAND: error: ...`` on stderr and ``(2, None)`` for a bad
@@ -127,7 +155,9 @@ def train_run(
 
     try:
         cfg = config() if callable(config) else config
-        metrics = train(cfg, resume=resume, allow_schedule_change=allow_schedule_change)
+        metrics = train(
+            cfg, resume=resume, allow_schedule_change=allow_schedule_change, quiet=quiet
+        )
     except (ValueError, CheckpointError, FileNotFoundError) as e:
         print(f"solidrec {command}: error: {e}", file=sys.stderr)
         return 2, None
@@ -143,6 +173,7 @@ def run_train(args: argparse.Namespace) -> int:
         lambda: resolve_config(args),
         resume=args.resume,
         allow_schedule_change=args.allow_schedule_change,
+        quiet=args.quiet,
     )
     if metrics is not None:
         print(json.dumps(metrics, indent=2, sort_keys=True))
@@ -171,10 +202,15 @@ def run_quickstart(args: argparse.Namespace) -> int:
             solid=solid,
             epochs=args.epochs,
             patience=2,
+            device=args.device,
             progress=not args.no_progress,
         )
+        if not args.quiet:
+            print(f"quickstart: training {name} into {run}", file=sys.stderr)
         # resume=True: restore() starts afresh where there is no checkpoint at all.
-        rc, _ = train_run("quickstart", cfg, resume=True, allow_schedule_change=True)
+        rc, _ = train_run(
+            "quickstart", cfg, resume=True, allow_schedule_change=True, quiet=args.quiet
+        )
         if rc:
             return rc
         runs.append(run)

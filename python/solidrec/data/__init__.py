@@ -12,12 +12,14 @@ from solidrec.data.prepared import (
     load_prepared,
     write_prepared,
 )
+from solidrec.data.readers import GenericColumns
 from solidrec.data.semantic import SemanticConfig
 
 __all__ = [
     "FORMAT_VERSION",
     "DataFormatError",
     "EvalSplit",
+    "GenericColumns",
     "PrepareConfig",
     "PrepareResult",
     "PreparedDataset",

@@ -14,7 +14,7 @@ import io
 import json
 import re
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -147,6 +147,22 @@ def _sniff_delimiter(path: Path) -> str:
     return "\t" if "\t" in first else ","
 
 
+def missing_columns(
+    path: Path,
+    line: int | None,
+    missing: list[str],
+    have: list[str],
+    hints: Mapping[str, str] | None = None,
+) -> DataFormatError:
+    """The error for required columns a file lacks: each column with the option that
+    chose it (``hints``: column -> option), and the columns the file has."""
+    hints = hints or {}
+    named = ", ".join(f"{c!r} ({hints[c]})" if c in hints else repr(c) for c in missing)
+    noun = "column" if len(missing) == 1 else "columns"
+    where = "the header has" if line is not None else "the columns are"
+    return DataFormatError(path, line, f"missing {noun} {named}; {where} {have}")
+
+
 def read_delimited(
     path: Path,
     *,
@@ -155,12 +171,16 @@ def read_delimited(
     delimiter: str | None = None,
     names: list[str] | None = None,
     quoting: bool = True,
+    hints: Mapping[str, str] | None = None,
+    rest: bool = False,
 ) -> tuple[dict[str, pa.Array], int]:
     """Read a CSV/TSV (optionally .gz) into string columns.
 
     With ``names`` the file has no header and ``names`` are its columns. ``quoting=False``
-    reads ``"`` as an ordinary character (RecBole files are not CSV-quoted). Returns the
-    columns and the line number of the first data row (row ``i`` is line ``i + that``).
+    reads ``"`` as an ordinary character (RecBole files are not CSV-quoted). ``hints``
+    name the option behind a required column in the missing-column error; ``rest`` also
+    reads every other column (after ``required``, in file order). Returns the columns
+    and the line number of the first data row (row ``i`` is line ``i + that``).
     """
     check_file(path)
     delimiter = delimiter or _sniff_delimiter(path)
@@ -181,11 +201,11 @@ def read_delimited(
             seen.add(c)
         missing = [c for c in required if c not in seen]
         if missing:
-            raise DataFormatError(path, 1, f"missing column(s) {missing} (header has {cols})")
+            raise missing_columns(path, 1, missing, cols, hints)
         skip, first_data = 1, 2
     else:
         cols, skip, first_data = list(names), 0, 1
-    wanted = [c for c in (*required, *optional) if c in cols]
+    wanted = _wanted(cols, required, optional, rest)
     # Strict parse, no ``invalid_row_handler``: pyarrow calls a Python handler from its
     # worker threads, and in a process that imported torch that intermittently ended in
     # std::terminate (SIGABRT) after the error was raised. A bad row fails the parse and
@@ -225,7 +245,28 @@ def read_delimited(
     return out, first_data
 
 
-def read_parquet(path: Path, required: list[str], optional: tuple[str, ...]) -> dict[str, pa.Array]:
+def _wanted(
+    cols: list[str], required: list[str], optional: tuple[str, ...], rest: bool
+) -> list[str]:
+    """The columns to read: ``required``, then ``optional`` (or, with ``rest``, every other
+    column in file order)."""
+    if rest:
+        return [*required, *(c for c in cols if c not in required)]
+    return list(dict.fromkeys(c for c in (*required, *optional) if c in cols))
+
+
+def read_parquet(
+    path: Path,
+    required: list[str],
+    optional: tuple[str, ...] = (),
+    *,
+    text: Collection[str] = (),
+    hints: Mapping[str, str] | None = None,
+    rest: bool = False,
+) -> dict[str, pa.Array]:
+    """Read Parquet columns (``required``, ``optional``, or with ``rest`` every other one);
+    nulls are errors naming the row. Columns in ``text`` are ids, cast to strings; the
+    others keep their types. ``hints`` as for :func:`read_delimited`."""
     import pyarrow.parquet as pq
 
     check_file(path)
@@ -239,8 +280,8 @@ def read_parquet(path: Path, required: list[str], optional: tuple[str, ...]) -> 
             raise DataFormatError(path, None, f"duplicate column {c!r}")
     missing = [c for c in required if c not in names]
     if missing:
-        raise DataFormatError(path, None, f"missing column(s) {missing} (columns are {names})")
-    wanted = [c for c in (*required, *optional) if c in names]
+        raise missing_columns(path, None, missing, names, hints)
+    wanted = _wanted(names, required, optional, rest)
     try:
         table = pq.read_table(path, columns=wanted)
     except (pa.ArrowException, OSError) as e:
@@ -253,7 +294,7 @@ def read_parquet(path: Path, required: list[str], optional: tuple[str, ...]) -> 
         if pc.any(nulls).as_py():
             i = _first_true(nulls)
             raise DataFormatError(path, i + 1, f"missing value in column {c!r}", "row")
-    for c in required:
+    for c in text:
         col = out[c]
         if pa.types.is_dictionary(col.type):
             col = col.dictionary_decode()
@@ -445,6 +486,40 @@ def arrow_time_key(path: Path, col: pa.Array, what: str) -> np.ndarray:
     raise DataFormatError(
         path, None, f"{what} has type {t}; expected numbers, dates, date/times or text"
     )
+
+
+def number_column(
+    path: Path, values: pa.Array, lines: Lines, what: str, unit: str = "line"
+) -> np.ndarray:
+    """float64 values of a numeric column (ratings, embedding values): numbers as they
+    are, text as decimal numbers. Other text, other types and non-finite values are
+    rejected, naming the line (row)."""
+
+    def bad(i: int, problem: str) -> DataFormatError:
+        return DataFormatError(path, _line(lines, i), f"{what}: {problem}", unit)
+
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
+    t = values.type
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        f = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+    elif pa.types.is_string(t) or pa.types.is_large_string(t):
+        s = pc.utf8_trim_whitespace(values)
+        ok = pc.match_substring_regex(s, _NUM_RE)
+        if not pc.all(ok).as_py():
+            i = _first_true(pc.invert(ok))
+            raise bad(i, f"{s[i].as_py()!r} is not a number")
+        try:
+            f = pc.cast(s, pa.float64()).to_numpy(zero_copy_only=False)
+        except pa.ArrowInvalid:  # exponents arrow's parser refuses; Python's never does
+            f = np.asarray([float(x) for x in s.to_pylist()], dtype=np.float64)
+    else:
+        raise DataFormatError(path, None, f"{what} has type {t}; expected numbers")
+    finite = np.isfinite(f)
+    if not finite.all():
+        i = _first_true(~finite)
+        raise bad(i, f"{values[i].as_py()!r} is not a finite number")
+    return f
 
 
 def factorize(values: pa.Array | list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,7 @@ from solidrec.data.protocol import (
     make_train,
     split_positions,
 )
-from solidrec.data.readers import read_dataset
+from solidrec.data.readers import GenericColumns, check_reader_options, read_dataset
 from solidrec.data.semantic import SemanticConfig, assign_semantic_ids
 
 log = logging.getLogger("solidrec.data")
@@ -44,10 +44,13 @@ class PrepareConfig:
     kcore: int = 0
     semantic: SemanticConfig = field(default_factory=SemanticConfig)
     name: str | None = None
+    columns: GenericColumns | None = None  # generic format's column names (None: defaults)
+    min_rating: float | None = None  # keep only interactions rated at least this
 
     def __post_init__(self) -> None:
         if self.history_len < 1 or self.neg_train < 1 or self.neg_eval < 1:
             raise ValueError("history_len, neg_train and neg_eval must be >= 1")
+        check_reader_options(self.format, self.columns, self.min_rating)
 
 
 @dataclass
@@ -87,18 +90,36 @@ def _input_files(cfg: PrepareConfig) -> list[Path]:
         files.append(Path(cfg.items))
     if cfg.semantic.item_embeddings is not None:
         files.append(Path(cfg.semantic.item_embeddings))
+    if cfg.semantic.embedding_ids is not None:
+        files.append(Path(cfg.semantic.embedding_ids))
     return files
 
 
+#: Options added after datasets were first prepared, recorded only when set: a dataset
+#: prepared before they existed keeps its fingerprint, and training refuses to resume a
+#: run on data whose fingerprint changed.
+_SEMANTIC_WHEN_SET = ("embedding_ids", "text_model")
+
+
 def _params(cfg: PrepareConfig) -> dict[str, Any]:
-    return {
+    semantic = {
+        k: v
+        for k, v in _jsonable(cfg.semantic).items()
+        if v is not None or k not in _SEMANTIC_WHEN_SET
+    }
+    params = {
         "history_len": cfg.history_len,
         "neg_train": cfg.neg_train,
         "neg_eval": cfg.neg_eval,
         "seed": cfg.seed,
         "kcore": cfg.kcore,
-        "semantic": _jsonable(cfg.semantic),
+        "semantic": semantic,
     }
+    if cfg.columns is not None and cfg.columns != GenericColumns():
+        params["columns"] = _jsonable(cfg.columns)
+    if cfg.min_rating is not None:
+        params["min_rating"] = cfg.min_rating
+    return params
 
 
 @contextmanager
@@ -158,12 +179,20 @@ def prepare(
     if not force and (existing := is_up_to_date(out, fp)) is not None:
         return PrepareResult(out, existing, True)
 
+    if cfg.semantic.item_embeddings is not None and cfg.semantic.embedding == "text":
+        log.warning(
+            "--item-embeddings is not used with --embedding text (the default); "
+            "pass --embedding id or fusion to use it"
+        )
+
     from tqdm import tqdm
 
     # Overall bar over the 7 steps below (the sampling steps add per-row bars).
     with tqdm(total=7, desc="prepare", unit="step", disable=None if progress else True) as bar:
         with _step("reading", verbose, bar):
-            raw = read_dataset(cfg.format, cfg.input, cfg.items)
+            raw = read_dataset(
+                cfg.format, cfg.input, cfg.items, columns=cfg.columns, min_rating=cfg.min_rating
+            )
         with _step("sequences", verbose, bar):
             seq = build_sequences(raw, cfg.kcore)
         with _step("semantic ids", verbose, bar):
@@ -175,7 +204,10 @@ def prepare(
                 if raw.categories is not None
                 else None
             )
-            sem = assign_semantic_ids(seq.num_items, titles, cats, cfg.semantic, cfg.seed)
+            item_ids = raw.item_ids[seq.item_index]
+            sem = assign_semantic_ids(
+                seq.num_items, titles, cats, cfg.semantic, cfg.seed, item_ids.tolist()
+            )
 
         ss = np.random.SeedSequence(cfg.seed)
         rng_train, rng_valid, rng_test = (np.random.default_rng(s) for s in ss.spawn(3))
@@ -199,7 +231,7 @@ def prepare(
             manifest = write_prepared(
                 tmp,
                 semantic_id=sem.semantic_id,
-                item_original_id=np.concatenate([np.asarray([""]), raw.item_ids[seq.item_index]]),
+                item_original_id=np.concatenate([np.asarray([""]), item_ids]),
                 item_title=np.asarray([""] + titles, dtype=str) if titles is not None else None,
                 semantic_name=sem.names,
                 user_original_id=raw.user_ids[seq.user_index],

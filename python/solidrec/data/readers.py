@@ -10,9 +10,13 @@ timestamps, id checks) is in :mod:`solidrec.data.parsing`.
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +33,7 @@ from solidrec.data.parsing import (
     clean_text,
     factorize,
     iter_json_lines,
+    number_column,
     parse_categories,
     read_delimited,
     read_parquet,
@@ -37,7 +42,109 @@ from solidrec.data.parsing import (
 )
 from solidrec.data.raw import RawDataset
 
+log = logging.getLogger("solidrec.data")
+
 FORMATS = ("atomic", "movielens", "amazon2018", "amazon2014", "generic")
+#: Formats whose interactions carry a rating, so a minimum rating can filter them.
+RATED_FORMATS = ("generic", "movielens", "amazon2018")
+
+
+@dataclass(frozen=True)
+class GenericColumns:
+    """Column names of a generic interactions file (``--user-col`` and the like).
+
+    ``time`` None reads ``timestamp`` when the file has one (otherwise file order is each
+    user's chronological order); a name given explicitly must exist. ``rating`` (None:
+    ``rating``) is read only to apply a minimum rating.
+    """
+
+    user: str = "user_id"
+    item: str = "item_id"
+    time: str | None = None
+    rating: str | None = None
+
+    DEFAULT_TIME: ClassVar[str] = "timestamp"
+    DEFAULT_RATING: ClassVar[str] = "rating"
+    #: The command-line option of each field; errors quote it, the CLI defines it.
+    OPTIONS: ClassVar[dict[str, str]] = {
+        "user": "--user-col",
+        "item": "--item-col",
+        "time": "--time-col",
+        "rating": "--rating-col",
+    }
+
+    def __post_init__(self) -> None:
+        named = {"user": self.user, "item": self.item, "time": self.time_name}
+        if self.rating is not None:
+            named["rating"] = self.rating
+        seen: dict[str, str] = {}
+        for field, name in named.items():
+            if not name.strip():
+                raise ValueError(f"{self.OPTIONS[field]}: empty column name")
+            if name in seen:
+                raise ValueError(
+                    f"{self.OPTIONS[seen[name]]} and {self.OPTIONS[field]} both name column "
+                    f"{name!r}"
+                )
+            seen[name] = field
+
+    @property
+    def time_name(self) -> str:
+        return self.time if self.time is not None else self.DEFAULT_TIME
+
+    @property
+    def rating_name(self) -> str:
+        return self.rating if self.rating is not None else self.DEFAULT_RATING
+
+    def hints(self) -> dict[str, str]:
+        """Column name -> the option that chose it, for missing-column errors."""
+        # later entries win: an explicit user / item column over a default name
+        return {
+            self.rating_name: self.OPTIONS["rating"],
+            self.time_name: self.OPTIONS["time"],
+            self.item: self.OPTIONS["item"],
+            self.user: self.OPTIONS["user"],
+        }
+
+
+def check_reader_options(
+    fmt: str, columns: GenericColumns | None, min_rating: float | None
+) -> None:
+    """Reject column mappings and rating thresholds that ``fmt`` cannot honour."""
+    if columns is not None and columns != GenericColumns() and fmt != "generic":
+        opts = "/".join(GenericColumns.OPTIONS.values())
+        raise ValueError(f"{opts} apply to --format generic only, not {fmt}")
+    if min_rating is None:
+        if columns is not None and columns.rating is not None:
+            raise ValueError("--rating-col is only read with --min-rating")
+        return
+    if fmt not in RATED_FORMATS:
+        raise ValueError(
+            f"--min-rating: format {fmt} has no ratings (formats with ratings: "
+            f"{', '.join(RATED_FORMATS)})"
+        )
+    if not math.isfinite(min_rating):
+        raise ValueError(f"--min-rating must be a finite number, got {min_rating}")
+
+
+def _rating_mask(
+    path: Path,
+    cols: dict[str, pa.Array],
+    column: str,
+    first: int,
+    unit: str,
+    min_rating: float | None,
+) -> np.ndarray | None:
+    """Rows whose rating (in ``cols[column]``) is at least ``min_rating``, None without a
+    threshold; non-numeric ratings name their line."""
+    if min_rating is None:
+        return None
+    values = number_column(path, cols[column], first, f"column {column!r}", unit)
+    keep = values >= min_rating
+    if not keep.any():
+        raise DataFormatError(path, None, f"no rating in column {column!r} is >= {min_rating:g}")
+    log.info("--min-rating %g: kept %d of %d interactions", min_rating, keep.sum(), len(keep))
+    return keep
 
 
 def _dataset(
@@ -47,9 +154,19 @@ def _dataset(
     item_col: pa.Array | list[str],
     time: np.ndarray | None,
     read_meta: Callable[[Path, np.ndarray], Meta],
+    keep: np.ndarray | None = None,
 ) -> RawDataset:
-    """Factorize the (checked) user and item columns and attach the titles and categories
-    that ``read_meta(items, item_ids)`` reads from the items file, if there is one."""
+    """Factorize the (checked) user and item columns, keeping only the ``keep`` rows
+    (all without it), and attach the titles and categories that ``read_meta(items,
+    item_ids)`` reads from the items file, if there is one."""
+    if keep is not None:
+        # Filtered before factorizing: an item only ever rated low is no item at all.
+        mask = pa.array(keep)
+        users = pc.filter(users if isinstance(users, pa.Array) else pa.array(users), mask)
+        item_col = pc.filter(
+            item_col if isinstance(item_col, pa.Array) else pa.array(item_col), mask
+        )
+        time = time[keep] if time is not None else None
     user, user_ids = factorize(users)
     item, item_ids = factorize(item_col)
     items = Path(items) if items is not None else None
@@ -100,30 +217,45 @@ def read_items_file(path: Path) -> Meta:
 # ---------------------------------------------------------------------------- generic
 
 
-def read_generic(path: Path, items: Path | None = None) -> RawDataset:
-    """Generic interactions ``user_id,item_id[,timestamp]`` (CSV/TSV/Parquet).
+def read_generic(
+    path: Path,
+    items: Path | None = None,
+    columns: GenericColumns | None = None,
+    min_rating: float | None = None,
+) -> RawDataset:
+    """Generic interactions (CSV/TSV/Parquet): user, item and optional time columns named
+    by ``columns`` (default ``user_id``, ``item_id``, ``timestamp``).
 
-    Without a ``timestamp`` column, file order is each user's chronological order.
+    Without a time column, file order is each user's chronological order. With
+    ``min_rating`` only rows whose rating column holds at least that value are kept.
     """
     path = Path(path)
-    required = ["user_id", "item_id"]
+    c = columns or GenericColumns()
+    required = [c.user, c.item]
+    if c.time is not None:
+        required.append(c.time)
+    if min_rating is not None:
+        required.append(c.rating_name)
+    optional = (c.time_name,) if c.time is None else ()
+    hints = c.hints()
+    what = f"column {c.time_name!r}"
     name = path.name.removesuffix(".gz")
-    what = "column 'timestamp'"
     if name.endswith((".parquet", ".pq")):
-        cols = read_parquet(path, required, ("timestamp",))
+        cols = read_parquet(path, required, optional, text=(c.user, c.item), hints=hints)
         first, unit = 1, "row"
-        ts = cols.get("timestamp")
+        ts = cols.get(c.time_name)
         time = arrow_time_key(path, ts, what) if ts is not None else None
     else:
-        cols, first = read_delimited(path, required=required, optional=("timestamp",))
+        cols, first = read_delimited(path, required=required, optional=optional, hints=hints)
         unit = "line"
-        ts = cols.get("timestamp")
+        ts = cols.get(c.time_name)
         time = time_key(path, ts, first, what) if ts is not None else None
-    users = pc.utf8_trim_whitespace(cols["user_id"])
-    items_ = pc.utf8_trim_whitespace(cols["item_id"])
-    check_ids(path, "user_id", users, first, unit)
-    check_ids(path, "item_id", items_, first, unit)
-    return _dataset(path, items, users, items_, time, lambda p, _: read_items_file(p))
+    users = pc.utf8_trim_whitespace(cols[c.user])
+    items_ = pc.utf8_trim_whitespace(cols[c.item])
+    check_ids(path, c.user, users, first, unit)
+    check_ids(path, c.item, items_, first, unit)
+    keep = _rating_mask(path, cols, c.rating_name, first, unit, min_rating)
+    return _dataset(path, items, users, items_, time, lambda p, _: read_items_file(p), keep)
 
 
 # -------------------------------------------------------------------------- movielens
@@ -149,20 +281,25 @@ def _read_movies(path: Path) -> Meta:
     return meta
 
 
-def read_movielens(path: Path, items: Path | None = None) -> RawDataset:
+def read_movielens(
+    path: Path, items: Path | None = None, min_rating: float | None = None
+) -> RawDataset:
     """MovieLens ``ratings.csv`` (userId,movieId,rating,timestamp) and ``movies.csv``
-    (movieId,title,genres; ``|``-separated genres, each genre one category label)."""
+    (movieId,title,genres; ``|``-separated genres, each genre one category label). With
+    ``min_rating`` only ratings of at least that value are kept."""
     path = Path(path)
     if path.is_dir():
         path = path / "ratings.csv"
     if items is None and (path.parent / "movies.csv").exists():
         items = path.parent / "movies.csv"
-    cols, first = read_delimited(path, required=["userId", "movieId", "timestamp"], delimiter=",")
+    required = ["userId", "movieId", "timestamp"] + (["rating"] if min_rating is not None else [])
+    cols, first = read_delimited(path, required=required, delimiter=",")
     check_ids(path, "userId", cols["userId"], first)
     check_ids(path, "movieId", cols["movieId"], first)
     time = time_key(path, cols["timestamp"], first, "column 'timestamp'")
+    keep = _rating_mask(path, cols, "rating", first, "line", min_rating)
     return _dataset(
-        path, items, cols["userId"], cols["movieId"], time, lambda p, _: _read_movies(p)
+        path, items, cols["userId"], cols["movieId"], time, lambda p, _: _read_movies(p), keep
     )
 
 
@@ -199,21 +336,26 @@ def _amazon_meta(key: str) -> Callable[[Path, np.ndarray], Meta]:
     return lambda path, item_ids: _read_amazon_meta(path, set(item_ids.tolist()), key)
 
 
-def read_amazon2018(path: Path, items: Path | None = None) -> RawDataset:
+def read_amazon2018(
+    path: Path, items: Path | None = None, min_rating: float | None = None
+) -> RawDataset:
     """Amazon Review Data 2018 ratings CSV (no header: ``item,user,rating,timestamp``,
-    optionally .gz) and optional meta JSON lines (``asin``, ``title``, ``category``)."""
+    optionally .gz) and optional meta JSON lines (``asin``, ``title``, ``category``).
+    With ``min_rating`` only ratings of at least that value are kept."""
     path = Path(path)
+    rated = min_rating is not None
     cols, first = read_delimited(
         path,
-        required=["item", "user", "timestamp"],
-        optional=("rating",),
+        required=["item", "user", "timestamp"] + (["rating"] if rated else []),
+        optional=() if rated else ("rating",),
         delimiter=",",
         names=["item", "user", "rating", "timestamp"],
     )
     check_ids(path, "item", cols["item"], first)
     check_ids(path, "user", cols["user"], first)
     time = time_key(path, cols["timestamp"], first, "column 'timestamp'")
-    return _dataset(path, items, cols["user"], cols["item"], time, _amazon_meta("category"))
+    keep = _rating_mask(path, cols, "rating", first, "line", min_rating)
+    return _dataset(path, items, cols["user"], cols["item"], time, _amazon_meta("category"), keep)
 
 
 def read_amazon2014(path: Path, items: Path | None = None) -> RawDataset:
@@ -525,7 +667,8 @@ def read_atomic(path: Path, items: Path | None = None) -> RawDataset:
     return RawDataset(user, item, None, user_ids, item_ids, titles, cats, inputs)
 
 
-READERS: dict[str, Callable[[Path, Path | None], RawDataset]] = {
+#: format -> reader(path, items[, columns=][, min_rating=]) (see check_reader_options).
+READERS: dict[str, Callable[..., RawDataset]] = {
     "atomic": read_atomic,
     "movielens": read_movielens,
     "amazon2018": read_amazon2018,
@@ -534,8 +677,22 @@ READERS: dict[str, Callable[[Path, Path | None], RawDataset]] = {
 }
 
 
-def read_dataset(fmt: str, path: str | Path, items: str | Path | None = None) -> RawDataset:
-    """Read ``path`` (and optional items/meta file) in format ``fmt``."""
+def read_dataset(
+    fmt: str,
+    path: str | Path,
+    items: str | Path | None = None,
+    *,
+    columns: GenericColumns | None = None,
+    min_rating: float | None = None,
+) -> RawDataset:
+    """Read ``path`` (and optional items/meta file) in format ``fmt``; ``columns`` map a
+    generic file's columns, ``min_rating`` keeps only ratings of at least that value."""
     if fmt not in READERS:
         raise ValueError(f"unknown format {fmt!r}; choose from {FORMATS}")
-    return READERS[fmt](Path(path), Path(items) if items is not None else None)
+    check_reader_options(fmt, columns, min_rating)
+    kw: dict[str, Any] = {}
+    if columns is not None:
+        kw["columns"] = columns
+    if min_rating is not None:
+        kw["min_rating"] = min_rating
+    return READERS[fmt](Path(path), Path(items) if items is not None else None, **kw)

@@ -22,12 +22,14 @@ from __future__ import annotations
 import logging
 import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from solidrec.data.embeddings import load_embeddings
 from solidrec.data.raw import CategoryPath
 
 Method = Literal["auto", "category", "kmeans"]
@@ -47,13 +49,25 @@ class SemanticConfig:
     method: Method = "auto"
     embedding: EmbeddingSource = "text"
     text_encoder: TextEncoder = "hashed"
-    item_embeddings: Path | None = None  # .npy/.npz/.pt, rows aligned with item indices
+    # rows follow item indices, or original item ids (embedding_ids, or a table): see
+    # solidrec.data.embeddings
+    item_embeddings: Path | None = None
     embedding_key: str | None = None
     category_level: str = "leaf"  # "leaf" or a depth ("1", "2", ...)
     unlabeled: Unlabeled = "nearest"
     clusters: int = 64
     hash_dim: int = 256
     kmeans_iters: int = 25
+    embedding_ids: Path | None = None  # item id of each item_embeddings row
+    text_model: str | None = None  # a local sentence-transformers model, replaces text_encoder
+
+    def __post_init__(self) -> None:
+        if self.text_model is not None and self.text_encoder != "hashed":
+            raise ValueError(
+                f"--text-model replaces --text-encoder; drop --text-encoder {self.text_encoder}"
+            )
+        if self.embedding_ids is not None and self.item_embeddings is None:
+            raise ValueError("--embedding-ids names the rows of --item-embeddings; pass both")
 
 
 @dataclass
@@ -110,65 +124,47 @@ def minilm_embed(texts: list[str], batch_size: int = 256) -> np.ndarray:
     return np.asarray(emb, dtype=np.float32)
 
 
-def load_item_embeddings(path: Path, num_items: int, key: str | None = None) -> np.ndarray:
-    """Item-ID embeddings aligned with prepared item indices: an array of shape
-    (num_items + 1, D) (row 0 = padding, dropped) or (num_items, D). Accepts .npy,
-    .npz (``key`` or its only array) and torch checkpoints .pt/.pth/.ckpt (``key`` or the
-    only 2-D tensor with a matching row count, searched in nested dicts)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        arr = np.load(path, allow_pickle=False)
-    elif suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            names = list(z.keys())
-            if key is None and len(names) != 1:
-                raise ValueError(f"{path}: several arrays {names}; pass --embedding-key")
-            arr = z[key or names[0]]
-    else:
-        import torch
-
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        found: dict[str, np.ndarray] = {}
-
-        def walk(o: object, prefix: str) -> None:
-            if isinstance(o, torch.Tensor) and o.ndim == 2:
-                found[prefix] = o.detach().float().numpy()
-            elif isinstance(o, dict):
-                for k, v in o.items():
-                    walk(v, f"{prefix}.{k}" if prefix else str(k))
-
-        walk(obj, "")
-        if key is not None:
-            if key not in found:
-                raise ValueError(f"{path}: no 2-D tensor {key!r}; have {sorted(found)}")
-            arr = found[key]
-        else:
-            match = [k for k, v in found.items() if v.shape[0] in (num_items, num_items + 1)]
-            if len(match) != 1:
-                raise ValueError(
-                    f"{path}: {len(match)} candidate item-embedding tensors {match}; "
-                    "pass --embedding-key"
-                )
-            arr = found[match[0]]
-    arr = np.asarray(arr, dtype=np.float32)
-    if arr.ndim != 2 or arr.shape[0] not in (num_items, num_items + 1):
-        raise ValueError(
-            f"{path}: item embeddings of shape {arr.shape}, expected ({num_items}(+1), D)"
-        )
-    return arr[1:] if arr.shape[0] == num_items + 1 else arr
-
-
 def _l2(x: np.ndarray) -> np.ndarray:
     n = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.where(n > 0, n, 1).astype(x.dtype)
 
 
-def item_embeddings(titles: list[str] | None, num_items: int, cfg: SemanticConfig) -> np.ndarray:
-    """Embeddings (num_items, D) of items 1..num_items from the configured source."""
+def sentence_transformer_embed(texts: list[str], model: str, batch_size: int = 256) -> np.ndarray:
+    """Embeddings by a sentence-transformers ``model`` (name or directory) that is already
+    on this machine: nothing is downloaded."""
+    try:
+        from sentence_transformers import SentenceTransformer  # type: ignore[import-not-found]
+    except ImportError as e:
+        raise RuntimeError(
+            f"--text-model {model}: needs the sentence-transformers package (pip install "
+            "sentence-transformers) and the model on this machine; or drop --text-model "
+            "for the built-in hashed encoder"
+        ) from e
+    try:
+        st = SentenceTransformer(model, device="cpu", local_files_only=True)
+    except (OSError, ValueError) as e:  # not in the local cache / not a model directory
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise RuntimeError(
+            f"--text-model {model}: not found on this machine ({reason}); solidrec never "
+            "downloads models: put it in the Hugging Face cache or pass its directory"
+        ) from None
+    emb = st.encode(texts, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True)
+    return np.asarray(emb, dtype=np.float32)
+
+
+def item_embeddings(
+    titles: list[str] | None,
+    num_items: int,
+    cfg: SemanticConfig,
+    item_ids: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Embeddings (num_items, D) of items 1..num_items from the configured source;
+    ``item_ids`` (their original ids) match embedding files keyed by id."""
 
     def text() -> np.ndarray:
         t = titles if titles is not None else [""] * num_items
+        if cfg.text_model is not None:
+            return sentence_transformer_embed(t, cfg.text_model)
         return minilm_embed(t) if cfg.text_encoder == "minilm" else hashed_bow(t, cfg.hash_dim)
 
     def ids() -> np.ndarray:
@@ -176,7 +172,9 @@ def item_embeddings(titles: list[str] | None, num_items: int, cfg: SemanticConfi
             raise ValueError(
                 f"embedding source {cfg.embedding!r} needs item_embeddings (--item-embeddings PATH)"
             )
-        return load_item_embeddings(cfg.item_embeddings, num_items, cfg.embedding_key)
+        return load_embeddings(
+            cfg.item_embeddings, num_items, item_ids, cfg.embedding_key, cfg.embedding_ids
+        )
 
     if cfg.embedding == "text":
         return text()
@@ -279,8 +277,10 @@ def assign_semantic_ids(
     categories: list[tuple[CategoryPath, ...]] | None,
     cfg: SemanticConfig,
     seed: int,
+    item_ids: Sequence[str] | None = None,
 ) -> SemanticResult:
-    """Semantic id of every item (items 1..num_items; inputs are aligned with them)."""
+    """Semantic id of every item (items 1..num_items; inputs, and the original
+    ``item_ids`` that id-keyed embeddings need, are aligned with them)."""
     labels = (
         item_labels(categories, cfg.category_level)
         if categories is not None
@@ -296,7 +296,7 @@ def assign_semantic_ids(
         )
 
     if method == "kmeans":
-        emb = item_embeddings(titles, num_items, cfg)
+        emb = item_embeddings(titles, num_items, cfg, item_ids)
         if not np.abs(emb).sum(axis=1).any():
             log.warning(
                 "k-means: all item embeddings are zero (no titles?); every item gets one id"
@@ -326,7 +326,7 @@ def assign_semantic_ids(
     need_emb = bool(multi.any() or (unl.any() and cfg.unlabeled == "nearest"))
     names = list(vocab)
     if need_emb:
-        emb = item_embeddings(titles, num_items, cfg)
+        emb = item_embeddings(titles, num_items, cfg, item_ids)
         counts = np.bincount(pair_cat, minlength=len(vocab)).astype(np.float64)
         cent = np.zeros((len(vocab), emb.shape[1]), dtype=np.float64)
         for lo in range(0, len(pair_item), 1 << 16):  # chunked: bounded float64 temporaries

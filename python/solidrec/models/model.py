@@ -69,7 +69,8 @@ class SolidModel(nn.Module):
         self._stage = 1  # of Algorithm 1; see set_stage
         d, c = cfg.dim, cfg.cond_dim
         num_items = int(semantic_id.shape[0]) - 1
-        self.register_buffer("semantic_id", semantic_id.long().clone(), persistent=False)
+        # Persistent: a checkpoint alone can serve (older ones without it load too).
+        self.register_buffer("semantic_id", semantic_id.long().clone())
         self.item_emb = _embedding(num_items + 1, d)
         self.backbone = make_backbone(
             cfg.backbone, d, history_len, cfg.layers, cfg.heads, cfg.dropout
@@ -166,6 +167,11 @@ class SolidModel(nn.Module):
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+        # Checkpoints written while the semantic map was not saved: keep the one this
+        # model was built with (from the same prepared dataset).
+        key = prefix + "semantic_id"
+        if key in missing_keys:
+            missing_keys.remove(key)
 
     def optimizer_state_for(
         self, model_state: Mapping[str, Any], optimizer_state: dict[str, Any]
@@ -192,9 +198,10 @@ class SolidModel(nn.Module):
     def _quantised(self, seq: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Replace each valid item embedding by its nearest code (straight-through)."""
         assert self.codebook is not None
-        q, _, loss = self.codebook(seq[mask])
-        out = torch.zeros_like(seq).masked_scatter(mask.unsqueeze(-1), q)
-        return out, loss
+        # Every position is quantized (padding too, then zeroed), the loss counting the
+        # valid ones only: no boolean indexing, so the model exports.
+        q, _, loss = self.codebook(seq, mask)
+        return torch.where(mask.unsqueeze(-1), q, q.new_zeros(())), loss
 
     def conditions(self, hist: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
         """hist (B, L) → (item seq (B, L, D), trunk cond (B, C)|None, branch cond, aux loss)."""
@@ -223,15 +230,25 @@ class SolidModel(nn.Module):
                 x = F.relu(x)
         return x
 
+    def item_vectors(self, items: Tensor) -> Tensor:
+        """items (...) int64 → what the backbone sees of each item (..., D)."""
+        v = self.item_emb(items)
+        if self.cat_feat is not None:
+            v = v + self.cat_feat(self.semantic_id[items])
+        return v
+
+    def _user(self, hist: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor]:
+        """hist (B, L) → (backbone sequence (B, L, D), mask, trunk, branch, aux loss)."""
+        seq, trunk, branch, aux = self.conditions(hist)
+        if self.cat_feat is not None:
+            seq = seq + self.cat_feat(self.semantic_id[hist])
+        return seq, hist > 0, trunk, branch, aux
+
     def forward(self, hist: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
         """hist (B, L) int64 left-padded; items (B, C) int64 → logits (B, C), aux loss ()."""
         b, c = items.shape
-        seq, trunk, branch, aux = self.conditions(hist)
-        mask = hist > 0
-        tgt = self.item_emb(items)  # (B, C, D)
-        if self.cat_feat is not None:
-            seq = seq + self.cat_feat(self.semantic_id[hist])
-            tgt = tgt + self.cat_feat(self.semantic_id[items])
+        seq, mask, trunk, branch, aux = self._user(hist)
+        tgt = self.item_vectors(items)  # (B, C, D)
         if self.backbone.target_dependent:
             # DIN: attention depends on the candidate; repeat the user's side per candidate.
             rep = lambda t: None if t is None else t.repeat_interleave(c, 0)  # noqa: E731
@@ -240,6 +257,24 @@ class SolidModel(nn.Module):
         feats = self.backbone.encode(seq, mask, None)
         out = self._head(feats, trunk, branch)  # (B, D)
         return torch.einsum("bd,bcd->bc", out, tgt), aux
+
+    @torch.no_grad()
+    def score_all(self, hist: Tensor, chunk: int = 4096) -> Tensor:
+        """hist (B, L) → logits (B, num_items + 1) of every item (column 0, padding, is
+        -inf). One user pass and one matmul against the item table; a target-dependent
+        backbone (DIN) scores ``chunk`` candidates per pass."""
+        n = self.item_emb.num_embeddings
+        items = torch.arange(n, device=hist.device)
+        if self.backbone.target_dependent:
+            b = hist.shape[0]
+            parts = [self(hist, items[i : i + chunk].expand(b, -1))[0] for i in range(0, n, chunk)]
+            out = torch.cat(parts, 1)
+        else:
+            seq, mask, trunk, branch, _ = self._user(hist)
+            user = self._head(self.backbone.encode(seq, mask, None), trunk, branch)
+            out = user @ self.item_vectors(items).T
+        out[:, 0] = -torch.inf
+        return out
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -33,12 +33,21 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from solidrec.config import ModelConfig, RunConfig, TrainConfig, effective_config
+from solidrec.config import (
+    RESUME_FREE_KEYS,
+    RESUME_SCHEDULE_KEYS,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    effective_config,
+    resolve_device,
+)
 from solidrec.data.io import atomic_write, clean_stale_temps, write_json
 from solidrec.data.prepared import PreparedDataset, load_prepared
 from solidrec.evaluate import evaluate_split, evaluate_with_cost
 from solidrec.metrics import METRIC_KEYS
 from solidrec.models import build_model
+from solidrec.recommend import MODEL_DIR, save_model_dir
 from solidrec.train.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -47,23 +56,6 @@ from solidrec.train.checkpoint import (
     save_checkpoint,
 )
 from solidrec.train.lock import RunLock, RunLockedError
-
-#: Config keys that never change what a run computes: a resume may differ in them.
-RESUME_FREE_KEYS = frozenset(
-    {"data", "out", "train.threads", "train.progress", "train.ckpt_every_steps"}
-)
-#: Keys a resume may change only with ``allow_schedule_change`` (``--allow-schedule-change``):
-#: they extend or shorten the schedule (or the selection) but not the optimisation itself.
-RESUME_SCHEDULE_KEYS = frozenset(
-    {
-        "train.max_epochs",
-        "train.stage2_max_epochs",
-        "train.patience",
-        "train.min_delta",
-        "train.eval_batch_size",
-        "train.nonfinite_patience",
-    }
-)
 
 
 class TrainingDivergedError(RuntimeError):
@@ -81,11 +73,12 @@ class DistInfo:
         return self.rank == 0
 
 
-def setup_distributed() -> DistInfo:
-    """Initialise torch.distributed when launched by torchrun (WORLD_SIZE > 1)."""
+def setup_distributed(device: str = "auto") -> DistInfo:
+    """Initialise torch.distributed when launched by torchrun (WORLD_SIZE > 1); a single
+    process trains on ``device`` (``auto``: CUDA when available)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return DistInfo()
+        return DistInfo(device=resolve_device(device))
     cuda = torch.cuda.is_available()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
@@ -113,11 +106,13 @@ def _fresh_state() -> dict[str, Any]:
         "best_epoch": -1,
         "bad": 0,
         "loss_sum": 0.0,
+        "aux_sum": 0.0,
         "loss_n": 0,
         "epoch_seconds": [],
         "log": [],
         "finished": False,
         "nonfinite": 0,
+        "config_changes": [],
     }
 
 
@@ -184,12 +179,19 @@ class Trainer:
     """Runs (or resumes) one training run into ``cfg.out``."""
 
     def __init__(
-        self, cfg: RunConfig, resume: bool = False, allow_schedule_change: bool = False
+        self,
+        cfg: RunConfig,
+        resume: bool = False,
+        allow_schedule_change: bool = False,
+        quiet: bool = False,
     ) -> None:
         self.cfg, self.resume, self.allow_schedule_change = cfg, resume, allow_schedule_change
-        self.dist = setup_distributed()
+        self.quiet = quiet
+        self.dist = setup_distributed(cfg.train.device)
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
+        # Absolute in config.yaml, so the run's commands work from any directory.
+        cfg.data, cfg.out = str(Path(cfg.data).resolve()), str(Path(cfg.out).resolve())
         self.out = Path(cfg.out)
         self.ckdir = self.out / "checkpoints"
         self.data = load_prepared(cfg.data)
@@ -225,6 +227,7 @@ class Trainer:
                 self.ckdir / f"best_stage{self.state['stage']}.pt",
                 {
                     "config": self.cfg.to_dict(),
+                    "data_fingerprint": self.data.manifest.get("fingerprint", ""),
                     "model": self.model.state_dict(),
                     "state": self.state,
                 },
@@ -239,14 +242,14 @@ class Trainer:
         ck = load_checkpoint(self.ckdir / f"best_stage{stage}.pt")
         self.model.load_state_dict(ck["model"])
 
-    def _restore(self) -> tuple[bool, bool]:
+    def _restore(self) -> tuple[bool, dict[str, tuple[Any, Any]]]:
         """Load last.pt (or the previous one if it is corrupt) when resuming; returns
-        (resumed, config differs from the run's in an accepted key)."""
+        (resumed, the accepted keys in which the config differs from the run's)."""
         last = self.ckdir / "last.pt"
         if not last.exists() and not previous_path(last).exists():
             if self.resume and self.dist.main and (self.out / "config.yaml").exists():
                 print(f"solidrec train: no checkpoint in {self.ckdir}; starting from scratch")
-            return False, False
+            return False, {}
         if not self.resume:
             raise CheckpointError(
                 f"{self.out} already holds a run (checkpoints/last.pt); "
@@ -262,7 +265,7 @@ class Trainer:
                 bad = last.with_name("last.bad.pt")
                 os.replace(last, bad)
                 print(f"solidrec train: kept the corrupt file as {bad.name}", file=sys.stderr)
-        changed = bool(_compatible(ck, self.cfg, self.data, self.allow_schedule_change))
+        changed = _compatible(ck, self.cfg, self.data, self.allow_schedule_change)
         try:
             self.model.load_state_dict(ck["model"])
             self.optimizer = self._optimizer()
@@ -281,12 +284,15 @@ class Trainer:
             return
         rows = self.state["log"]
         buf = io.StringIO(newline="")
-        w = csv.DictWriter(buf, fieldnames=list(rows[0].keys()))
+        # Runs resumed from older versions have rows without the newer columns.
+        names = list(dict.fromkeys(k for row in rows for k in row))
+        w = csv.DictWriter(buf, fieldnames=names)
         w.writeheader()
         w.writerows(rows)
         atomic_write(self.out / "log.csv", buf.getvalue())
 
-    def _tensorboard(self, row: dict[str, Any]) -> None:
+    def _tensorboard(self, scalars: dict[str, float], flush: bool = False) -> None:
+        """Add ``{"group/name": value}`` at the current global step to RUNDIR/tb."""
         if not self.dist.main:
             return
         if self.writer is None:
@@ -297,12 +303,29 @@ class Trainer:
                 return
             self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.state["global_step"])
         if self.writer:
-            for k, v in row.items():
-                if isinstance(v, float):
-                    self.writer.add_scalar(k, v, self.state["global_step"])
-            self.writer.flush()
+            for k, v in scalars.items():
+                self.writer.add_scalar(k, v, self.state["global_step"])
+            if flush:
+                self.writer.flush()
+
+    def _tensorboard_hparams(self, metrics: dict[str, Any]) -> None:
+        """The run's config keys beside its test metrics (TensorBoard's HPARAMS tab)."""
+        if not self.writer:
+            return
+        hp = {
+            k: v
+            for k, v in _flat(self.cfg.to_dict()).items()
+            if k not in RESUME_FREE_KEYS and isinstance(v, (int, float, str, bool))
+        }
+        self.writer.add_hparams(
+            hp, {f"hparam/test_{k}": float(metrics[k]) for k in METRIC_KEYS}, run_name="."
+        )
 
     # -- the loop ----------------------------------------------------------------------
+    def _can_train(self) -> bool:
+        """Whether the schedule leaves an epoch to train: this stage or a later one."""
+        return not self._stage_over() or self.state["stage"] < self.model.mode.stages
+
     def _stage_over(self) -> bool:
         t, s = self.cfg.train, self.state
         max_ep = (
@@ -318,7 +341,15 @@ class Trainer:
         self.optimizer = self._optimizer()
         s = self.state
         s.update(
-            stage=2, epoch=0, step=0, best=-math.inf, best_epoch=-1, bad=0, loss_sum=0.0, loss_n=0
+            stage=2,
+            epoch=0,
+            step=0,
+            best=-math.inf,
+            best_epoch=-1,
+            bad=0,
+            loss_sum=0.0,
+            aux_sum=0.0,
+            loss_n=0,
         )
         self._save_last()
 
@@ -334,7 +365,8 @@ class Trainer:
         bar = tqdm(
             total=steps,
             initial=s["step"],
-            disable=not (t.progress and d.main),
+            # A bar only on a terminal: piped, it would print one fragment per update.
+            disable=not (t.progress and d.main and not self.quiet and sys.stderr.isatty()),
             desc=f"stage {s['stage']} epoch {s['epoch']}",
             leave=False,
         )
@@ -353,12 +385,18 @@ class Trainer:
                 loss = bce / (len(idx) * c) * d.world + aux
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                value, finite = self._loss_value(loss, bce)
+                value, aux_value, finite = self._loss_value(loss, bce, aux)
                 if finite:
                     self.optimizer.step()
-                    s["loss_sum"] += value / (len(idx) * c) * d.world
+                    mean = value / (len(idx) * c) * d.world
+                    s["loss_sum"] += mean
+                    s["aux_sum"] += aux_value
                     s["loss_n"] += 1
                     s["nonfinite"] = 0
+                    scalars = {"train/loss": mean}
+                    if self.model.codebook is not None:
+                        scalars["train/codebook_loss"] = aux_value
+                    self._tensorboard(scalars)
                 else:
                     self._nonfinite_step()
             s["step"] = step + 1
@@ -369,13 +407,17 @@ class Trainer:
         bar.close()
         s["epoch_seconds"].append(time.perf_counter() - t0)
 
-    def _loss_value(self, loss: torch.Tensor, bce: torch.Tensor) -> tuple[float, bool]:
-        """(local BCE sum, whether the loss is finite on every rank) in one host sync."""
+    def _loss_value(
+        self, loss: torch.Tensor, bce: torch.Tensor, aux: torch.Tensor
+    ) -> tuple[float, float, bool]:
+        """(local BCE sum, codebook loss, whether the loss is finite on every rank) in one
+        host sync."""
         flag = torch.isfinite(loss.detach()).to(torch.float64)
         if self.dist.world > 1:  # every rank must skip the same steps
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        value, ok = torch.stack([bce.detach().to(torch.float64), flag]).tolist()
-        return value, ok == 1.0
+        parts = [bce.detach(), aux.detach(), flag]
+        value, aux_value, ok = torch.stack([x.to(torch.float64) for x in parts]).tolist()
+        return value, aux_value, ok == 1.0
 
     def _nonfinite_step(self) -> None:
         """Skip the update; stop once more consecutive steps than
@@ -405,18 +447,27 @@ class Trainer:
             "epoch": s["epoch"],
             "step": s["global_step"],
             "train_loss": s["loss_sum"] / max(s["loss_n"], 1),
+            "train_codebook_loss": s["aux_sum"] / max(s["loss_n"], 1),
             **{f"valid_{k}": float(val[k]) for k in METRIC_KEYS},
             "seconds": s["epoch_seconds"][-1] if s["epoch_seconds"] else float("nan"),
         }
         s["log"].append(row)
-        s.update(epoch=s["epoch"] + 1, step=0, loss_sum=0.0, loss_n=0)
+        s.update(epoch=s["epoch"] + 1, step=0, loss_sum=0.0, aux_sum=0.0, loss_n=0)
         self._save_last()
         self._write_log()
-        self._tensorboard({k: v for k, v in row.items() if k not in ("stage", "epoch", "step")})
-        if t.progress and self.dist.main:
+        scalars = {f"valid/{k}": float(val[k]) for k in METRIC_KEYS}
+        scalars.update({"epoch/train_loss": row["train_loss"], "epoch/seconds": row["seconds"]})
+        if self.model.codebook is not None:
+            scalars["epoch/train_codebook_loss"] = row["train_codebook_loss"]
+        self._tensorboard(scalars, flush=True)
+        if not self.quiet and self.dist.main:
+            # Always one line per epoch (piped or not, bars or not), on stderr: stdout
+            # carries the command's result.
             tqdm.write(
                 f"stage {row['stage']} epoch {row['epoch']}: loss {row['train_loss']:.4f} "
-                f"valid auc {row['valid_auc']:.4f} uauc {row['valid_uauc']:.4f}"
+                f"valid auc {row['valid_auc']:.4f} uauc {row['valid_uauc']:.4f} "
+                f"ndcg@10 {row['valid_ndcg@10']:.4f} ({row['seconds']:.1f} s)",
+                file=sys.stderr,
             )
 
     def run(self) -> dict[str, Any]:
@@ -456,11 +507,25 @@ class Trainer:
                     p.unlink(missing_ok=True)
         self._barrier()
         resumed, changed = self._restore()
+        schedule = {k: v for k, v in changed.items() if k in RESUME_SCHEDULE_KEYS}
         if resumed and self.state["finished"] and (self.out / "metrics.json").exists():
+            if schedule and self._can_train():
+                # An accepted longer schedule extends a finished run from its selected
+                # weights (what _finish left in last.pt).
+                self.state["finished"] = False
+            else:
+                if self.dist.main:
+                    print(f"solidrec train: {self.out} is finished; nothing to do", file=sys.stderr)
+                return json.loads((self.out / "metrics.json").read_text())
+        if resumed and schedule:
+            # The run's record of what changed where: log.csv's steps say what it trained.
+            self.state["config_changes"].append(
+                {"global_step": self.state["global_step"], "changes": schedule}
+            )
             if self.dist.main:
-                print(f"solidrec train: {self.out} is finished; nothing to do", file=sys.stderr)
-            return json.loads((self.out / "metrics.json").read_text())
-        if self.dist.main and (not resumed or (changed and not self.state["finished"])):
+                what = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in schedule.items())
+                print(f"solidrec train: resuming with {what}", file=sys.stderr)
+        if self.dist.main and (not resumed or changed):
             atomic_write(self.out / "config.yaml", cfg.to_yaml())
         if not resumed:  # a one-stage mode's codebook is initialised here
             self.model.set_stage(1, seed=cfg.train.seed)
@@ -484,6 +549,7 @@ class Trainer:
             self._end_epoch()
         metrics = self._finish()
         if self.writer:
+            self._tensorboard_hparams(metrics)
             self.writer.close()
         return metrics
 
@@ -511,6 +577,8 @@ class Trainer:
             stage=int(s["stage"]),
             best_valid_auc=float(s["best"]),
         )
+        if s["config_changes"]:  # resumed with --allow-schedule-change
+            metrics["config_changes"] = s["config_changes"]
         cost = {
             **test_cost,
             "s_per_epoch": float(np.mean(s["epoch_seconds"]))
@@ -520,6 +588,18 @@ class Trainer:
             "world_size": self.dist.world,
         }
         if self.dist.main:
+            d = self.data
+            save_model_dir(
+                self.out / MODEL_DIR,
+                self.model,
+                self.cfg,
+                item_ids=d.item_original_id.tolist(),
+                semantic_name=d.semantic_name.tolist(),
+                title=None if d.item_title is None else d.item_title.tolist(),
+                history_len=d.history_len,
+                dataset=str(d.manifest.get("name", "")),
+                fingerprint=str(d.manifest.get("fingerprint", "")),
+            )
             write_json(self.out / "metrics.json", metrics)
             write_json(self.out / "cost.json", cost)
             s["finished"] = True
@@ -529,12 +609,19 @@ class Trainer:
 
 
 def train(
-    cfg: RunConfig, resume: bool = False, allow_schedule_change: bool = False
+    cfg: RunConfig, resume: bool = False, allow_schedule_change: bool = False, quiet: bool = False
 ) -> dict[str, Any]:
     """Train one run described by ``cfg``; returns the test metrics.
 
     ``resume`` continues ``cfg.out`` from its last checkpoint; the config must equal the
     run's except :data:`RESUME_FREE_KEYS`, and :data:`RESUME_SCHEDULE_KEYS` when
-    ``allow_schedule_change``.
+    ``allow_schedule_change``. One summary line per epoch goes to stderr unless ``quiet``;
+    progress bars only where stderr is a terminal and ``cfg.train.progress``.
     """
-    return Trainer(cfg, resume, allow_schedule_change).run()
+    cfg.validate()
+    return Trainer(cfg, resume, allow_schedule_change, quiet).run()
+
+
+#: The Python API's name for :func:`train` (``solidrec.fit``; ``solidrec.train`` is the
+#: package).
+fit = train

@@ -1,0 +1,276 @@
+"""Trained models for use: the self-contained model directory and :class:`Recommender`.
+
+A finished run writes ``RUNDIR/model/`` (format below); ``Recommender.from_run(RUNDIR)``
+loads it without the prepared dataset, and ``recommend(history, k)`` maps original item
+ids to the top-k original item ids with their scores.
+
+Model directory, format 1 (this module owns it)::
+
+    manifest.json  {"format": "solidrec-model", "format_version": 1, "dataset": NAME,
+                    "dataset_fingerprint": HEX, "num_items": N, "history_len": L,
+                    "stage": S, "files": {NAME: sha256, ...}}
+    config.yaml    the run's resolved config
+    weights.pt     a framed checkpoint (solidrec.train.checkpoint) {"model": state_dict}
+                   the selected (best validation) weights of the final stage, the
+                   item -> semantic id map included
+    items.json     {"item_id": [...], "semantic_id": [...], "semantic_name": [...],
+                    "title": [...] | null}; index i is the model's item i (0 = padding)
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from solidrec.config import RunConfig, resolve_device
+from solidrec.data.io import atomic_directory, sha256_file, write_json
+from solidrec.models import SolidModel
+
+MODEL_DIR = "model"
+MODEL_FORMAT = "solidrec-model"
+MODEL_FORMAT_VERSION = 1
+MANIFEST, CONFIG, WEIGHTS, ITEMS = "manifest.json", "config.yaml", "weights.pt", "items.json"
+#: What :meth:`Recommender.recommend` does with an item id the model does not know.
+UNKNOWN_POLICIES = ("skip", "error")
+Unknown = Literal["skip", "error"]
+
+
+class ModelDirError(FileNotFoundError, ValueError):
+    """No usable model directory: missing, of another format version, or damaged."""
+
+
+class UnknownItemError(KeyError):
+    """A history holds item ids the model was not trained on (``unknown="error"``)."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+def save_model_dir(
+    out: str | Path,
+    model: SolidModel,
+    cfg: RunConfig,
+    *,
+    item_ids: Sequence[str],
+    semantic_name: Sequence[str],
+    title: Sequence[str] | None,
+    history_len: int,
+    dataset: str,
+    fingerprint: str,
+) -> Path:
+    """Write ``model`` (its current weights) as a self-contained model directory at
+    ``out``, atomically (a crash leaves the previous one or none)."""
+    from solidrec.train.checkpoint import save_checkpoint  # the trainer imports this module
+
+    out = Path(out)
+    with atomic_directory(out) as tmp:
+        save_checkpoint(tmp / WEIGHTS, {"model": model.state_dict()})
+        cfg.save(tmp / CONFIG)
+        semantic = model.semantic_id.tolist()
+        write_json(
+            tmp / ITEMS,
+            {
+                "item_id": [str(x) for x in item_ids],
+                "semantic_id": semantic,
+                "semantic_name": [str(x) for x in semantic_name],
+                "title": None if title is None else [str(x) for x in title],
+            },
+        )
+        write_json(
+            tmp / MANIFEST,
+            {
+                "format": MODEL_FORMAT,
+                "format_version": MODEL_FORMAT_VERSION,
+                "dataset": dataset,
+                "dataset_fingerprint": fingerprint,
+                "num_items": len(item_ids) - 1,
+                "history_len": int(history_len),
+                "stage": model.stage,
+                "files": {n: sha256_file(tmp / n) for n in (CONFIG, WEIGHTS, ITEMS)},
+            },
+        )
+    return out
+
+
+def _read_model_dir(path: Path) -> tuple[dict[str, Any], RunConfig, dict[str, Any], dict]:
+    """(manifest, config, items, state_dict) of a model directory, every file checked."""
+    from solidrec.train.checkpoint import CheckpointError, load_checkpoint
+
+    mpath = path / MANIFEST
+    try:
+        manifest = json.loads(mpath.read_text())
+    except FileNotFoundError:
+        raise ModelDirError(f"{path}: no {MANIFEST} (not a solidrec model directory)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelDirError(f"{mpath}: unreadable ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MODEL_FORMAT:
+        raise ModelDirError(f"{mpath}: not a solidrec model manifest")
+    if manifest.get("format_version") != MODEL_FORMAT_VERSION:
+        raise ModelDirError(
+            f"{path}: model directory format_version {manifest.get('format_version')!r}; "
+            f"this solidrec reads {MODEL_FORMAT_VERSION}"
+        )
+    for name, digest in manifest.get("files", {}).items():
+        f = path / name
+        if not f.exists():
+            raise ModelDirError(f"{f}: missing (the model directory is incomplete)")
+        if sha256_file(f) != digest:
+            raise ModelDirError(f"{f}: content does not match its manifest (damaged or edited)")
+    try:
+        state = load_checkpoint(path / WEIGHTS)["model"]
+    except CheckpointError as e:
+        raise ModelDirError(str(e)) from None
+    cfg = RunConfig.load(path / CONFIG)
+    items = json.loads((path / ITEMS).read_text())
+    return manifest, cfg, items, state
+
+
+class Recommender:
+    """A trained model with its item id maps: histories of original item ids in,
+    top-k original item ids out.
+
+    Args:
+        model: the trained model (eval mode is set here).
+        item_ids: original id of each model item index (index 0, padding, is ``""``).
+        history_len: L, the number of most recent items the model reads.
+        device: where scoring runs.
+        titles: optional item titles, same indexing.
+    """
+
+    def __init__(
+        self,
+        model: SolidModel,
+        item_ids: Sequence[str],
+        history_len: int,
+        device: torch.device | str = "cpu",
+        titles: Sequence[str] | None = None,
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.item_ids = [str(x) for x in item_ids]
+        self.index = {x: i for i, x in enumerate(self.item_ids) if i > 0}
+        self.history_len = int(history_len)
+        self.titles = list(titles) if titles is not None else None
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, device: str = "auto") -> Recommender:
+        """Load ``RUNDIR/model`` (written when training finishes), or a model directory
+        itself. A run from before model directories existed loads from its config,
+        prepared dataset and best checkpoint instead. ``device``: auto (CUDA when
+        available), cpu, cuda or cuda:N."""
+        path = Path(run_dir)
+        dev = resolve_device(device)
+        model_dir = path if (path / MANIFEST).exists() else path / MODEL_DIR
+        if (model_dir / MANIFEST).exists() or not (path / "config.yaml").exists():
+            manifest, cfg, items, state = _read_model_dir(model_dir)
+            semantic = torch.tensor(items["semantic_id"], dtype=torch.long)
+            model = SolidModel(
+                cfg.model, semantic, len(items["semantic_name"]) - 1, manifest["history_len"]
+            )
+            model.load_state_dict(state)
+            return cls(model, items["item_id"], manifest["history_len"], dev, items["title"])
+        from solidrec.evaluate import load_run
+
+        cfg, model, data = load_run(path)
+        titles = data.item_title.tolist() if data.item_title is not None else None
+        return cls(model, data.item_original_id.tolist(), data.history_len, dev, titles)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_ids) - 1
+
+    def encode(self, history: Sequence[str | int], unknown: Unknown = "skip") -> list[int]:
+        """Model indices of ``history``'s known items (oldest first). Unknown ids are
+        skipped with a warning (``unknown="skip"``) or raise :class:`UnknownItemError`."""
+        if unknown not in UNKNOWN_POLICIES:
+            raise ValueError(f"unknown must be one of {UNKNOWN_POLICIES}, got {unknown!r}")
+        if isinstance(history, (str, bytes)):
+            raise TypeError("history must be a sequence of item ids, not one string")
+        known, missing = [], []
+        for x in history:
+            i = self.index.get(str(x))
+            (missing if i is None else known).append(str(x) if i is None else i)
+        if missing:
+            shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+            msg = f"{len(missing)} item id(s) the model does not know: {shown}"
+            if unknown == "error":
+                raise UnknownItemError(msg)
+            warnings.warn(f"{msg}; skipped", stacklevel=3)
+        return known
+
+    def _tensor(self, encoded: list[list[int]]) -> Tensor:
+        """Left-padded (B, L) of the last L items of each history."""
+        L = self.history_len
+        out = torch.zeros(len(encoded), L, dtype=torch.long)
+        for row, h in enumerate(encoded):
+            h = h[-L:]
+            if h:
+                out[row, L - len(h) :] = torch.tensor(h)
+        return out
+
+    @torch.no_grad()
+    def scores(self, histories: Sequence[Sequence[str | int]], unknown: Unknown = "skip") -> Tensor:
+        """Logits (B, num_items + 1) of every item for each history (column i is model
+        item i, ``item_ids[i]``; column 0 is -inf)."""
+        encoded = [self.encode(h, unknown) for h in histories]
+        empty = [i for i, h in enumerate(encoded) if not h]
+        if empty:
+            raise ValueError(
+                f"history {empty[0]} has no item the model knows: nothing to recommend from"
+            )
+        return self.model.score_all(self._tensor(encoded).to(self.device)).float().cpu()
+
+    def recommend_batch(
+        self,
+        histories: Sequence[Sequence[str | int]],
+        k: int = 10,
+        exclude_seen: bool = True,
+        unknown: Unknown = "skip",
+        batch_size: int = 256,
+    ) -> list[list[tuple[str, float]]]:
+        """:meth:`recommend` for many histories, scored ``batch_size`` at a time."""
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        out: list[list[tuple[str, float]]] = []
+        for start in range(0, len(histories), batch_size):
+            chunk = histories[start : start + batch_size]
+            s = self.scores(chunk, unknown)
+            if exclude_seen:
+                for row, h in enumerate(chunk):
+                    # Already warned about unknown ids by scores().
+                    seen = [self.index[str(x)] for x in h if str(x) in self.index]
+                    s[row, seen] = -torch.inf
+            top = s.topk(min(k, self.num_items), dim=1)
+            for vals, idx in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+                out.append(
+                    [(self.item_ids[i], v) for v, i in zip(vals, idx, strict=True) if v > -1e38]
+                )
+        return out
+
+    def recommend(
+        self,
+        history: Sequence[str | int],
+        k: int = 10,
+        exclude_seen: bool = True,
+        unknown: Unknown = "skip",
+    ) -> list[tuple[str, float]]:
+        """The top-``k`` ``(item id, score)`` after ``history`` (original item ids,
+        oldest first; the last L are used), best first. ``exclude_seen`` drops the
+        history's own items; ``unknown``: ``"skip"`` (warn) or ``"error"``."""
+        return self.recommend_batch([history], k, exclude_seen, unknown)[0]
+
+    def export(self, batch: int = 2, candidates: int = 8) -> torch.export.ExportedProgram:
+        """``torch.export`` of the model's ``forward(hist (B, L), items (B, C))`` with
+        dynamic B and C."""
+        hist = self._tensor([[1]] * batch).to(self.device)
+        items = torch.ones(batch, candidates, dtype=torch.long, device=self.device)
+        b, c = torch.export.Dim("batch", min=1), torch.export.Dim("candidates", min=1)
+        return torch.export.export(self.model, (hist, items), dynamic_shapes=({0: b}, {0: b, 1: c}))
