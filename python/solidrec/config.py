@@ -20,7 +20,9 @@ BACKBONES = ("din", "gru4rec", "sasrec", "bert4rec")
 GENERATORS = ("none", "apg", "duet")
 # Inputs of the static backbone per item: its id embedding, or id + category (the
 # paper's sample carries the target's category and the history's categories).
-ITEM_FEATURES = ("id", "id+category")
+# With "+embedding", the prepared dataset's stored item embeddings (prepare
+# --embedding-feature), projected to dim, are added too.
+ITEM_FEATURES = ("id", "id+category", "id+embedding", "id+category+embedding")
 
 
 #: Config keys that never change what a run computes: a resume may differ in them.

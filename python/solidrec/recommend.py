@@ -171,7 +171,11 @@ class Recommender:
             manifest, cfg, items, state = _read_model_dir(model_dir)
             semantic = torch.tensor(items["semantic_id"], dtype=torch.long)
             model = SolidModel(
-                cfg.model, semantic, len(items["semantic_name"]) - 1, manifest["history_len"]
+                cfg.model,
+                semantic,
+                len(items["semantic_name"]) - 1,
+                manifest["history_len"],
+                item_embedding=state.get("pretrained"),  # item_features=id+embedding
             )
             model.load_state_dict(state)
             return cls(model, items["item_id"], manifest["history_len"], dev, items["title"])

@@ -452,3 +452,43 @@ def test_prepared_directory_follows_the_umask(tmp_path: Path) -> None:
     files = sorted(out.iterdir())
     assert [f.name for f in files] == sorted([*ARRAY_FILES, "manifest.json"])
     assert {f.name: f.stat().st_mode & 0o777 for f in files} == {f.name: 0o644 for f in files}
+
+
+def test_embeddings_as_a_model_feature(
+    tmp_path: Path, keyed: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--embedding-feature`` stores the keyed embeddings aligned with the items;
+    ``item_features=id+embedding`` trains on them, and the model directory serves them.
+    A dataset without them is refused naming the flag."""
+    np.save(tmp_path / "emb.npy", keyed["vectors"])
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(f"{x}\n" for x in keyed["ids"]))
+    flags = ["--item-embeddings", str(tmp_path / "emb.npy"), "--embedding-ids", str(ids)]
+    data = tmp_path / "feat"
+    assert _prepare(keyed["input"], data, *MAPPED, *EMB, *flags, "--embedding-feature") == 0
+    ds = load_prepared(data)
+    assert ds.item_embedding is not None and ds.item_embedding.shape == (ds.num_items + 1, 4)
+    np.testing.assert_array_equal(ds.item_embedding[0], 0)
+    np.testing.assert_array_equal(ds.item_embedding[1:3], 0)  # items 1-2: no embedding row
+    np.testing.assert_allclose(ds.item_embedding[3:], _vectors(keyed["items"][2:]))
+    # Not part of the dataset without the flag, and the fingerprint tells them apart.
+    assert _prepare(keyed["input"], tmp_path / "plain", *MAPPED, *EMB, *flags) == 0
+    plain = load_prepared(tmp_path / "plain")
+    assert plain.item_embedding is None
+    assert plain.manifest["fingerprint"] != ds.manifest["fingerprint"]
+
+    train = ["train", "--backbone", "gru4rec", "--generator", "apg", "--epochs", "1"]
+    train += ["--max-steps-per-epoch", "2", "--quiet", "--set", "item_features=id+embedding"]
+    run = tmp_path / "run"
+    assert main([*train, "--data", str(data), "--out", str(run)]) == 0
+    from solidrec.recommend import Recommender
+
+    rec = Recommender.from_run(run / "model", device="cpu")
+    assert rec.model.pretrained_proj is not None
+    history = [str(x) for x in keyed["items"][3:6]]
+    assert len(rec.recommend(history, k=3)) == 3
+    capsys.readouterr()
+    assert main([*train, "--data", str(tmp_path / "plain"), "--out", str(tmp_path / "r2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("solidrec train: error: model.item_features=id+embedding needs")
+    assert "--embedding-feature" in err and len(err.splitlines()) == 1

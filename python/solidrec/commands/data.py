@@ -40,6 +40,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=f"keep only interactions rated >= X ({', '.join(RATED_FORMATS)})",
     )
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument(
+        "--embedding-feature",
+        action="store_true",
+        help="also store --item-embeddings as a model input (train with "
+        "--set model.item_features=id+embedding)",
+    )
     p.add_argument("--name", help="dataset name shown by stats (default: OUT's name)")
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--history-len", type=int, default=10)
@@ -127,6 +133,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         cfg = PrepareConfig(
             **_pick(args, "format", "input", "out", "items", "seed", "history_len"),
             **_pick(args, "neg_train", "neg_eval", "kcore", "name", "min_rating"),
+            embedding_feature=args.embedding_feature,
             semantic=sem,
             columns=GenericColumns(**names) if names else None,
         )

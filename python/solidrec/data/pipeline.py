@@ -46,6 +46,9 @@ class PrepareConfig:
     name: str | None = None
     columns: GenericColumns | None = None  # generic format's column names (None: defaults)
     min_rating: float | None = None  # keep only interactions rated at least this
+    # Store semantic.item_embeddings, aligned with the items, as a model input feature
+    # (model.item_features=id+embedding); they steer semantic ids either way.
+    embedding_feature: bool = False
 
     def __post_init__(self) -> None:
         if self.history_len < 1 or self.neg_train < 1 or self.neg_eval < 1:
@@ -119,6 +122,8 @@ def _params(cfg: PrepareConfig) -> dict[str, Any]:
         params["columns"] = _jsonable(cfg.columns)
     if cfg.min_rating is not None:
         params["min_rating"] = cfg.min_rating
+    if cfg.embedding_feature:
+        params["embedding_feature"] = True
     return params
 
 
@@ -147,6 +152,26 @@ def _progress(
 
     bar = tqdm(total=total, desc=desc, unit="row", unit_scale=True, leave=False, disable=None)
     return bar.update, bar.close
+
+
+def _embedding_feature(
+    cfg: PrepareConfig, num_items: int, item_ids: list[str]
+) -> np.ndarray | None:
+    """(num_items + 1, E) float32 item embeddings (row 0, padding, zero) to store as a
+    model input, or None unless ``cfg.embedding_feature``."""
+    if not cfg.embedding_feature:
+        return None
+    sem = cfg.semantic
+    if sem.item_embeddings is None:
+        raise ValueError("--embedding-feature needs --item-embeddings PATH")
+    from solidrec.data.embeddings import load_embeddings
+
+    emb = load_embeddings(
+        sem.item_embeddings, num_items, item_ids, sem.embedding_key, sem.embedding_ids
+    ).astype(np.float32)
+    if not np.isfinite(emb).all():
+        raise ValueError(f"{sem.item_embeddings}: embeddings hold NaN or infinite values")
+    return np.concatenate([np.zeros((1, emb.shape[1]), np.float32), emb])
 
 
 def prepare(
@@ -208,6 +233,7 @@ def prepare(
             sem = assign_semantic_ids(
                 seq.num_items, titles, cats, cfg.semantic, cfg.seed, item_ids.tolist()
             )
+            feature = _embedding_feature(cfg, seq.num_items, item_ids.tolist())
 
         ss = np.random.SeedSequence(cfg.seed)
         rng_train, rng_valid, rng_test = (np.random.default_rng(s) for s in ss.spawn(3))
@@ -238,6 +264,7 @@ def prepare(
                 train=train,
                 valid=valid,
                 test=test,
+                item_embedding=feature,
                 interactions=len(seq.item),
                 name=cfg.name or out.name,
                 source={**source, "files": inputs},

@@ -75,6 +75,9 @@ class PreparedDataset:
     train: TrainSplit
     valid: EvalSplit
     test: EvalSplit
+    # float32 (num_items + 1, E), [0] = 0: item embeddings stored as a model input
+    # (``prepare --embedding-feature``), or None.
+    item_embedding: np.ndarray | None = None
 
     @property
     def num_items(self) -> int:
@@ -116,6 +119,7 @@ def write_prepared(
     train: TrainSplit,
     valid: EvalSplit,
     test: EvalSplit,
+    item_embedding: np.ndarray | None = None,
     interactions: int,
     name: str,
     source: dict[str, Any],
@@ -131,6 +135,8 @@ def write_prepared(
     items = {"semantic_id": semantic_id, "original_id": item_original_id}
     if item_title is not None:
         items["title"] = item_title
+    if item_embedding is not None:
+        items["embedding"] = item_embedding
     write_npz(d / ITEMS, items)
     write_npz(d / USERS, {"original_id": user_original_id})
     write_npz(d / SEMANTIC, {"name": semantic_name})
@@ -221,6 +227,7 @@ def load_prepared(directory: str | Path) -> PreparedDataset:
         train=TrainSplit(**_load(d / TRAIN)),
         valid=EvalSplit(**_load(d / VALID)),
         test=EvalSplit(**_load(d / TEST)),
+        item_embedding=items.get("embedding"),
     )
 
 

@@ -15,7 +15,20 @@ if TYPE_CHECKING:
 
 def build_model(cfg: RunConfig, data: PreparedDataset) -> SolidModel:
     """The model for ``cfg`` on ``data``; parameters drawn from ``cfg.train.seed``."""
+    emb = None
+    if "embedding" in cfg.model.item_features:
+        if data.item_embedding is None:
+            raise ValueError(
+                f"model.item_features={cfg.model.item_features} needs item embeddings stored "
+                f"in the prepared dataset; {data.path} has none: prepare it with "
+                "--item-embeddings PATH --embedding-feature"
+            )
+        emb = torch.from_numpy(data.item_embedding)
     torch.manual_seed(cfg.train.seed)
     return SolidModel(
-        cfg.model, torch.from_numpy(data.semantic_id), data.num_semantic, data.history_len
+        cfg.model,
+        torch.from_numpy(data.semantic_id),
+        data.num_semantic,
+        data.history_len,
+        item_embedding=emb,
     )

@@ -60,7 +60,12 @@ class SolidModel(nn.Module):
     """
 
     def __init__(
-        self, cfg: ModelConfig, semantic_id: Tensor, num_semantic: int, history_len: int
+        self,
+        cfg: ModelConfig,
+        semantic_id: Tensor,
+        num_semantic: int,
+        history_len: int,
+        item_embedding: Tensor | None = None,
     ) -> None:
         super().__init__()
         cfg.validate()
@@ -83,8 +88,20 @@ class SolidModel(nn.Module):
         # Static category feature of every item for the backbone (not E_c: the semantic
         # table of SPG stays the generator's own, so its metacode keeps its meaning).
         self.cat_feat = None
-        if cfg.item_features == "id+category":
+        if "category" in cfg.item_features:
             self.cat_feat = _embedding(num_semantic + 1, d)
+        # Pretrained item embeddings (N + 1, E), frozen, through a learned projection.
+        self.pretrained_proj = None
+        if "embedding" in cfg.item_features:
+            if item_embedding is None or item_embedding.shape[0] != num_items + 1:
+                got = None if item_embedding is None else tuple(item_embedding.shape)
+                raise ValueError(
+                    f"item_features={cfg.item_features} needs item_embedding of shape "
+                    f"({num_items + 1}, E), got {got}"
+                )
+            self.register_buffer("pretrained", item_embedding.float().clone())
+            self.pretrained_proj = nn.Linear(item_embedding.shape[1], d, bias=False)
+            nn.init.normal_(self.pretrained_proj.weight, std=0.1 / item_embedding.shape[1] ** 0.5)
         self.codebook = None
         if mode.has_codebook:
             self.codebook = SemanticCodebook(
@@ -233,15 +250,21 @@ class SolidModel(nn.Module):
     def item_vectors(self, items: Tensor) -> Tensor:
         """items (...) int64 → what the backbone sees of each item (..., D)."""
         v = self.item_emb(items)
+        return v + self._side_features(items)
+
+    def _side_features(self, items: Tensor) -> Tensor | int:
+        """What ``item_features`` adds to each item's id embedding (..., D), or 0."""
+        out: Tensor | int = 0
         if self.cat_feat is not None:
-            v = v + self.cat_feat(self.semantic_id[items])
-        return v
+            out = out + self.cat_feat(self.semantic_id[items])
+        if self.pretrained_proj is not None:
+            out = out + self.pretrained_proj(self.pretrained[items])
+        return out
 
     def _user(self, hist: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor]:
         """hist (B, L) → (backbone sequence (B, L, D), mask, trunk, branch, aux loss)."""
         seq, trunk, branch, aux = self.conditions(hist)
-        if self.cat_feat is not None:
-            seq = seq + self.cat_feat(self.semantic_id[hist])
+        seq = seq + self._side_features(hist)
         return seq, hist > 0, trunk, branch, aux
 
     def forward(self, hist: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
