@@ -592,6 +592,8 @@ class SemanticCodebook(nn.Module):
         else:
             chosen = self.codebook.index_select(0, idx.reshape(-1)).reshape(z.shape)
             diff = _ScaleGrad.apply(z, kw) - _ScaleGrad.apply(chosen, cw)
+            if mask is not None:  # before squaring: no 0 * inf in the backward
+                diff = torch.where(mask.unsqueeze(-1), diff, diff.new_zeros(()))
             per = (diff * diff).mean(-1)
         if mask is None:
             mse = per.mean()

@@ -76,8 +76,8 @@ class ModelConfig:
         _check_ranges(
             self,
             "model",
-            positive=("dim", "hidden", "cond_dim", "apg_rank", "layers", "heads", "tau"),
-            nonnegative=("lam",),
+            positive=("dim", "hidden", "cond_dim", "apg_rank", "layers", "heads"),
+            nonnegative=("lam", "tau"),  # tau = 0 clips the branch away: an ablation
         )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
@@ -274,8 +274,12 @@ def resolve_device(spec: str) -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(parse_device(spec))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {spec!r} asked for, but torch sees no CUDA device here")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {spec!r} asked for, but torch sees no CUDA device here")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"device {spec!r} asked for, but torch sees {count} CUDA device(s)")
     return device
 
 

@@ -104,7 +104,7 @@ def stability(
             keep = real[: min(k, len(real))]
             if len(keep):
                 h[i, L - len(keep) :] = keep
-        scores = predict(model, sub, batch, device or torch.device("cpu"), hist=h)
+        scores = predict(model, sub, batch, device or _device_of(model), hist=h)
         aucs.append(user_auc(scores, _labels(scores)))
     a = np.stack(aucs, 1)  # (U, L)
     # Only additions that actually change the history count (k <= hist_len).
@@ -112,6 +112,10 @@ def stability(
         [a[i, : max(int(lens[i]), 1)].var() if lens[i] >= 2 else np.nan for i in range(n)]
     )
     return variance_summary(var)
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def load_run(

@@ -151,7 +151,7 @@ class Recommender:
         device: torch.device | str = "cpu",
         titles: Sequence[str] | None = None,
     ) -> None:
-        self.device = torch.device(device)
+        self.device = resolve_device(str(device))
         self.model = model.to(self.device).eval()
         self.item_ids = [str(x) for x in item_ids]
         self.index = {x: i for i, x in enumerate(self.item_ids) if i > 0}
@@ -222,11 +222,17 @@ class Recommender:
     def scores(self, histories: Sequence[Sequence[str | int]], unknown: Unknown = "skip") -> Tensor:
         """Logits (B, num_items + 1) of every item for each history (column i is model
         item i, ``item_ids[i]``; column 0 is -inf)."""
+        return self._scores(histories, unknown, 0)
+
+    def _scores(
+        self, histories: Sequence[Sequence[str | int]], unknown: Unknown, first: int
+    ) -> Tensor:
         encoded = [self.encode(h, unknown) for h in histories]
         empty = [i for i, h in enumerate(encoded) if not h]
         if empty:
             raise ValueError(
-                f"history {empty[0]} has no item the model knows: nothing to recommend from"
+                f"history {first + empty[0]} (counting from 0) has no item the model knows: "
+                "nothing to recommend from"
             )
         return self.model.score_all(self._tensor(encoded).to(self.device)).float().cpu()
 
@@ -246,7 +252,7 @@ class Recommender:
         out: list[list[tuple[str, float]]] = []
         for start in range(0, len(histories), batch_size):
             chunk = histories[start : start + batch_size]
-            s = self.scores(chunk, unknown)
+            s = self._scores(chunk, unknown, start)
             if exclude_seen:
                 for row, h in enumerate(chunk):
                     # Already warned about unknown ids by scores().

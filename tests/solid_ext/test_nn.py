@@ -500,3 +500,54 @@ def test_half_module_with_large_tau(dtype):
     torch.testing.assert_close(out, (dyn(x) + bb).to(dtype), rtol=1e-2, atol=1e-2)
     out2 = dyn(x, branch_weight=rand(5, 4, 3, seed=2).to(dtype), branch_bias=bb)
     assert out2.dtype == dtype and torch.isfinite(out2).all()
+
+
+@pytest.mark.parametrize(("cw", "kw"), [(1.0, 1.0), (0.25, 0.5)])
+@pytest.mark.parametrize("st", [False, True])
+def test_codebook_mask_equals_quantising_the_valid_rows_only(cw: float, kw: float, st: bool):
+    """``forward(z, mask)``: every position quantised, the loss (and every gradient) that
+    of the valid rows alone, as boolean indexing gave; no data-dependent shape."""
+    torch.manual_seed(3)
+    z = torch.randn(4, 7, 5, dtype=torch.float64)
+    mask = torch.rand(4, 7) > 0.4
+    mask[0] = False  # a row with no valid position
+    kw_args = dict(codebook_weight=cw, commitment_weight=kw, straight_through_codebook=st)
+    cb = SemanticCodebook(6, 5, init="random", lam=0.3, **kw_args).double()
+    ref = SemanticCodebook(6, 5, init=cb.codebook.detach().clone(), lam=0.3, **kw_args).double()
+    za, zb = z.clone().requires_grad_(), z.clone().requires_grad_()
+    q, idx, loss = cb(za, mask)
+    qr, idxr, lossr = ref(zb[mask])
+    torch.testing.assert_close(q[mask], qr)
+    torch.testing.assert_close(idx[mask], idxr)
+    torch.testing.assert_close(loss, lossr)
+    w = torch.randn_like(q)
+    (loss + (torch.where(mask.unsqueeze(-1), q, 0) * w).sum()).backward()
+    (lossr + (qr * w[mask]).sum()).backward()
+    torch.testing.assert_close(za.grad, zb.grad)
+    torch.testing.assert_close(cb.codebook.grad, ref.codebook.grad)
+    # Nothing valid: zero loss, not NaN.
+    _, _, empty = cb(z, torch.zeros(4, 7, dtype=torch.bool))
+    assert empty.item() == 0.0
+
+
+@pytest.mark.parametrize(("cw", "kw"), [(1.0, 1.0), (0.25, 0.5)])
+def test_codebook_mask_keeps_nonfinite_padding_out(cw: float, kw: float):
+    cb = SemanticCodebook(3, 2, init="random", codebook_weight=cw, commitment_weight=kw)
+    z = torch.randn(2, 3, 2)
+    z[1, 2] = torch.inf
+    z.requires_grad_()
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    mask[1, 2] = False
+    _, _, loss = cb(z, mask)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(cb.codebook.grad).all()
+    assert torch.isfinite(z.grad[mask]).all()
+
+
+def test_codebook_mask_is_checked():
+    cb = SemanticCodebook(3, 2)
+    z = torch.randn(4, 2)
+    with pytest.raises(TypeError, match="mask must be a bool tensor, got torch.int64"):
+        cb(z, torch.ones(4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"mask must have z's shape without its last dim, \(4,\)"):
+        cb(z, torch.ones(3, dtype=torch.bool))

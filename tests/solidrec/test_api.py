@@ -228,3 +228,44 @@ def test_readme_python_example_runs(tmp_path: Path, monkeypatch, capsys) -> None
     recs = namespace["recs"]
     assert len(recs) == 5 and all(isinstance(i, str) and isinstance(s, float) for i, s in recs)
     assert set(namespace["metrics"]) >= set(METRIC_KEYS)
+
+
+@pytest.mark.parametrize("rows", [7, 16384])
+def test_target_dependent_score_all_in_chunks_equals_forward(rows: int) -> None:
+    """DIN scores (history, candidate) pairs about ``rows`` at a time (bounded memory:
+    each pair carries its own generated weights); any chunking gives forward's logits."""
+    torch.manual_seed(0)
+    sem = torch.randint(1, 5, (41,))
+    sem[0] = 0
+    model = SolidModel(ModelConfig(backbone="din", generator="duet", solid="full"), sem, 4, 6)
+    model.set_stage(2)
+    model.eval()
+    hist = torch.randint(1, 41, (3, 6))
+    got = model.score_all(hist, rows=rows)
+    with torch.no_grad():
+        want = model(hist, torch.arange(1, 41).expand(3, -1))[0]
+    torch.testing.assert_close(got[:, 1:], want)
+    assert torch.isneginf(got[:, 0]).all()
+
+
+def test_report_over_a_folder_of_trained_runs(run: Path, capsys: pytest.CaptureFixture) -> None:
+    """RUNDIR/model/ holds a config.yaml too: it is the run's served model, not a run."""
+    capsys.readouterr()
+    assert cli_main(["report", str(run.parent)]) == 0
+    captured = capsys.readouterr()
+    assert "warning" not in captured.err, captured.err
+    assert "| SASRec | Ours (DUET) |" in captured.out
+
+
+def test_cli_recommend_file_skips_blank_lines_and_names_the_bad_history(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    f = tmp_path / "h.txt"
+    f.write_text("i3 i9\n\ni2\n   \ni5\n")
+    capsys.readouterr()
+    assert cli_main(["recommend", str(run), "--file", str(f), "--json", "--batch-size", "2"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+    f.write_text("i3 i9\ni2\nnope\n")
+    argv = ["recommend", str(run), "--file", str(f), "--batch-size", "2"]
+    assert cli_main(argv) == 2
+    assert "history 2 (counting from 0) has no item the model knows" in capsys.readouterr().err

@@ -40,7 +40,7 @@ def _train(tiny: Path, out: Path, *extra: str) -> list[str]:
         (["--set", "train.progress=maybe"], "train.progress expects bool"),
         (["--set", "max_epochs=0"], "train.max_epochs must be > 0, got 0"),
         (["--set", "patience=0"], "train.patience must be > 0"),
-        (["--set", "tau=-1"], "model.tau must be > 0"),
+        (["--set", "tau=-1"], "model.tau must be >= 0"),
         (["--lr", "0"], "train.lr must be > 0"),
         (["--epochs", "0"], "train.max_epochs must be > 0"),
         (["--set", "model.tau"], "override must be key=value"),

@@ -24,7 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", type=Path, help="run directory (or its model/ directory)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--history", nargs="+", metavar="ID", help="item ids, oldest first")
-    src.add_argument("--file", type=Path, help="one history per line ('-' for stdin)")
+    src.add_argument(
+        "--file", type=Path, help="one history per line, blank lines skipped ('-' for stdin)"
+    )
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--include-seen", action="store_true", help="allow the history's own items")
     p.add_argument(
@@ -43,7 +45,9 @@ def _histories(args: argparse.Namespace) -> list[list[str]]:
     if args.history:
         return [[x for a in args.history for x in re.split(r"[,\s]+", a) if x]]
     text = sys.stdin.read() if str(args.file) == "-" else args.file.read_text()
-    return [[x for x in re.split(r"[,\s]+", line) if x] for line in text.splitlines()]
+    # Blank lines separate nothing and are no history: skipped.
+    rows = [[x for x in re.split(r"[,\s]+", line) if x] for line in text.splitlines()]
+    return [r for r in rows if r]
 
 
 def run_recommend(args: argparse.Namespace) -> int:

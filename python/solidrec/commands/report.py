@@ -37,6 +37,7 @@ from solidrec.paper import (
     is_paper_dataset,
     settings_off_paper,
 )
+from solidrec.recommend import MODEL_DIR
 
 Warn = Callable[[str], None]
 #: Columns every table has; the differing config fields come after them.
@@ -164,7 +165,14 @@ def find_runs(paths: Iterable[Path]) -> list[Path]:
         if (p / "metrics.json").exists() or (p / "config.yaml").exists():
             dirs = [p]
         else:
-            dirs = sorted({f.parent for n in ("metrics.json", "config.yaml") for f in p.rglob(n)})
+            dirs = sorted(
+                {
+                    f.parent
+                    for n in ("metrics.json", "config.yaml")
+                    for f in p.rglob(n)
+                    if f.parent.name != MODEL_DIR  # a run's served model, not a run
+                }
+            )
         if not dirs:
             raise ReportError(f"{p}: no run directory (metrics.json and config.yaml) under it")
         for d in dirs:

@@ -282,14 +282,16 @@ class SolidModel(nn.Module):
         return torch.einsum("bd,bcd->bc", out, tgt), aux
 
     @torch.no_grad()
-    def score_all(self, hist: Tensor, chunk: int = 4096) -> Tensor:
+    def score_all(self, hist: Tensor, rows: int = 16384) -> Tensor:
         """hist (B, L) → logits (B, num_items + 1) of every item (column 0, padding, is
         -inf). One user pass and one matmul against the item table; a target-dependent
-        backbone (DIN) scores ``chunk`` candidates per pass."""
+        backbone (DIN) runs (history, candidate) pairs, about ``rows`` per pass (each
+        pair carries its own generated weights, so memory grows with B x candidates)."""
         n = self.item_emb.num_embeddings
         items = torch.arange(n, device=hist.device)
         if self.backbone.target_dependent:
             b = hist.shape[0]
+            chunk = max(1, rows // max(b, 1))
             parts = [self(hist, items[i : i + chunk].expand(b, -1))[0] for i in range(0, n, chunk)]
             out = torch.cat(parts, 1)
         else:

@@ -79,7 +79,8 @@ def setup_distributed(device: str = "auto") -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo(device=resolve_device(device))
-    cuda = torch.cuda.is_available()
+    # Under torchrun each rank takes its LOCAL_RANK's GPU; --device cpu keeps them on CPU.
+    cuda = torch.cuda.is_available() and device != "cpu"
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
     rank = dist.get_rank()
@@ -619,7 +620,10 @@ def train(
     progress bars only where stderr is a terminal and ``cfg.train.progress``.
     """
     cfg.validate()
-    return Trainer(cfg, resume, allow_schedule_change, quiet).run()
+    if not cfg.data or not cfg.out:
+        raise ValueError("a run needs data (the prepared dataset) and out (its directory)")
+    # Plain JSON values, as a later call that finds the run finished reads them back.
+    return json.loads(json.dumps(Trainer(cfg, resume, allow_schedule_change, quiet).run()))
 
 
 #: The Python API's name for :func:`train` (``solidrec.fit``; ``solidrec.train`` is the
