@@ -125,6 +125,13 @@ class TrainConfig:
     # Consecutive steps with a non-finite loss that are skipped before training stops.
     nonfinite_patience: int = 0
     device: str = "auto"  # auto (cuda when available, else cpu) | cpu | cuda | cuda:N
+    # Objective (solidrec.train.losses.LOSSES): bce (the paper's) | softmax | sampled_softmax.
+    loss: str = "bce"
+    # sampled_softmax: negatives drawn per history each step (0: the prepared ones).
+    num_negatives: int = 0
+    negative_sampling: str = "uniform"  # uniform | popularity (logQ-corrected)
+    label_smoothing: float = 0.0  # softmax losses
+    weight_decay: float = 0.0  # Adam's L2 penalty
 
     def validate(self) -> None:
         """Raise ValueError naming the key on a value no run can use."""
@@ -139,9 +146,34 @@ class TrainConfig:
                 "threads",
                 "max_steps_per_epoch",
                 "nonfinite_patience",
+                "num_negatives",
+                "weight_decay",
             ),
         )
         parse_device(self.device, "train.device")
+        from solidrec.train.losses import LOSSES, NEGATIVE_SAMPLERS
+
+        for name, allowed in (("loss", LOSSES), ("negative_sampling", NEGATIVE_SAMPLERS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"train.{name} must be one of {allowed}, got {getattr(self, name)!r}"
+                )
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(
+                f"train.label_smoothing must be in [0, 1), got {self.label_smoothing!r}"
+            )
+        if self.loss == "bce" and (self.num_negatives or self.label_smoothing):
+            raise ValueError(
+                "train.num_negatives and train.label_smoothing apply to the softmax losses; "
+                "train.loss is bce (its negatives are the prepared ones: prepare --neg-train)"
+            )
+        if self.num_negatives and self.loss != "sampled_softmax":
+            raise ValueError("train.num_negatives applies to train.loss=sampled_softmax only")
+        if self.negative_sampling != "uniform" and not self.num_negatives:
+            raise ValueError(
+                f"train.negative_sampling={self.negative_sampling} draws negatives: set "
+                "train.num_negatives > 0 (the prepared negatives are uniform)"
+            )
 
 
 @dataclass
@@ -157,6 +189,11 @@ class RunConfig:
         """Validate both sections (ValueError naming the key)."""
         self.model.validate()
         self.train.validate()
+        if self.train.loss == "softmax" and self.model.backbone == "din":
+            raise ValueError(
+                "train.loss=softmax scores every item with one user vector; DIN's depends on "
+                "the candidate: use train.loss=sampled_softmax (or bce) with din"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -267,10 +267,22 @@ class SolidModel(nn.Module):
         seq = seq + self._side_features(hist)
         return seq, hist > 0, trunk, branch, aux
 
-    def forward(self, hist: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
-        """hist (B, L) int64 left-padded; items (B, C) int64 → logits (B, C), aux loss ()."""
-        b, c = items.shape
+    def forward(self, hist: Tensor, items: Tensor | None) -> tuple[Tensor, Tensor]:
+        """hist (B, L) int64 left-padded; items (B, C) int64 → logits (B, C), aux loss ().
+
+        ``items=None`` scores every item: logits (B, num_items + 1), column i for item i
+        (column 0 is padding's; the caller drops it). Not for target-dependent backbones.
+        """
         seq, mask, trunk, branch, aux = self._user(hist)
+        if items is None:
+            if self.backbone.target_dependent:
+                raise ValueError(
+                    f"{self.cfg.backbone} scores each candidate with its own user vector: "
+                    "scoring every item at once needs another backbone"
+                )
+            user = self._head(self.backbone.encode(seq, mask, None), trunk, branch)
+            return user @ self.item_vectors(self._all_items(hist.device)).T, aux
+        b, c = items.shape
         tgt = self.item_vectors(items)  # (B, C, D)
         if self.backbone.target_dependent:
             # DIN: attention depends on the candidate; repeat the user's side per candidate.
@@ -281,23 +293,23 @@ class SolidModel(nn.Module):
         out = self._head(feats, trunk, branch)  # (B, D)
         return torch.einsum("bd,bcd->bc", out, tgt), aux
 
+    def _all_items(self, device: torch.device) -> Tensor:
+        return torch.arange(self.item_emb.num_embeddings, device=device)
+
     @torch.no_grad()
     def score_all(self, hist: Tensor, rows: int = 16384) -> Tensor:
         """hist (B, L) → logits (B, num_items + 1) of every item (column 0, padding, is
         -inf). One user pass and one matmul against the item table; a target-dependent
         backbone (DIN) runs (history, candidate) pairs, about ``rows`` per pass (each
         pair carries its own generated weights, so memory grows with B x candidates)."""
-        n = self.item_emb.num_embeddings
-        items = torch.arange(n, device=hist.device)
         if self.backbone.target_dependent:
-            b = hist.shape[0]
+            items = self._all_items(hist.device)
+            n, b = len(items), hist.shape[0]
             chunk = max(1, rows // max(b, 1))
             parts = [self(hist, items[i : i + chunk].expand(b, -1))[0] for i in range(0, n, chunk)]
             out = torch.cat(parts, 1)
         else:
-            seq, mask, trunk, branch, _ = self._user(hist)
-            user = self._head(self.backbone.encode(seq, mask, None), trunk, branch)
-            out = user @ self.item_vectors(items).T
+            out = self(hist, None)[0]
         out[:, 0] = -torch.inf
         return out
 

@@ -56,6 +56,7 @@ from solidrec.train.checkpoint import (
     save_checkpoint,
 )
 from solidrec.train.lock import RunLock, RunLockedError
+from solidrec.train.losses import NegativeSampler, softmax_cross_entropy
 
 
 class TrainingDivergedError(RuntimeError):
@@ -201,9 +202,46 @@ class Trainer:
         self.optimizer = self._optimizer()
         self.train_model: torch.nn.Module = self.model
         self.writer = None
+        self.sampler = NegativeSampler(
+            self.data.num_items, cfg.train.negative_sampling, self.data.train.item[:, 0]
+        )
 
     def _optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.model.parameters(), lr=self.cfg.train.lr)
+        t = self.cfg.train
+        return torch.optim.Adam(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+
+    def _batch_loss(
+        self, hist: torch.Tensor, item: torch.Tensor, label: torch.Tensor, step: int
+    ) -> tuple[torch.Tensor, int, torch.Tensor]:
+        """(summed objective, the count it is a sum over, aux loss) of one local batch:
+        histories (B, L) with their prepared candidates (B, C) and labels (B, C)."""
+        t, d = self.cfg.train, self.dist
+        if t.loss == "bce":
+            # Each history once, scored against all of its candidates (B, C).
+            logits, aux = self.train_model(hist, item)
+            bce = F.binary_cross_entropy_with_logits(logits, label, reduction="sum")
+            return bce, logits.numel(), aux
+        pos = item[:, 0]
+        if t.loss == "softmax":
+            logits, aux = self.train_model(hist, None)  # every item; column 0 is padding
+            ce = softmax_cross_entropy(logits[:, 1:], pos - 1, None, t.label_smoothing)
+            return ce, len(hist), aux
+        if t.num_negatives > 0:
+            # Seeded by position in the schedule: a resumed run draws the same negatives.
+            s = self.state
+            g = torch.Generator().manual_seed(
+                hash((t.seed, s["stage"], s["epoch"], step, d.rank)) & 0x7FFF_FFFF_FFFF_FFFF
+            )
+            neg = self.sampler.draw(len(hist), t.num_negatives, g).to(d.device)
+        else:
+            neg = item[:, 1:]
+        cand = torch.cat([pos.unsqueeze(1), neg], 1)
+        logits, aux = self.train_model(hist, cand)
+        logits = logits - self.sampler.log_q(cand)  # logQ: unbiased under the sampler
+        valid = torch.ones_like(cand, dtype=torch.bool)
+        valid[:, 1:] = neg != pos.unsqueeze(1)  # an accidental hit is no negative
+        target = torch.zeros(len(hist), dtype=torch.long, device=d.device)
+        return softmax_cross_entropy(logits, target, valid, t.label_smoothing), len(hist), aux
 
     # -- checkpoints ---------------------------------------------------------------
     def _save_last(self) -> None:
@@ -376,20 +414,24 @@ class Trainer:
             idx = order[step * per_step : (step + 1) * per_step]
             if len(idx) >= d.world:
                 local = idx.tensor_split(d.world)[d.rank]
-                # Each history once, scored against all of its candidates (B, C).
-                logits, aux = self.train_model(hist[local].to(d.device), item[local].to(d.device))
-                bce = F.binary_cross_entropy_with_logits(
-                    logits, label[local].to(d.device), reduction="sum"
+                main, count, aux = self._batch_loss(
+                    hist[local].to(d.device),
+                    item[local].to(d.device),
+                    label[local].to(d.device),
+                    step,
                 )
-                # Sum over the local slice / the global batch's samples x world: DDP's
+                # The global batch's count of what `main` sums (samples for BCE,
+                # histories for the softmax losses).
+                total = count * len(idx) // len(local)
+                # Sum over the local slice / the global batch's count x world: DDP's
                 # average of these gradients is the gradient of the global batch's mean.
-                loss = bce / (len(idx) * c) * d.world + aux
+                loss = main / total * d.world + aux
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                value, aux_value, finite = self._loss_value(loss, bce, aux)
+                value, aux_value, finite = self._loss_value(loss, main, aux)
                 if finite:
                     self.optimizer.step()
-                    mean = value / (len(idx) * c) * d.world
+                    mean = value / total * d.world
                     s["loss_sum"] += mean
                     s["aux_sum"] += aux_value
                     s["loss_n"] += 1

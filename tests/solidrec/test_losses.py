@@ -1,0 +1,133 @@
+"""Training objectives (``train.loss``): the losses against torch's, the sampler, and
+training with each through every kind of backbone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from solidrec.cli import main as cli_main
+from solidrec.config import ModelConfig, RunConfig
+from solidrec.models import SolidModel
+from solidrec.testing import make_tiny_dataset
+from solidrec.train.losses import NegativeSampler, softmax_cross_entropy
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_softmax_cross_entropy_equals_torch(smoothing: float) -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(6, 9, dtype=torch.float64)
+    target = torch.randint(0, 9, (6,))
+    want = F.cross_entropy(logits, target, reduction="sum", label_smoothing=smoothing)
+    torch.testing.assert_close(
+        softmax_cross_entropy(logits, target, None, smoothing).double(), want
+    )
+    # With columns masked out: the loss over the valid columns alone.
+    valid = torch.rand(6, 9) > 0.3
+    valid[torch.arange(6), target] = True
+    got = softmax_cross_entropy(logits, target, valid, smoothing)
+    rows = []
+    for i in range(6):
+        cols = valid[i].nonzero().flatten()
+        t = int((cols == target[i]).nonzero())
+        rows.append(
+            F.cross_entropy(logits[i, cols][None], torch.tensor([t]), label_smoothing=smoothing)
+        )
+    torch.testing.assert_close(got, torch.stack(rows).sum())
+
+
+def test_negative_sampler() -> None:
+    g = torch.Generator().manual_seed(0)
+    uni = NegativeSampler(50, "uniform")
+    draws = uni.draw(400, 8, g)
+    assert draws.min() >= 1 and draws.max() <= 50
+    torch.testing.assert_close(
+        uni.log_q(torch.tensor([1, 50])), torch.full((2,), -np.log(50.0)).float()
+    )
+    positives = np.r_[np.full(900, 3), np.arange(1, 51)]
+    pop = NegativeSampler(50, "popularity", positives)
+    draws = pop.draw(1000, 10, g)
+    assert (draws == 3).float().mean() > 0.8  # item 3: 901 + 1 of 1001 + 50 weight
+    assert (draws == 0).sum() == 0
+    with pytest.raises(ValueError, match="negative_sampling must be one of"):
+        NegativeSampler(5, "zipf")
+
+
+def test_forward_without_items_scores_every_item() -> None:
+    torch.manual_seed(0)
+    sem = torch.randint(1, 4, (31,))
+    sem[0] = 0
+    m = SolidModel(ModelConfig(backbone="sasrec", generator="apg", solid="full"), sem, 3, 5)
+    hist = torch.randint(0, 31, (4, 5))
+    hist[:, -1] = 1
+    every, _ = m(hist, None)
+    some, _ = m(hist, torch.arange(31).expand(4, -1))
+    torch.testing.assert_close(every, some)
+    din = SolidModel(ModelConfig(backbone="din", generator="apg"), sem, 3, 5)
+    with pytest.raises(ValueError, match="din scores each candidate"):
+        din(hist, None)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_dataset(tmp_path_factory.mktemp("tiny") / "data")
+
+
+def _run(tiny: Path, out: Path, backbone: str, *sets: str) -> dict:
+    argv = [
+        "train", "--data", str(tiny), "--out", str(out), "--backbone", backbone,
+        "--generator", "duet", "--solid", "full", "--epochs", "1", "--threads", "1",
+        "--quiet", "--batch-size", "64", "--max-steps-per-epoch", "4", "--set", *sets,
+    ]  # fmt: skip
+    assert cli_main(argv) == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("backbone", "sets"),
+    [
+        ("sasrec", ["train.loss=softmax", "label_smoothing=0.1", "weight_decay=1e-4"]),
+        ("gru4rec", ["train.loss=sampled_softmax"]),
+        ("din", ["train.loss=sampled_softmax", "num_negatives=7"]),
+        ("bert4rec", ["loss=sampled_softmax", "num_negatives=5", "negative_sampling=popularity"]),
+    ],
+)
+def test_every_loss_trains_and_is_deterministic(
+    tiny: Path, tmp_path: Path, backbone: str, sets: list[str]
+) -> None:
+    a = _run(tiny, tmp_path / "a", backbone, *sets)
+    b = _run(tiny, tmp_path / "b", backbone, *sets)
+    assert np.isfinite(a["auc"]) and a == b
+    log = (tmp_path / "a" / "log.csv").read_text().splitlines()
+    assert len(log) == 3  # header + one epoch of each stage
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["loss=hinge"], "train.loss must be one of ('bce', 'softmax', 'sampled_softmax')"),
+        (["num_negatives=5"], "apply to the softmax losses"),
+        (["loss=softmax", "num_negatives=5"], "sampled_softmax only"),
+        (["loss=sampled_softmax", "negative_sampling=popularity"], "num_negatives > 0"),
+        (["loss=softmax", "label_smoothing=1"], "label_smoothing must be in [0, 1)"),
+        (["weight_decay=-1"], "train.weight_decay must be >= 0"),
+    ],
+)
+def test_bad_loss_settings_name_the_key(sets: list[str], message: str) -> None:
+    cfg = RunConfig(data="d", out="o")
+    cfg.override(sets)
+    with pytest.raises(
+        ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
+    ):
+        cfg.validate()
+
+
+def test_softmax_with_din_is_refused() -> None:
+    cfg = RunConfig(data="d", out="o")
+    cfg.override(["backbone=din", "loss=softmax"])
+    with pytest.raises(ValueError, match="use train.loss=sampled_softmax"):
+        cfg.validate()
