@@ -54,7 +54,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kcore", type=int, default=0, help="k-core filter (0 = off)")
     p.add_argument("--semantic", choices=("auto", "category", "kmeans"), default="auto")
     p.add_argument("--clusters", type=int, default=64, help="k for --semantic kmeans")
-    p.add_argument("--embedding", choices=("text", "id", "fusion"), default="text")
+    p.add_argument(
+        "--embedding",
+        choices=("text", "id", "fusion"),
+        help="embedding source of semantic ids (default: text; id with --from-run)",
+    )
     p.add_argument("--text-encoder", choices=("hashed", "minilm"), default="hashed")
     p.add_argument(
         "--text-model",
@@ -66,6 +70,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help=".npy/.npz/.pt item-ID embeddings, rows = item index (or keyed by item id: "
         "with --embedding-ids, or a .parquet/.csv/.tsv table with an item_id column)",
+    )
+    p.add_argument(
+        "--from-run",
+        type=Path,
+        metavar="RUN",
+        help="ID embeddings from a trained run's item table (RUN or RUN/model), matched "
+        "by item id; instead of --item-embeddings",
     )
     p.add_argument(
         "--embedding-ids",
@@ -126,8 +137,10 @@ def run_prepare(args: argparse.Namespace) -> int:
     try:
         sem = SemanticConfig(
             method=args.semantic,
-            **_pick(args, "embedding", "text_encoder", "item_embeddings", "embedding_key"),
-            **_pick(args, "embedding_ids", "text_model"),
+            # a run gives ID embeddings: --from-run alone means --embedding id
+            embedding=args.embedding or ("id" if args.from_run is not None else "text"),
+            **_pick(args, "text_encoder", "item_embeddings", "embedding_key"),
+            **_pick(args, "embedding_ids", "text_model", "from_run"),
             **_pick(args, "category_level", "unlabeled", "clusters"),
         )
         cfg = PrepareConfig(
@@ -157,6 +170,9 @@ def run_stats(args: argparse.Namespace) -> int:
         return 2
     s = dataset_stats(args.dir)
     print(json.dumps(s, indent=2, sort_keys=True) if args.json else format_stats(s))
+    if s["semantic_warning"]:
+        # the dataset is usable (baselines), so a warning, not an error
+        print(f"solidrec stats: warning: {s['semantic_warning']}", file=sys.stderr)
     return 0
 
 

@@ -14,8 +14,19 @@ from typing import Any
 
 import numpy as np
 
+from solidrec.data.embeddings import (
+    load_embeddings,
+    load_run_embeddings,
+    run_model_dir,
+    run_model_files,
+)
 from solidrec.data.io import atomic_directory, sha256_file
-from solidrec.data.prepared import dataset_fingerprint, is_up_to_date, write_prepared
+from solidrec.data.prepared import (
+    SEMANTIC_WARNING,
+    dataset_fingerprint,
+    is_up_to_date,
+    write_prepared,
+)
 from solidrec.data.protocol import (
     build_sequences,
     interaction_keys,
@@ -95,13 +106,16 @@ def _input_files(cfg: PrepareConfig) -> list[Path]:
         files.append(Path(cfg.semantic.item_embeddings))
     if cfg.semantic.embedding_ids is not None:
         files.append(Path(cfg.semantic.embedding_ids))
+    if cfg.semantic.from_run is not None:
+        # the weights and item ids decide the table: another run prepares again
+        files += run_model_files(cfg.semantic.from_run)
     return files
 
 
 #: Options added after datasets were first prepared, recorded only when set: a dataset
 #: prepared before they existed keeps its fingerprint, and training refuses to resume a
 #: run on data whose fingerprint changed.
-_SEMANTIC_WHEN_SET = ("embedding_ids", "text_model")
+_SEMANTIC_WHEN_SET = ("embedding_ids", "text_model", "from_run")
 
 
 def _params(cfg: PrepareConfig) -> dict[str, Any]:
@@ -110,6 +124,9 @@ def _params(cfg: PrepareConfig) -> dict[str, Any]:
         for k, v in _jsonable(cfg.semantic).items()
         if v is not None or k not in _SEMANTIC_WHEN_SET
     }
+    if cfg.semantic.from_run is not None:
+        # RUN and RUN/model name the same table
+        semantic["from_run"] = str(run_model_dir(cfg.semantic.from_run).resolve())
     params = {
         "history_len": cfg.history_len,
         "neg_train": cfg.neg_train,
@@ -162,10 +179,11 @@ def _embedding_feature(
     if not cfg.embedding_feature:
         return None
     sem = cfg.semantic
+    if sem.from_run is not None:
+        emb = load_run_embeddings(sem.from_run, item_ids, sem.embedding_key)
+        return np.concatenate([np.zeros((1, emb.shape[1]), np.float32), emb])
     if sem.item_embeddings is None:
-        raise ValueError("--embedding-feature needs --item-embeddings PATH")
-    from solidrec.data.embeddings import load_embeddings
-
+        raise ValueError("--embedding-feature needs --item-embeddings PATH or --from-run RUN")
     emb = load_embeddings(
         sem.item_embeddings, num_items, item_ids, sem.embedding_key, sem.embedding_ids
     ).astype(np.float32)
@@ -202,6 +220,8 @@ def prepare(
         params,
     )
     if not force and (existing := is_up_to_date(out, fp)) is not None:
+        if (warning := existing["params"].get(SEMANTIC_WARNING)) is not None:
+            log.warning("warning: %s", warning)  # as loud as when it was built
         return PrepareResult(out, existing, True)
 
     if cfg.semantic.item_embeddings is not None and cfg.semantic.embedding == "text":
@@ -233,6 +253,8 @@ def prepare(
             sem = assign_semantic_ids(
                 seq.num_items, titles, cats, cfg.semantic, cfg.seed, item_ids.tolist()
             )
+            if sem.warning is not None:
+                log.warning("warning: %s", sem.warning)
             feature = _embedding_feature(cfg, seq.num_items, item_ids.tolist())
 
         ss = np.random.SeedSequence(cfg.seed)
@@ -272,6 +294,8 @@ def prepare(
                     **params,
                     "semantic_method_used": sem.method,
                     "embedding_used": sem.embedding_used,
+                    # recorded only when set, for `solidrec stats` to repeat
+                    **({SEMANTIC_WARNING: sem.warning} if sem.warning else {}),
                 },
                 fingerprint=fp,
             )

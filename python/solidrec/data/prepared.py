@@ -24,6 +24,9 @@ ITEMS, USERS, SEMANTIC = "items.npz", "users.npz", "semantic.npz"
 TRAIN, VALID, TEST = "train.npz", "valid.npz", "test.npz"
 #: The array files, in the order they are written (the manifest is written last).
 ARRAY_FILES = (ITEMS, USERS, SEMANTIC, TRAIN, VALID, TEST)
+#: Manifest ``params`` key of a degenerate semantic-id result (one id for all items,
+#: categories picked from zero embeddings), present only then.
+SEMANTIC_WARNING = "semantic_warning"
 
 
 class PreparedFormatError(FileNotFoundError, ValueError):
@@ -250,6 +253,7 @@ def dataset_stats(directory: str | Path) -> dict[str, Any]:
         "test_rows": c["test_rows"],
         "history_len": manifest["params"]["history_len"],
         "semantic_method": manifest["params"].get("semantic_method_used"),
+        "semantic_warning": manifest["params"].get(SEMANTIC_WARNING),
     }
 
 

@@ -15,6 +15,11 @@ dedicated ``<unknown>`` id (``unlabeled="unknown"``). Without any labels (or wit
 
 Semantic ids are 1..S (0 = padding), numbered in sorted label order (k-means: in order
 of each cluster's first item); only ids used by at least one item exist.
+
+Degenerate results are reported in ``SemanticResult.warning`` (not errors: the dataset
+still suits models that read no semantic sequence): every item in one id, and
+nearest-centroid choices made on all-zero embeddings (no titles), which then ignore the
+items and fall to label order.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from typing import Literal
 
 import numpy as np
 
-from solidrec.data.embeddings import load_embeddings
+from solidrec.data.embeddings import load_embeddings, load_run_embeddings
 from solidrec.data.raw import CategoryPath
 
 Method = Literal["auto", "category", "kmeans"]
@@ -60,11 +65,22 @@ class SemanticConfig:
     kmeans_iters: int = 25
     embedding_ids: Path | None = None  # item id of each item_embeddings row
     text_model: str | None = None  # a local sentence-transformers model, replaces text_encoder
+    # a trained run (or its model directory) whose item table gives the ID embeddings
+    from_run: Path | None = None
 
     def __post_init__(self) -> None:
         if self.text_model is not None and self.text_encoder != "hashed":
             raise ValueError(
                 f"--text-model replaces --text-encoder; drop --text-encoder {self.text_encoder}"
+            )
+        if self.from_run is not None and self.item_embeddings is not None:
+            raise ValueError(
+                "--from-run and --item-embeddings both give the ID embeddings; pass one"
+            )
+        if self.from_run is not None and self.embedding == "text":
+            raise ValueError(
+                "--from-run gives ID embeddings, unused by --embedding text; "
+                "pass --embedding id (or fusion)"
             )
         if self.embedding_ids is not None and self.item_embeddings is None:
             raise ValueError("--embedding-ids names the rows of --item-embeddings; pass both")
@@ -76,6 +92,11 @@ class SemanticResult:
     names: np.ndarray  # str (S + 1,), [0] = "<pad>"
     method: str  # "category" or "kmeans"
     embedding_used: bool
+    warning: str | None = None  # a degenerate result, with its fix (module docstring)
+
+    @property
+    def num_semantic(self) -> int:
+        return len(self.names) - 1
 
 
 # ------------------------------------------------------------------------ embeddings
@@ -168,9 +189,14 @@ def item_embeddings(
         return minilm_embed(t) if cfg.text_encoder == "minilm" else hashed_bow(t, cfg.hash_dim)
 
     def ids() -> np.ndarray:
+        if cfg.from_run is not None:
+            if item_ids is None:
+                raise ValueError("--from-run matches items by id: it needs their original ids")
+            return load_run_embeddings(cfg.from_run, item_ids, cfg.embedding_key)
         if cfg.item_embeddings is None:
             raise ValueError(
-                f"embedding source {cfg.embedding!r} needs item_embeddings (--item-embeddings PATH)"
+                f"embedding source {cfg.embedding!r} needs item embeddings "
+                "(--item-embeddings PATH or --from-run RUN)"
             )
         return load_embeddings(
             cfg.item_embeddings, num_items, item_ids, cfg.embedding_key, cfg.embedding_ids
@@ -257,6 +283,37 @@ def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 25) -> np.ndarray:
     return labels
 
 
+# -------------------------------------------------------------------------- warnings
+
+#: How to get informative semantic ids when the data has neither labels nor text.
+FIX = (
+    "Give an items file with categories or titles (--items), or semantic ids from a "
+    "trained model's item table: solidrec prepare ... --semantic kmeans --embedding id "
+    "--from-run RUN (docs/DATA.md)"
+)
+
+
+def _zero_cause(cfg: SemanticConfig, titles: list[str] | None) -> str:
+    """Why every embedding is zero, in the user's terms."""
+    if cfg.embedding == "text" and titles is None:
+        return "no items file, or no titles in it"
+    if cfg.embedding == "text":
+        return "the titles hold no words"
+    return f"--embedding {cfg.embedding}: the embeddings are all zero"
+
+
+def _one_id_warning(res: SemanticResult, num_items: int, cause: str | None, fix: str) -> str | None:
+    """The warning for every item in one semantic id (None otherwise)."""
+    if num_items < 2 or res.num_semantic != 1:
+        return None
+    why = f" ({cause})" if cause else ""
+    text = (
+        f"all {num_items:,} items got one semantic id{why}: SOLID's semantic sequence is "
+        "constant (only models that read no semantic sequence can use this dataset)"
+    )
+    return f"{text}. {fix}" if fix else text
+
+
 # ------------------------------------------------------------------------- assignment
 
 
@@ -297,10 +354,6 @@ def assign_semantic_ids(
 
     if method == "kmeans":
         emb = item_embeddings(titles, num_items, cfg, item_ids)
-        if not np.abs(emb).sum(axis=1).any():
-            log.warning(
-                "k-means: all item embeddings are zero (no titles?); every item gets one id"
-            )
         lab = kmeans(emb, cfg.clusters, seed, cfg.kmeans_iters)
         # number clusters by their first item
         _, first = np.unique(lab, return_index=True)
@@ -309,6 +362,14 @@ def assign_semantic_ids(
         rank[np.unique(lab)[order]] = np.arange(len(order))
         res = _compact(rank[lab], [f"cluster-{i + 1}" for i in range(len(order))])
         res.method, res.embedding_used = "kmeans", True
+        fix = FIX
+        if not emb.any():
+            cause = f"k-means over all-zero item embeddings: {_zero_cause(cfg, titles)}"
+        elif cfg.clusters == 1:
+            cause, fix = "--clusters 1", "Raise --clusters"
+        else:
+            cause = "k-means found one cluster: the item embeddings are all equal"
+        res.warning = _one_id_warning(res, num_items, cause, fix)
         return res
 
     vocab = sorted({lab for ls in labels for lab in ls})
@@ -325,8 +386,11 @@ def assign_semantic_ids(
     unl = n_labels == 0
     need_emb = bool(multi.any() or (unl.any() and cfg.unlabeled == "nearest"))
     names = list(vocab)
+    warnings: list[str] = []
     if need_emb:
         emb = item_embeddings(titles, num_items, cfg, item_ids)
+        nearest = unl if cfg.unlabeled == "nearest" else np.zeros_like(unl)
+        warnings += _zero_choice_warning(emb, multi, nearest, cfg, titles)
         counts = np.bincount(pair_cat, minlength=len(vocab)).astype(np.float64)
         cent = np.zeros((len(vocab), emb.shape[1]), dtype=np.float64)
         for lo in range(0, len(pair_item), 1 << 16):  # chunked: bounded float64 temporaries
@@ -353,4 +417,62 @@ def assign_semantic_ids(
         raw[unl] = len(names) - 1
     res = _compact(raw, names)
     res.method, res.embedding_used = "category", need_emb
+    name = str(res.names[-1])
+    if warnings:  # the zero-embedding warning already says why and what to do
+        cause, fix = None, ""
+    elif len(vocab) == 1:
+        cause = f"the data's only label is {name!r}"
+        fix = (
+            "Use a deeper --category-level, or k-means on titles or on a trained model's "
+            "item table (--semantic kmeans --embedding id --from-run RUN, docs/DATA.md)"
+        )
+    else:
+        cause, fix = f"every item's nearest label is {name!r}", FIX
+    one = _one_id_warning(res, num_items, cause, fix)
+    res.warning = "; ".join(warnings + ([one] if one else [])) or None
     return res
+
+
+def _zero_choice_warning(
+    emb: np.ndarray,
+    multi: np.ndarray,
+    nearest: np.ndarray,
+    cfg: SemanticConfig,
+    titles: list[str] | None,
+) -> list[str]:
+    """A warning when the items whose category Eq. 8-10 picks by nearest centroid
+    (several labels; unlabeled with ``nearest``) all have zero embeddings: the pick then
+    ignores the item. Some such items only: a logged count."""
+    need = multi | nearest
+    zero = need & ~emb.any(axis=1)
+    n_zero, n_need = int(zero.sum()), int(need.sum())
+    if n_zero == 0:
+        return []
+    if n_zero < n_need:
+        log.warning(
+            "%d of %d items whose category is picked by nearest centroid have an all-zero "
+            "embedding (no title, or no embedding row): each gets the label whose centroid "
+            "is nearest the origin",
+            n_zero,
+            n_need,
+        )
+        return []
+    what = " and ".join(
+        f"{n:,} {kind}"
+        for n, kind in (
+            (int(multi.sum()), "items with several labels"),
+            (int(nearest.sum()), "unlabeled items"),
+        )
+        if n
+    )
+    how = (
+        "every distance ties, so the first label in sorted order wins"
+        if not emb.any()
+        else "each gets the label whose centroid is nearest the origin"
+    )
+    return [
+        f"{what} got their category by nearest centroid (Eq. 8-10) from all-zero embeddings "
+        f"({_zero_cause(cfg, titles)}): {how}, whatever the item. Give titles (--items) or "
+        "ID embeddings (--embedding id with --item-embeddings PATH or --from-run RUN); "
+        "--unlabeled unknown gives unlabeled items an id of their own"
+    ]
