@@ -286,3 +286,20 @@ def test_from_run_option_errors_are_one_line(
         err = _one_line_error(capsys)
         assert "--from-run" in err and problem in err, (flags, err)
     assert not (tmp_path / "p").exists()
+
+
+def test_train_repeats_the_warning_for_modes_reading_semantic_ids(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SPG trains on the semantic sequence: a constant one is worth a line before
+    training; the id-only baseline reads none, so it stays quiet."""
+    inter, _ = _synth(tmp_path / "raw")
+    assert _prepare(inter, tmp_path / "p") == 0
+    base = ["train", "--data", str(tmp_path / "p"), "--generator", "duet", "--epochs", "1"]
+    base += ["--max-steps-per-epoch", "1", "--threads", "1", "--no-progress"]
+    capsys.readouterr()
+    assert main([*base, "--solid", "full", "--out", str(tmp_path / "full")]) == 0
+    err = capsys.readouterr().err
+    assert f"solidrec train: warning: {tmp_path / 'p'}: all " in err and ONE_ID in err
+    assert main([*base, "--solid", "off", "--out", str(tmp_path / "off")]) == 0
+    assert "warning" not in capsys.readouterr().err

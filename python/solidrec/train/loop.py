@@ -43,7 +43,7 @@ from solidrec.config import (
     resolve_device,
 )
 from solidrec.data.io import atomic_write, clean_stale_temps, write_json
-from solidrec.data.prepared import PreparedDataset, load_prepared
+from solidrec.data.prepared import SEMANTIC_WARNING, PreparedDataset, load_prepared
 from solidrec.evaluate import evaluate_split, evaluate_with_cost
 from solidrec.metrics import METRIC_KEYS
 from solidrec.models import build_model
@@ -570,6 +570,10 @@ class Trainer:
                 print(f"solidrec train: resuming with {what}", file=sys.stderr)
         if self.dist.main and (not resumed or changed):
             atomic_write(self.out / "config.yaml", cfg.to_yaml())
+        warning = self.data.manifest.get("params", {}).get(SEMANTIC_WARNING)
+        if warning and self.dist.main and not self.quiet and self.model.sem_emb is not None:
+            # The mode reads the semantic sequence (SPG): say so before training on it.
+            print(f"solidrec train: warning: {self.data.path}: {warning}", file=sys.stderr)
         if not resumed:  # a one-stage mode's codebook is initialised here
             self.model.set_stage(1, seed=cfg.train.seed)
         if self.dist.world > 1:
