@@ -32,6 +32,7 @@ _EXPORTS = {
     "fit": "solidrec.train.loop",
     "evaluate_run": "solidrec.evaluate",
     "Recommender": "solidrec.recommend",
+    "run_study": "solidrec.tune",
 }
 
 __all__ = ["__version__", *_EXPORTS]

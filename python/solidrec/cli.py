@@ -25,6 +25,7 @@ COMMAND_MODULES: list[str] = [
     "solidrec.commands.recommend",
     "solidrec.commands.report",
     "solidrec.commands.reproduce",
+    "solidrec.commands.tune",
 ]
 
 
