@@ -742,3 +742,85 @@ def format_trials(study: optuna.Study) -> str:
             f"run {best.user_attrs.get('run_dir')}"
         )
     return "\n".join(text)
+
+
+#: The paper's Figure 5: metric -> colour (UAUC blue, NDCG@10 green, Recall@10 orange).
+GRID_PLOT_METRICS = {"uauc": "Blues", "ndcg@10": "Greens", "recall@10": "Oranges"}
+
+
+def read_trials(study_dir: str | Path) -> list[dict[str, Any]]:
+    """``STUDY_DIR/trials.csv`` as rows (strings as written; see :func:`trial_rows`)."""
+    path = Path(study_dir) / "trials.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no trials (run solidrec tune into {study_dir} first)")
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def grid_table(
+    rows: list[dict[str, Any]], x: str, y: str, metric: str, split: str = "test"
+) -> tuple[list[float], list[float], dict[tuple[float, float], float]]:
+    """(x values, y values, {(x, y): metric}) over the COMPLETE trials of a 2-D grid."""
+    col = f"{split}_{metric}"
+    cells: dict[tuple[float, float], float] = {}
+    for r in rows:
+        if r.get("state") != "COMPLETE" or not r.get(col):
+            continue
+        if x not in r or y not in r:
+            raise ValueError(f"the study has no parameter {x if x not in r else y!r}")
+        cells[(float(r[x]), float(r[y]))] = float(r[col])
+    xs = sorted({k[0] for k in cells})
+    ys = sorted({k[1] for k in cells})
+    return xs, ys, cells
+
+
+def plot_grid(
+    study_dir: str | Path,
+    out: str | Path,
+    x: str = "model.lam",
+    y: str = "model.tau",
+    metrics: Sequence[str] = tuple(GRID_PLOT_METRICS),
+    split: str = "test",
+) -> Path:
+    """The paper's Figure 5 drawing of a 2-D grid study: one panel per metric, a circle
+    per grid point whose radius and colour depth grow with the value (scaled between the
+    panel's min and max), the value printed beside it. Written as PNG to ``out``."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError(
+            "plotting needs matplotlib: pip install matplotlib (or the bench extra)"
+        ) from None
+    from matplotlib import colormaps
+
+    rows = read_trials(study_dir)
+    fig = Figure(figsize=(4.2 * len(metrics), 4.0))
+    FigureCanvasAgg(fig)
+    for i, metric in enumerate(metrics):
+        xs, ys, cells = grid_table(rows, x, y, metric, split)
+        if not cells:
+            raise ValueError(f"{study_dir}: no finished trial with {split}_{metric}")
+        ax = fig.add_subplot(1, len(metrics), i + 1)
+        lo, hi = min(cells.values()), max(cells.values())
+        cmap = colormaps[GRID_PLOT_METRICS.get(metric, "Purples")]
+        for (a, b), v in cells.items():
+            t = (v - lo) / (hi - lo) if hi > lo else 1.0
+            px, py = xs.index(a), ys.index(b)
+            ax.scatter(px, py, s=80 + 900 * t, color=cmap(0.25 + 0.75 * t), edgecolors="k")
+            ax.annotate(f"{v:.4f}", (px, py), textcoords="offset points", xytext=(0, -24),
+                        ha="center", fontsize=7)  # fmt: skip
+        best = max(cells, key=cells.__getitem__)
+        ax.scatter(xs.index(best[0]), ys.index(best[1]), marker="x", color="red", s=40)
+        ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
+        ax.set_yticks(range(len(ys)), [f"{v:g}" for v in ys])
+        ax.set_xlim(-0.6, len(xs) - 0.4)
+        ax.set_ylim(-0.6, len(ys) - 0.4)
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
+        ax.set_title(f"{split} {metric} ({lo:.4f}-{hi:.4f})")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    atomic_write(out, buf.getvalue())
+    return Path(out)

@@ -17,7 +17,7 @@ from solidrec.cli import main  # noqa: E402
 from solidrec.evaluate import evaluate_run  # noqa: E402
 from solidrec.metrics import METRIC_KEYS  # noqa: E402
 from solidrec.testing import make_tiny_dataset  # noqa: E402
-from solidrec.tune import check_grid, load_space, run_study  # noqa: E402
+from solidrec.tune import check_grid, load_space, read_trials, run_study  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 #: Every trial: one short epoch, a checkpoint every step (for the kill test), one thread.
@@ -313,3 +313,28 @@ def test_figure5_space_is_the_papers_grid() -> None:
     assert check_grid(space) == 25
     assert space["model.lam"].choices == (0.01, 0.05, 0.1, 0.5, 1.0)
     assert space["model.tau"].choices == (0.001, 0.005, 0.01, 0.05, 0.1)
+
+
+def test_grid_plot_draws_every_finished_point(tmp_path: Path, capsys) -> None:
+    """Figure 5's drawing from trials.csv: one circle per COMPLETE grid point; failed
+    trials left out; a missing study or parameter is one line, exit 2."""
+    from solidrec.tune import grid_table
+
+    study = tmp_path / "study"
+    study.mkdir()
+    rows = ["number,state,model.lam,model.tau,test_uauc,test_ndcg@10,test_recall@10"]
+    values = {}
+    for n, (lam, tau) in enumerate([(0.1, 0.01), (0.1, 0.05), (1.0, 0.01), (1.0, 0.05)]):
+        values[(lam, tau)] = 0.7 + n / 100
+        rows.append(f"{n},COMPLETE,{lam},{tau},{0.7 + n / 100},{0.2 + n / 100},{0.4}")
+    rows.append("4,FAIL,0.5,0.01,,,")
+    (study / "trials.csv").write_text("\n".join(rows) + "\n")
+    xs, ys, cells = grid_table(read_trials(study), "model.lam", "model.tau", "uauc")
+    assert xs == [0.1, 1.0] and ys == [0.01, 0.05] and cells == values
+    out = tmp_path / "fig5.png"
+    assert main(["tune-plot", str(study), "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["tune-plot", str(tmp_path / "none"), "--out", str(out)]) == 2
+    assert "no trials" in capsys.readouterr().err
+    assert main(["tune-plot", str(study), "--out", str(out), "--x", "model.dim"]) == 2
+    assert "no parameter 'model.dim'" in capsys.readouterr().err

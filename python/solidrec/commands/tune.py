@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 from solidrec.metrics import METRIC_KEYS
-from solidrec.tune import SAMPLERS  # optuna itself is imported only when a study runs
+
+# optuna itself is imported only when a study runs
+from solidrec.tune import GRID_PLOT_METRICS, SAMPLERS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -51,6 +53,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no bars and no per-epoch lines")
     p.set_defaults(func=run_tune)
 
+    g = sub.add_parser(
+        "tune-plot",
+        help="the paper's Figure 5 drawing of a 2-D grid study (bubbles per metric)",
+    )
+    g.add_argument("study", type=Path, metavar="STUDY_DIR")
+    g.add_argument("--out", type=Path, required=True, help="PNG file")
+    g.add_argument("--x", default="model.lam", help="parameter on the horizontal axis")
+    g.add_argument("--y", default="model.tau", help="parameter on the vertical axis")
+    g.add_argument("--metrics", nargs="+", choices=METRIC_KEYS, default=list(GRID_PLOT_METRICS))
+    g.add_argument(
+        "--split", choices=("test", "valid"), default="test", help="whose metrics to draw"
+    )
+    g.set_defaults(func=run_plot)
+
 
 def run_tune(args: argparse.Namespace) -> int:
     from solidrec.train import RunLockedError
@@ -83,4 +99,16 @@ def run_tune(args: argparse.Namespace) -> int:
     if best_trial(study) is None:
         print("solidrec tune: error: no trial completed (see trials.csv)", file=sys.stderr)
         return 1
+    return 0
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    from solidrec.tune import plot_grid
+
+    try:
+        out = plot_grid(args.study, args.out, args.x, args.y, args.metrics, args.split)
+    except (ValueError, OSError, ImportError) as e:
+        print(f"solidrec tune-plot: error: {e}", file=sys.stderr)
+        return 2
+    print(out)
     return 0
