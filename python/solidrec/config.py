@@ -336,6 +336,29 @@ def _check_ranges(
             raise ValueError(f"{section}.{name} must be >= 0, got {getattr(obj, name)!r}")
 
 
+def flat_config(d: dict[str, Any]) -> dict[str, Any]:
+    """Nested ``{section: {key: v}}`` as flat ``{"section.key": v}``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update({f"{k}.{kk}": vv for kk, vv in v.items()})
+        else:
+            out[k] = v
+    return out
+
+
+def resolved_config(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config (a run's config.yaml or checkpoint) as the run computed with, flat:
+    fields added since it was written take their defaults (what the run did), and the
+    model section goes through :func:`effective_config`."""
+    full = {
+        **saved,
+        "model": {**asdict(ModelConfig()), **(saved.get("model") or {})},
+        "train": {**asdict(TrainConfig()), **(saved.get("train") or {})},
+    }
+    return flat_config(effective_config(full))
+
+
 def effective_config(d: dict[str, Any]) -> dict[str, Any]:
     """A :meth:`RunConfig.to_dict` (or a saved run's config) as the run computes it: its
     model section through :func:`solidrec.modes.effective_model`. Resumes compare these."""

@@ -18,14 +18,14 @@ import math
 import re
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-from solidrec.config import RESUME_FREE_KEYS, ModelConfig, TrainConfig, effective_config
+from solidrec.config import RESUME_FREE_KEYS, resolved_config
 from solidrec.data.io import atomic_write, write_json
 from solidrec.data.prepared import MANIFEST
 from solidrec.metrics import METRIC_KEYS
@@ -184,24 +184,13 @@ def _flat(cfg: dict[str, Any]) -> dict[str, Any]:
     """A saved config as flat ``section.key`` values the run computed with: fields added
     since it was written take their defaults (what the run did), ``codebook_init`` is
     resolved by the mode table (as resumes compare them; ``auto`` where it is the mode's)."""
-    full = {
-        **cfg,
-        "model": {**asdict(ModelConfig()), **(cfg.get("model") or {})},
-        "train": {**asdict(TrainConfig()), **(cfg.get("train") or {})},
-    }
-    eff = effective_config(full)
-    mode = MODES.get(str(eff["model"].get("solid")))
-    if mode is not None and eff["model"]["codebook_init"] == mode.resolve_codebook_init("auto"):
+    eff = resolved_config(cfg)
+    mode = MODES.get(str(eff.get("model.solid")))
+    if mode is not None and eff["model.codebook_init"] == mode.resolve_codebook_init("auto"):
         # The mode's own init (None without a codebook) follows from ``solid``: as a
         # column it would only repeat the solid mode, so it reads as the config's "auto".
-        eff["model"]["codebook_init"] = "auto"
-    out: dict[str, Any] = {}
-    for k, v in eff.items():
-        if isinstance(v, dict):
-            out.update({f"{k}.{kk}": vv for kk, vv in v.items()})
-        else:
-            out[k] = v
-    return out
+        eff["model.codebook_init"] = "auto"
+    return eff
 
 
 class _Datasets:

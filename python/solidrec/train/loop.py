@@ -16,7 +16,6 @@ DDP's gradient average equals the single-process gradient of the whole batch.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 import math
@@ -36,11 +35,10 @@ from tqdm import tqdm
 from solidrec.config import (
     RESUME_FREE_KEYS,
     RESUME_SCHEDULE_KEYS,
-    ModelConfig,
     RunConfig,
-    TrainConfig,
-    effective_config,
+    flat_config,
     resolve_device,
+    resolved_config,
 )
 from solidrec.data.io import atomic_write, clean_stale_temps, write_json
 from solidrec.data.prepared import SEMANTIC_WARNING, PreparedDataset, load_prepared
@@ -118,16 +116,6 @@ def _fresh_state() -> dict[str, Any]:
     }
 
 
-def _flat(cfg: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in cfg.items():
-        if isinstance(v, dict):
-            out.update({f"{k}.{kk}": vv for kk, vv in v.items()})
-        else:
-            out[k] = v
-    return out
-
-
 def config_differences(saved: dict[str, Any], now: RunConfig) -> dict[str, tuple[Any, Any]]:
     """``{key: (run's value, new value)}`` for every resolved config key that differs.
 
@@ -135,12 +123,7 @@ def config_differences(saved: dict[str, Any], now: RunConfig) -> dict[str, tuple
     the behaviour the run had (e.g. ``item_features="id"``). ``codebook_init`` compares
     as the run computes it (``auto`` resolved by the mode table: :func:`effective_config`).
     """
-    full = {
-        **saved,
-        "model": {**dataclasses.asdict(ModelConfig()), **saved.get("model", {})},
-        "train": {**dataclasses.asdict(TrainConfig()), **saved.get("train", {})},
-    }
-    a, b = _flat(effective_config(full)), _flat(effective_config(now.to_dict()))
+    a, b = resolved_config(saved), resolved_config(now.to_dict())
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
@@ -353,7 +336,7 @@ class Trainer:
             return
         hp = {
             k: v
-            for k, v in _flat(self.cfg.to_dict()).items()
+            for k, v in flat_config(self.cfg.to_dict()).items()
             if k not in RESUME_FREE_KEYS and isinstance(v, (int, float, str, bool))
         }
         self.writer.add_hparams(
