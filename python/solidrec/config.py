@@ -114,7 +114,9 @@ class TrainConfig:
     batch_size: int = 1024
     eval_batch_size: int = 512  # users per evaluation batch (x100 candidates)
     max_epochs: int = 30  # per stage
-    patience: int = 3  # epochs without validation-AUC improvement before stopping
+    patience: int = 3  # epochs without improvement of select_metric before stopping
+    # Validation metric that selects the best epoch and stops early (metrics.METRIC_KEYS).
+    select_metric: str = "auc"
     stage2_max_epochs: int = 0  # 0 = same as max_epochs
     min_delta: float = 1e-4
     seed: int = 2024
@@ -151,6 +153,12 @@ class TrainConfig:
             ),
         )
         parse_device(self.device, "train.device")
+        from solidrec.metrics import METRIC_KEYS
+
+        if self.select_metric not in METRIC_KEYS:
+            raise ValueError(
+                f"train.select_metric must be one of {METRIC_KEYS}, got {self.select_metric!r}"
+            )
         from solidrec.train.losses import LOSSES, NEGATIVE_SAMPLERS
 
         for name, allowed in (("loss", LOSSES), ("negative_sampling", NEGATIVE_SAMPLERS)):

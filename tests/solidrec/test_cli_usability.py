@@ -188,3 +188,21 @@ def test_shipped_configs_load_and_are_documented() -> None:
 
 def test_tiny_run_args_still_train(tiny: Path, tmp_path: Path) -> None:
     assert cli_main([*tiny_run_args(tiny, tmp_path / "r"), "--quiet"]) == 0
+
+
+def test_select_metric_chooses_the_epoch(tiny: Path, tmp_path: Path) -> None:
+    """train.select_metric=ndcg@10: the selected epoch is the best validation NDCG@10 of
+    the last stage, and metrics.json names it."""
+    run = tmp_path / "run"
+    argv = _train(tiny, run, "--quiet", "--patience", "3", "--set", "select_metric=ndcg@10")
+    argv[argv.index("--epochs") + 1] = "3"
+    assert cli_main(argv) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    ndcg = [float(r["valid_ndcg@10"]) for r in rows]
+    assert metrics["best_valid_ndcg@10"] == pytest.approx(max(ndcg), abs=1e-12)
+    assert metrics["best_epoch"] == ndcg.index(max(ndcg))
+    with pytest.raises(ValueError, match="train.select_metric must be one of"):
+        cfg = RunConfig(data="d", out="o")
+        cfg.override(["select_metric=mrr"])
+        cfg.validate()

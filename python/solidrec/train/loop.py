@@ -463,8 +463,9 @@ class Trainer:
     def _end_epoch(self) -> None:
         t, s = self.cfg.train, self.state
         val = evaluate_split(self.model, self.data.valid, t.eval_batch_size, self.dist.device)
-        if val["auc"] > s["best"] + t.min_delta:
-            s.update(best=val["auc"], best_epoch=s["epoch"], bad=0)
+        score = float(val[t.select_metric])
+        if score > s["best"] + t.min_delta:
+            s.update(best=score, best_epoch=s["epoch"], bad=0)
             self._save_best()
         else:
             s["bad"] += 1
@@ -605,7 +606,7 @@ class Trainer:
             uauc_users=int(test["uauc_users"]),
             best_epoch=int(s["best_epoch"]),
             stage=int(s["stage"]),
-            best_valid_auc=float(s["best"]),
+            **{f"best_valid_{t.select_metric}": float(s["best"])},
         )
         if s["config_changes"]:  # resumed with --allow-schedule-change
             metrics["config_changes"] = s["config_changes"]
