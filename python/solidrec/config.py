@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from solidrec.metrics import METRIC_KEYS
 from solidrec.modes import CODEBOOK_INITS, SOLID_MODES, SolidMode, effective_model, get_mode
 
 if TYPE_CHECKING:
@@ -22,6 +23,11 @@ GENERATORS = ("none", "apg", "duet")
 # paper's sample carries the target's category and the history's categories).
 # With "+embedding", the prepared dataset's stored item embeddings (prepare
 # --embedding-feature), projected to dim, are added too.
+#: ``train.loss`` values (solidrec.train.losses). bce: the paper's (Eq. 4); softmax:
+#: cross-entropy over every item; sampled_softmax: over the positive and sampled negatives.
+LOSSES = ("bce", "softmax", "sampled_softmax")
+#: ``train.negative_sampling`` values for ``sampled_softmax`` with ``num_negatives > 0``.
+NEGATIVE_SAMPLERS = ("uniform", "popularity")
 ITEM_FEATURES = ("id", "id+category", "id+embedding", "id+category+embedding")
 
 
@@ -153,14 +159,10 @@ class TrainConfig:
             ),
         )
         parse_device(self.device, "train.device")
-        from solidrec.metrics import METRIC_KEYS
-
         if self.select_metric not in METRIC_KEYS:
             raise ValueError(
                 f"train.select_metric must be one of {METRIC_KEYS}, got {self.select_metric!r}"
             )
-        from solidrec.train.losses import LOSSES, NEGATIVE_SAMPLERS
-
         for name, allowed in (("loss", LOSSES), ("negative_sampling", NEGATIVE_SAMPLERS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(

@@ -147,8 +147,8 @@ class Table:
         return SCIENTIFIC_TABLE1.get((g.backbone, g.dsr))
 
 
-def _result_free_keys() -> frozenset[str]:
-    return RESUME_FREE_KEYS | {"train.seed"}
+#: Keys that never change results, and the seed (mean ± std is taken over seeds).
+RESULT_FREE_KEYS = RESUME_FREE_KEYS | {"train.seed"}
 
 
 def find_runs(paths: Iterable[Path]) -> list[Path]:
@@ -323,7 +323,7 @@ def collect(paths: Iterable[Path], warn: Warn = _warn) -> list[Table]:
     by_data: dict[str, list[Run]] = {}
     for r in unique:
         by_data.setdefault(r.dataset.key, []).append(r)
-    free = _result_free_keys()
+    free = RESULT_FREE_KEYS
     tables = []
     for rs in by_data.values():
         # One fingerprint prepared under several names: the table names them all.

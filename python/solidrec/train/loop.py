@@ -196,19 +196,19 @@ class Trainer:
     def _batch_loss(
         self, hist: torch.Tensor, item: torch.Tensor, label: torch.Tensor, step: int
     ) -> tuple[torch.Tensor, int, torch.Tensor]:
-        """(summed objective, the count it is a sum over, aux loss) of one local batch:
+        """(summed objective, terms it sums per history, aux loss) of one local batch:
         histories (B, L) with their prepared candidates (B, C) and labels (B, C)."""
         t, d = self.cfg.train, self.dist
         if t.loss == "bce":
             # Each history once, scored against all of its candidates (B, C).
             logits, aux = self.train_model(hist, item)
             bce = F.binary_cross_entropy_with_logits(logits, label, reduction="sum")
-            return bce, logits.numel(), aux
+            return bce, logits.shape[1], aux
         pos = item[:, 0]
         if t.loss == "softmax":
             logits, aux = self.train_model(hist, None)  # every item; column 0 is padding
             ce = softmax_cross_entropy(logits[:, 1:], pos - 1, None, t.label_smoothing)
-            return ce, len(hist), aux
+            return ce, 1, aux
         if t.num_negatives > 0:
             # Seeded by position in the schedule: a resumed run draws the same negatives.
             s = self.state
@@ -224,7 +224,7 @@ class Trainer:
         valid = torch.ones_like(cand, dtype=torch.bool)
         valid[:, 1:] = neg != pos.unsqueeze(1)  # an accidental hit is no negative
         target = torch.zeros(len(hist), dtype=torch.long, device=d.device)
-        return softmax_cross_entropy(logits, target, valid, t.label_smoothing), len(hist), aux
+        return softmax_cross_entropy(logits, target, valid, t.label_smoothing), 1, aux
 
     # -- checkpoints ---------------------------------------------------------------
     def _save_last(self) -> None:
@@ -397,7 +397,7 @@ class Trainer:
             idx = order[step * per_step : (step + 1) * per_step]
             if len(idx) >= d.world:
                 local = idx.tensor_split(d.world)[d.rank]
-                main, count, aux = self._batch_loss(
+                main, per_history, aux = self._batch_loss(
                     hist[local].to(d.device),
                     item[local].to(d.device),
                     label[local].to(d.device),
@@ -405,7 +405,7 @@ class Trainer:
                 )
                 # The global batch's count of what `main` sums (samples for BCE,
                 # histories for the softmax losses).
-                total = count * len(idx) // len(local)
+                total = per_history * len(idx)
                 # Sum over the local slice / the global batch's count x world: DDP's
                 # average of these gradients is the gradient of the global batch's mean.
                 loss = main / total * d.world + aux

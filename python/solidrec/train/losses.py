@@ -13,11 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-#: ``train.loss`` values. bce: the paper's (Eq. 4); softmax: cross-entropy over every
-#: item; sampled_softmax: cross-entropy over the positive and sampled negatives.
-LOSSES = ("bce", "softmax", "sampled_softmax")
-#: ``train.negative_sampling`` values for ``sampled_softmax`` with ``num_negatives > 0``.
-NEGATIVE_SAMPLERS = ("uniform", "popularity")
+from solidrec.config import LOSSES, NEGATIVE_SAMPLERS
+
+__all__ = ["LOSSES", "NEGATIVE_SAMPLERS", "NegativeSampler", "softmax_cross_entropy"]
 
 
 def softmax_cross_entropy(
