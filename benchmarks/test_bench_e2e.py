@@ -91,7 +91,7 @@ def test_train_step(benchmark, label, solid, stage, backend):
     hist = torch.from_numpy(tr.hist)[idx]
     item = torch.from_numpy(tr.item)[idx]
     label_t = torch.from_numpy(tr.label)[idx].float()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)  # as the trainer
 
     def step():
         with solid_ext.use_backend(backend):
