@@ -71,9 +71,10 @@ BACKENDS = ["cpu", "reference"]
 
 def make_step(data, backbone: str, case: Case, backend: str, seed: int = 0):
     """A closure running one training step of ``case`` on a fixed batch of ``data``."""
-    import solid_ext
     from solidrec.config import ModelConfig
     from solidrec.models.model import SolidModel
+
+    import solid_ext
 
     torch.manual_seed(seed)
     cfg = ModelConfig(backbone=backbone, generator=case.generator, solid=case.solid)

@@ -344,3 +344,52 @@ def test_apg_checkpoints_of_older_versions_load_with_their_optimizer_state() -> 
     # A current checkpoint's optimizer state is used as it is.
     state = opt.state_dict()
     assert dst.optimizer_state_for(dst.state_dict(), state) is state
+
+
+@pytest.mark.parametrize("solid", ["full", "scl"])
+def test_codebook_stage_searches_only_valid_positions_with_the_same_result(
+    solid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a CPU the codebook stage quantises the valid positions only; logits, loss and
+    every gradient equal those of quantising every position and masking (the path
+    compile and export take), in float64."""
+    _, hist, items = _data()
+    hist[2, :7] = 0
+    results = []
+    for compiling in (False, True):
+        m = _model("sasrec", "duet", solid).double()
+        m.set_stage(m.mode.stages)
+        rows = []
+        real = m.codebook.forward
+        monkeypatch.setattr(
+            m.codebook, "forward", lambda z, *a, r=rows, f=real: r.append(z.shape) or f(z, *a)
+        )
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda c=compiling: c)
+        logits, aux = m(hist, items)
+        (logits.square().sum() + aux).backward()
+        results.append((logits, aux, {n: p.grad for n, p in m.named_parameters()}))
+        want = hist.numel() if compiling else int((hist > 0).sum())
+        assert [s.numel() // s[-1] for s in rows] == [want]
+    (l0, a0, g0), (l1, a1, g1) = results
+    torch.testing.assert_close(l0, l1)
+    torch.testing.assert_close(a0, a1)
+    assert a0 > 0
+    assert g0.keys() == g1.keys()
+    for name in g0:
+        if g0[name] is None:
+            assert g1[name] is None, name
+        else:
+            torch.testing.assert_close(g0[name], g1[name], msg=name)
+
+
+@pytest.mark.filterwarnings("ignore:The tensor attributes")  # the GRU's flat weights
+def test_codebook_stage_exports() -> None:
+    m = _model("sasrec", "duet", "full")
+    m.set_stage(2)
+    m.eval()
+    _, hist, items = _data()
+    ep = torch.export.export(m, (hist, items))
+    got, aux = ep.module()(hist, items)
+    want, want_aux = m(hist, items)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(aux, want_aux)

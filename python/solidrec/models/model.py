@@ -215,8 +215,14 @@ class SolidModel(nn.Module):
     def _quantised(self, seq: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Replace each valid item embedding by its nearest code (straight-through)."""
         assert self.codebook is not None
+        if seq.device.type == "cpu" and not torch.compiler.is_compiling():
+            # Only the valid positions are searched (about a third of them on
+            # Scientific's training histories; the search is most of what stage 2 adds
+            # on a CPU). The boolean gather syncs with the host: free on a CPU.
+            q, _, loss = self.codebook(seq[mask])
+            return seq.new_zeros(seq.shape).index_put((mask,), q), loss
         # Every position is quantized (padding too, then zeroed), the loss counting the
-        # valid ones only: no boolean indexing, so the model exports.
+        # valid ones only: no data-dependent shapes, so the model compiles and exports.
         q, _, loss = self.codebook(seq, mask)
         return torch.where(mask.unsqueeze(-1), q, q.new_zeros(())), loss
 
