@@ -393,3 +393,38 @@ def test_codebook_stage_exports() -> None:
     want, want_aux = m(hist, items)
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(aux, want_aux)
+
+
+@pytest.mark.parametrize(
+    ("generator", "solid"), [("none", "off"), ("apg", "full"), ("duet", "full")]
+)
+def test_din_generates_head_weights_once_per_history(generator: str, solid: str) -> None:
+    """DIN scores each (history, candidate) pair, but the head's weights depend on the
+    history only: they are generated for B histories, not B x C pairs, and the logits
+    and gradients equal generating them per pair (float64)."""
+    _, hist, items = _data(b=6, c=4)
+    b, c = items.shape
+    m = _model("din", generator, solid).double()
+    conds = []
+    for layer in m.head:
+        for gen in (layer.weight_head, layer.branch_head):
+            if gen is not None:
+                gen.register_forward_pre_hook(lambda _, args: conds.append(args[0].shape[0]))
+    got, _ = m(hist, items)
+    assert conds == [b] * len(conds)
+    (got.square().sum()).backward()
+    g_got = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+    m.zero_grad()
+    seq, mask, trunk, branch, _ = m._user(hist)
+
+    def rep(t):
+        return None if t is None else t.repeat_interleave(c, 0)
+
+    tgt = m.item_vectors(items).reshape(b * c, -1)
+    feats = m.backbone.encode(rep(seq), rep(mask), tgt)
+    want = m._head(feats, rep(trunk), rep(branch)).view(b, c)
+    torch.testing.assert_close(got, want)
+    (want.square().sum()).backward()
+    for n, p in m.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(g_got[n], p.grad, msg=n)

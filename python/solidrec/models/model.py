@@ -291,10 +291,13 @@ class SolidModel(nn.Module):
         b, c = items.shape
         tgt = self.item_vectors(items)  # (B, C, D)
         if self.backbone.target_dependent:
-            # DIN: attention depends on the candidate; repeat the user's side per candidate.
-            rep = lambda t: None if t is None else t.repeat_interleave(c, 0)  # noqa: E731
-            feats = self.backbone.encode(rep(seq), rep(mask), tgt.reshape(b * c, -1))
-            return self._head(feats, rep(trunk), rep(branch)).view(b, c), aux
+            # DIN: attention depends on the candidate, so the sequence is encoded once per
+            # (history, candidate); the head's weights are generated once per history and
+            # serve its C candidates (x (B, C, F)), not once per pair.
+            feats = self.backbone.encode(
+                seq.repeat_interleave(c, 0), mask.repeat_interleave(c, 0), tgt.reshape(b * c, -1)
+            )
+            return self._head(feats.view(b, c, -1), trunk, branch).view(b, c), aux
         feats = self.backbone.encode(seq, mask, None)
         out = self._head(feats, trunk, branch)  # (B, D)
         return torch.einsum("bd,bcd->bc", out, tgt), aux
@@ -306,8 +309,8 @@ class SolidModel(nn.Module):
     def score_all(self, hist: Tensor, rows: int = 16384) -> Tensor:
         """hist (B, L) → logits (B, num_items + 1) of every item (column 0, padding, is
         -inf). One user pass and one matmul against the item table; a target-dependent
-        backbone (DIN) runs (history, candidate) pairs, about ``rows`` per pass (each
-        pair carries its own generated weights, so memory grows with B x candidates)."""
+        backbone (DIN) runs (history, candidate) pairs, about ``rows`` per pass (its
+        attention runs per pair, so memory grows with B x candidates)."""
         if self.backbone.target_dependent:
             items = self._all_items(hist.device)
             n, b = len(items), hist.shape[0]
