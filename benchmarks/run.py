@@ -477,6 +477,13 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
 OP_CASES = "(test_dynamic_linear and not module) or test_codebook_quantize"
 
 
+def training_sections(out: Path) -> str:
+    """The reports of benchmarks/bench_train.py saved in ``out`` (train-epoch.md,
+    train-scale.md), each with its own machine line: they run on their own schedule."""
+    parts = [(out / f"train-{p}.md") for p in ("epoch", "scale")]
+    return "".join("\n" + p.read_text() for p in parts if p.exists())
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="paper sizes only")
@@ -544,7 +551,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     for old in out.glob("*.png"):
         old.unlink()
-    md = render(rows, ceils, mode, load, machine)
+    md = render(rows, ceils, mode, load, machine) + training_sections(out)
     md_path = ROOT / markdown
     pngs = plot([r for r in rows if r.get("threads") == max(ceils)], out)
     if pngs:

@@ -287,3 +287,23 @@ def test_relative_data_found_from_another_directory(tmp_path: Path, capsys, monk
     monkeypatch.chdir(tmp_path / "runs")
     rc, out, err = _report(capsys, "a")
     assert rc == 0 and err == "" and "## d (fingerprint d-fingerprin" in out
+
+
+def test_epochs_trained_per_stage(tmp_path: Path, capsys) -> None:
+    """The training budget each row used: epochs per stage from log.csv, mean over seeds
+    (the helper logs stage 1 for the first two epochs, stage 2 after)."""
+    sci = _data(tmp_path, "scientific")
+    _run(tmp_path / "runs", "a", sci, _metrics(0.5), seed=1, epochs=3)
+    _run(tmp_path / "runs", "b", sci, _metrics(0.5), seed=2, epochs=6)
+    _run(tmp_path / "runs", "c", sci, _metrics(0.5), tau=0.5, epochs=2)
+    broken = _run(tmp_path / "runs", "d", sci, _metrics(0.5), tau=0.9)
+    (broken / "log.csv").write_text("not,a,log\n")
+    out = tmp_path / "out"
+    rc, stdout, _ = _report(capsys, tmp_path / "runs", "--csv", out / "t.csv", "--json",
+                            out / "t.json")  # fmt: skip
+    assert rc == 0
+    assert [r[-1] for r in _rows(stdout, "DUET")] == ["2+2.5", "2", "–"]
+    doc = json.loads((out / "t.json").read_text())
+    assert [r["epochs_per_stage"] for r in doc["rows"]] == [[2.0, 2.5], [2.0], None]
+    with open(out / "t.csv", newline="") as f:
+        assert [r["epochs_per_stage"] for r in csv.DictReader(f)] == ["2 2.5", "2", ""]

@@ -97,6 +97,7 @@ class Run:
     config: dict[str, Any]
     metrics: dict[str, Any]
     dataset: Dataset
+    epochs: tuple[int, ...] = ()  # epochs trained in each stage (log.csv); () unknown
 
     @property
     def seed(self) -> Any:
@@ -119,6 +120,15 @@ class Group:
         """The paper's name of the (generator, solid) pair, or a descriptive one."""
         gs = (str(self.config.get("model.generator")), str(self.config.get("model.solid")))
         return DSR_NAMES.get(gs, f"{gs[0].upper()} solid={gs[1]}")
+
+    def epochs(self) -> list[float] | None:
+        """Mean epochs trained per stage over the runs (the training budget used: a
+        SOLID model's two stages against its generator's one); None if a log is
+        missing or the runs have different numbers of stages."""
+        per = [r.epochs for r in self.runs]
+        if not per or not per[0] or any(len(e) != len(per[0]) for e in per):
+            return None
+        return [float(np.mean(col)) for col in zip(*per, strict=True)]
 
     def stats(self) -> dict[str, tuple[float, float | None]]:
         """Metric -> (mean, sample std; None for a single run)."""
@@ -253,7 +263,24 @@ def _load(run: Path, datasets: _Datasets, warn: Warn) -> Run | None:
         warn(f"{run}: config.yaml is not a run config ({e}); skipped")
         return None
     data, out = str(cfg.get("data") or ""), str(cfg.get("out") or "")
-    return Run(run, flat, metrics, datasets.get(data, out, run))
+    return Run(run, flat, metrics, datasets.get(data, out, run), _epochs(run / "log.csv"))
+
+
+def _epochs(log: Path) -> tuple[int, ...]:
+    """Epochs trained per stage, from a run's log.csv (one row per epoch); () if it
+    cannot be read."""
+    try:
+        with open(log, newline="") as f:
+            stages = [int(float(row["stage"])) for row in csv.DictReader(f)]
+    except (OSError, KeyError, TypeError, ValueError):
+        return ()
+    return tuple(stages.count(s) for s in sorted(set(stages)))
+
+
+def _fmt_epochs(epochs: list[float] | None) -> str:
+    if epochs is None:
+        return "–"
+    return "+".join(f"{e:.0f}" if float(e).is_integer() else f"{e:.1f}" for e in epochs)
 
 
 def _hashable(v: Any) -> Any:
@@ -363,7 +390,7 @@ def format_tables(tables: list[Table], paper: bool = True) -> str:
     paper's row under it where it applies)."""
     out = []
     for t in tables:
-        head = ["SR Model", "DSR Model", *t.columns, "n", *_METRIC_HEAD]
+        head = ["SR Model", "DSR Model", *t.columns, "n", *_METRIC_HEAD, "epochs"]
         lines = [_heading(t), ""]
         if t.common:
             same = ", ".join(f"{k} = {_fmt(v)}" for k, v in t.common.items())
@@ -375,11 +402,11 @@ def format_tables(tables: list[Table], paper: bool = True) -> str:
             extra = [_fmt(g.config.get(c)) for c in t.columns]
             cells = [BACKBONE_NAMES.get(g.backbone, g.backbone), g.dsr, *extra, str(len(g.runs))]
             cells += [_cell(*stats[m]) for m in METRIC_KEYS]
-            lines.append(_md_row(cells))
+            lines.append(_md_row([*cells, _fmt_epochs(g.epochs())]))
             ref = t.paper_row(g) if paper else None
             if ref:
                 vals = [f"*{v:.4f}*" for v in ref] + ["–"] * (len(METRIC_KEYS) - len(ref))
-                lines.append(_md_row(["", "*paper*", *[""] * (len(t.columns) + 1), *vals]))
+                lines.append(_md_row(["", "*paper*", *[""] * (len(t.columns) + 1), *vals, ""]))
             elif paper and t.dataset.paper and (g.backbone, g.dsr) in SCIENTIFIC_TABLE1:
                 off.update(settings_off_paper(g.config))
         if off:
@@ -418,6 +445,7 @@ def rows(tables: list[Table], paper: bool = True) -> list[dict[str, Any]]:
             }
             for m, (mean, std) in g.stats().items():
                 row[f"{m}_mean"], row[f"{m}_std"] = mean, std
+            row["epochs_per_stage"] = g.epochs()
             if paper:
                 ref = t.paper_row(g) or ()
                 for i, m in enumerate(METRIC_KEYS):
@@ -442,7 +470,14 @@ def to_csv(table_rows: list[dict[str, Any]]) -> str:
     w = csv.DictWriter(buf, fieldnames=names, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in table_rows:
-        w.writerow({**r, "seeds": " ".join(map(str, r["seeds"]))})
+        epochs = r.get("epochs_per_stage") or []
+        w.writerow(
+            {
+                **r,
+                "seeds": " ".join(map(str, r["seeds"])),
+                "epochs_per_stage": " ".join(f"{e:g}" for e in epochs),
+            }
+        )
     return buf.getvalue()
 
 
