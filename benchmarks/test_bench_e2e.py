@@ -11,16 +11,15 @@ loop adds only index gathers around the step).
 from __future__ import annotations
 
 import functools
-import math
 import os
 from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import solid_ext
 
+from .bench_train import SAMPLES_PER_STEP, Case, make_step
 from .common import MODE, peak_mib, pedantic
 
 SMOKE = MODE == "smoke"
@@ -81,31 +80,17 @@ def _measure(benchmark, fn, op: str, label: str, backend: str, mode: str, **info
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(("label", "solid", "stage"), MODELS, ids=[m[0] for m in MODELS])
 def test_train_step(benchmark, label, solid, stage, backend):
-    model, data = _model(solid, stage)
-    tr = data.train
-    # As the trainer: 1024 (history, candidate) samples = 1024 // C histories, each
-    # encoded once and scored against its C candidates.
-    per_step = max(1, 1024 // tr.item.shape[1])
-    batch = min(per_step, len(tr.item))
-    idx = torch.randperm(len(tr.item), generator=torch.Generator().manual_seed(0))[:batch]
-    hist = torch.from_numpy(tr.hist)[idx]
-    item = torch.from_numpy(tr.item)[idx]
-    label_t = torch.from_numpy(tr.label)[idx].float()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)  # as the trainer
-
-    def step():
-        with solid_ext.use_backend(backend):
-            logits, aux = model(hist, item)
-            loss = F.binary_cross_entropy_with_logits(logits, label_t) + aux
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
+    data, name = _data()
+    # The step of bench_train (and the trainer): 1024 (history, candidate) samples =
+    # 1024 // C histories, each encoded once and scored against its C candidates.
+    case = Case(label, "duet", solid, stage)
+    step, steps_per_epoch = make_step(data, "sasrec", case, backend)
     step()  # Adam's state exists before memory is counted
+    c = data.train.item.shape[1]
     _measure(
         benchmark, step, "e2e train step", label, backend, "fwdbwd",
-        size={"data": _data()[1], "batch": batch * tr.item.shape[1]},
-        steps_per_epoch=math.ceil(len(tr.item) / per_step),
+        size={"data": name, "batch": min(SAMPLES_PER_STEP // c, len(data.train.item)) * c},
+        steps_per_epoch=steps_per_epoch,
     )  # fmt: skip
 
 
