@@ -9,7 +9,7 @@ BUILD_STAMP := $(VENV)/.build-stamp
 KERNEL_SOURCES := setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
 CMAKE_DIR := build/cmake
 
-.PHONY: setup demo test lint ctest check-build pytest bench bench-quick reproduce figure5 table3 clean
+.PHONY: setup demo test lint ctest check-build pytest bench bench-quick reproduce table1-sasrec figure5 table3 clean
 
 setup: $(BUILD_STAMP)
 
@@ -73,6 +73,15 @@ reproduce: setup
 	$(REPRO) --out runs/repro-cat $(HEADLINE) $(CATEGORY)
 	$(BIN)/solidrec report runs/repro --out docs/results_table.md
 	$(BIN)/solidrec report runs/repro-cat --no-paper --out docs/results_table_category.md
+
+# SASRec's APG / Ours(APG) / DUET / Ours(DUET) rows of Table 1, three seeds, with the
+# current code (docs/RESULTS.md, "Table 1's SASRec rows, rerun"): about 15 minutes at one
+# thread per run; resumable. Not in CI.
+T1_SASREC = $(foreach g,apg duet,$(foreach s,off full,$(foreach seed,2024 2025 2026,runs/repro/sasrec-$(g)-$(s)-s$(seed))))
+table1-sasrec: setup
+	$(BIN)/solidrec prepare --format atomic --input ../shared/data/amazon-scientific --out runs/data/scientific
+	$(REPRO) --out runs/repro --backbones sasrec --combos apg:off apg:full duet:off duet:full --seeds 2024 2025 2026
+	$(BIN)/solidrec report $(T1_SASREC) --out docs/results_table1_sasrec.md
 
 # Figure 5 (docs/RESULTS.md): the 5 x 5 grid of lambda x T for SASRec + Ours(DUET), one
 # run per point (about 30 minutes at one thread); resumable. Not in CI.

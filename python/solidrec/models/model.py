@@ -297,7 +297,7 @@ class SolidModel(nn.Module):
             feats = self.backbone.encode(
                 seq.repeat_interleave(c, 0), mask.repeat_interleave(c, 0), tgt.reshape(b * c, -1)
             )
-            return self._head(feats.view(b, c, -1), trunk, branch).view(b, c), aux
+            return self._head(feats.reshape(b, c, -1), trunk, branch).view(b, c), aux
         feats = self.backbone.encode(seq, mask, None)
         out = self._head(feats, trunk, branch)  # (B, D)
         return torch.einsum("bd,bcd->bc", out, tgt), aux
