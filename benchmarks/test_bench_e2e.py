@@ -84,7 +84,7 @@ def test_train_step(benchmark, label, solid, stage, backend):
     # The step of bench_train (and the trainer): 1024 (history, candidate) samples =
     # 1024 // C histories, each encoded once and scored against its C candidates.
     case = Case(label, "duet", solid, stage)
-    step, steps_per_epoch = make_step(data, "sasrec", case, backend)
+    step, steps_per_epoch, _ = make_step(data, "sasrec", case, backend)
     step()  # Adam's state exists before memory is counted
     c = data.train.item.shape[1]
     _measure(

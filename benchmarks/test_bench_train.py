@@ -41,4 +41,5 @@ def test_scale_part_runs_in_a_child(tmp_path):
     (row,) = json.loads((tmp_path / "train-scale.json").read_text())
     assert row["train_rows"] > 0 and row["peak_rss_gib"] > 0
     assert row["DUET"]["steps_per_epoch"] >= 1 and row["Ours(DUET) stage 2"]["step_ms"] > 0
+    assert row["test_users"] > 0 and row["DUET"]["eval_s"] > 0
     assert "| 0.0005 |" in (tmp_path / "train-scale.md").read_text()
