@@ -142,6 +142,14 @@ def interleaved(fns: dict, rounds: int, reps: int) -> dict:
     return times
 
 
+def paired(times: dict, a, b) -> float | None:
+    """Median over rounds of a's time / b's in the same round (None if b was not run):
+    the cases of one round run back to back, so a slow spell of the machine cancels."""
+    if b not in times:
+        return None
+    return statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))
+
+
 def scientific():
     from solidrec.data import PrepareConfig, load_prepared, prepare
 
@@ -168,6 +176,7 @@ def run_epoch(data, threads: list[int], rounds: int, reps: int, backbones, backe
             times = interleaved(fns, rounds, reps)
             load1 = os.getloadavg()[0]
             med = {k: statistics.median(v) for k, v in times.items()}
+
             for (label, be), ts in times.items():
                 case = next(c for c in CASES if c.label == label)
                 q = statistics.quantiles(ts, n=4) if len(ts) > 1 else [ts[0]] * 3
@@ -181,11 +190,9 @@ def run_epoch(data, threads: list[int], rounds: int, reps: int, backbones, backe
                         "step_ms": med[label, be] * 1e3,
                         "iqr_ms": (q[2] - q[0]) * 1e3,
                         "epoch_s": med[label, be] * spe[label],
-                        "vs_generator": med[label, be] / med[case.base, be],
-                        "vs_none": med[label, be] / med["none", be],
-                        "fused_speedup": med[label, "reference"] / med[label, be]
-                        if (label, "reference") in med
-                        else None,
+                        "vs_generator": paired(times, (label, be), (case.base, be)),
+                        "vs_none": paired(times, (label, be), ("none", be)),
+                        "fused_speedup": paired(times, (label, "reference"), (label, be)),
                         "gflop_step": flops[label] / 1e9,
                         "floor_ms": flops[label] / (rate * 1e9) * 1e3,
                         "steps_per_epoch": spe[label],
@@ -213,7 +220,10 @@ def epoch_markdown(rows: list[dict], machine: str) -> str:
         f"One step = {SAMPLES_PER_STEP} samples (204 histories x 5 candidates), BCE + "
         "λ·MSE, backward, fused Adam; s/epoch = median step x "
         f"{rows[0]['steps_per_epoch']} steps. `vs gen` = step time / that of the model's "
-        "generator alone (APG or DUET) with the same ops; `vs none` = / no generator. "
+        "generator alone (APG or DUET) with the same ops, `vs none` = / no generator and "
+        "`fused speedup` = reference / fused, each the median over rounds of the ratio "
+        "within a round (robust to the shared machine's slow spells, which the medians "
+        "of the times are not); `IQR` = spread of the step times over rounds. "
         "`GFLOP` = matmul and attention FLOPs of one step (reference ops); `floor` = "
         "those at the sgemm rate measured in the same run. Load average (1 min) at the "
         "start and end of each table's timing in the last column.",
