@@ -479,8 +479,9 @@ OP_CASES = "(test_dynamic_linear and not module) or test_codebook_quantize"
 
 def training_sections(out: Path) -> str:
     """The reports of benchmarks/bench_train.py saved in ``out`` (train-epoch.md,
-    train-scale.md), each with its own machine line: they run on their own schedule."""
-    parts = [(out / f"train-{p}.md") for p in ("epoch", "scale")]
+    train-ablate.md, train-scale.md), each with its own machine line: they run on their
+    own schedule."""
+    parts = [(out / f"train-{p}.md") for p in ("epoch", "ablate", "scale")]
     return "".join("\n" + p.read_text() for p in parts if p.exists())
 
 

@@ -43,3 +43,16 @@ def test_scale_part_runs_in_a_child(tmp_path):
     assert row["DUET"]["steps_per_epoch"] >= 1 and row["Ours(DUET) stage 2"]["step_ms"] > 0
     assert row["test_users"] > 0 and row["DUET"]["eval_s"] > 0
     assert "| 0.0005 |" in (tmp_path / "train-scale.md").read_text()
+
+
+def test_ablate_part_undoes_each_change(tmp_path):
+    argv = ["ablate", "--tiny", "--rounds", "1", "--reps", "1", "--out", str(tmp_path / "train")]
+    assert bench_train.main(argv) == 0
+    rows = json.loads((tmp_path / "train-ablate.json").read_text())
+    got = {(r["model"], r["variant"]) for r in rows}
+    assert got == {
+        *(("Ours(DUET) stage 2", v[0]) for v in bench_train.ABLATIONS),
+        ("DUET", "this version"),
+        ("DUET", "Adam as before (foreach)"),
+    }
+    assert all(r["vs_this"] == 1.0 for r in rows if r["variant"] == "this version")

@@ -59,6 +59,10 @@ class SolidModel(nn.Module):
         history_len: L.
     """
 
+    #: On a CPU, quantise only the valid history positions (eager mode); False: every
+    #: position, as under torch.compile and export (the same result; for benchmarks).
+    valid_only_search: bool = True
+
     def __init__(
         self,
         cfg: ModelConfig,
@@ -215,7 +219,11 @@ class SolidModel(nn.Module):
     def _quantised(self, seq: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Replace each valid item embedding by its nearest code (straight-through)."""
         assert self.codebook is not None
-        if seq.device.type == "cpu" and not torch.compiler.is_compiling():
+        if (
+            self.valid_only_search
+            and seq.device.type == "cpu"
+            and not torch.compiler.is_compiling()
+        ):
             # Only the valid positions are searched (about a third of them on
             # Scientific's training histories; the search is most of what stage 2 adds
             # on a CPU). The boolean gather syncs with the host: free on a CPU.
