@@ -13,6 +13,13 @@ TORCH_LIBRARY(solid_ext, m) {
       "Tensor? branch_weight, Tensor? branch_bias, float tau, bool need_dx, "
       "bool need_dw, bool need_dbw) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
+      "generated_linear(Tensor x, Tensor cond, Tensor gen_weight, Tensor base, float? tau) "
+      "-> Tensor");
+  m.def(
+      "generated_linear_backward(Tensor grad, Tensor x, Tensor cond, Tensor gen_weight, "
+      "Tensor base, float? tau, bool need_dx, bool need_dcond, bool need_dgen, "
+      "bool need_dbase) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
       "codebook_quantize(Tensor z, Tensor codebook, bool straight_through_codebook) "
       "-> (Tensor, Tensor, Tensor)");
   m.def(

@@ -163,6 +163,40 @@ inline DLDims dynamic_linear_backward(const at::Tensor& grad, const at::Tensor& 
   return d;
 }
 
+// ------------------------------------------------------------------ generated_linear
+
+struct GLDims {
+  int64_t B, L, I, O, C;
+};
+
+// generated_linear (grad null) or its backward: x (B, L, N_in), cond (B, C),
+// gen_weight (N_in*N_out, C), base (N_in, N_out), tau absent or >= 0 and finite.
+inline GLDims generated_linear(const char* op, const at::Tensor& x, const at::Tensor& cond,
+                               const at::Tensor& gen, const at::Tensor& base,
+                               c10::optional<double> tau_v, Impl impl,
+                               const at::Tensor* grad = nullptr) {
+  rank(op, "x", x, 3, "(B, L, N_in)");
+  rank(op, "cond", cond, 2, "(B, C)");
+  rank(op, "gen_weight", gen, 2, "(N_in*N_out, C)");
+  rank(op, "base", base, 2, "(N_in, N_out)");
+  lead(op, "x", x, impl);
+  like(op, "cond", cond, "x", x);
+  like(op, "gen_weight", gen, "x", x);
+  like(op, "base", base, "x", x);
+  const GLDims d{x.size(0), x.size(1), x.size(2), base.size(1), cond.size(1)};
+  shape(op, "base", base, {d.I, d.O}, "(N_in, N_out)", c10::str("x ", x.sizes()));
+  shape(op, "cond", cond, {d.B, d.C}, "(B, C)", c10::str("x ", x.sizes()));
+  shape(op, "gen_weight", gen, {d.I * d.O, d.C}, "(N_in*N_out, C)",
+        c10::str("base ", base.sizes(), " and cond ", cond.sizes()));
+  if (tau_v.has_value()) tau(op, *tau_v);
+  if (grad) {
+    like(op, "grad", *grad, "x", x);
+    shape(op, "grad", *grad, {d.B, d.L, d.O}, "(B, L, N_out)",
+          c10::str("x ", x.sizes(), " and base ", base.sizes()));
+  }
+  return d;
+}
+
 // ------------------------------------------------------------------ codebook_quantize
 
 struct CQDims {

@@ -33,6 +33,26 @@ def dynamic_linear_backward_fake(
     return dx, dw, dbw, db, dbb
 
 
+def generated_linear_fake(x, cond, gen_weight, base, tau) -> Tensor:
+    """(B, L, N_in), base (N_in, N_out) -> (B, L, N_out)."""
+    return x.new_empty((x.shape[0], x.shape[1], base.shape[1]))
+
+
+def generated_linear_backward_fake(
+    grad, x, cond, gen_weight, base, tau, need_dx, need_dcond, need_dgen, need_dbase
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(dx, dcond, dgen_weight, dbase)``; unneeded ones 0-element."""
+    return tuple(
+        torch.empty_like(t) if need else t.new_empty(0)
+        for t, need in (
+            (x, need_dx),
+            (cond, need_dcond),
+            (gen_weight, need_dgen),
+            (base, need_dbase),
+        )
+    )
+
+
 def codebook_quantize_fake(z, codebook, straight_through_codebook) -> tuple[Tensor, ...]:
     """(M, D), (K, D) -> quantized (M, D), sq_dist (M,), indices (M,) int64."""
     m = z.shape[0]
@@ -69,6 +89,24 @@ def dynamic_linear_autograd(backward_op: Callable[..., Any]) -> tuple[Callable, 
             dbb if branch_bias is not None and need[4] else None,
             None,
         )
+
+    return backward, setup_context
+
+
+def generated_linear_autograd(backward_op: Callable[..., Any]) -> tuple[Callable, Callable]:
+    """``(backward, setup_context)`` for a generated_linear op whose backward is
+    ``backward_op`` (schema of ``generated_linear_backward``)."""
+
+    def setup_context(ctx, inputs, output) -> None:
+        x, cond, gen_weight, base, tau = inputs
+        ctx.save_for_backward(x, cond, gen_weight, base)
+        ctx.tau = tau
+
+    def backward(ctx, grad):
+        x, cond, gen_weight, base = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        grads = backward_op(grad, x, cond, gen_weight, base, ctx.tau, *need[:4])
+        return (*(g if n else None for g, n in zip(grads, need[:4], strict=True)), None)
 
     return backward, setup_context
 

@@ -108,6 +108,35 @@ def check_dynamic_linear(
     return check_tau(tau)
 
 
+def check_generated_linear(
+    x: Tensor, cond: Tensor, gen_weight: Tensor, base: Tensor, tau: float | None
+) -> float | None:
+    """Validate ``generated_linear`` arguments; return tau as a float (or None)."""
+    for name, t in (("x", x), ("cond", cond), ("gen_weight", gen_weight), ("base", base)):
+        _check_float(name, t)
+        if name != "x":
+            _check_same("x", x, name, t)
+    if x.dim() not in (2, 3):
+        raise ValueError(f"x must be (B, N_in) or (B, L, N_in), got {_desc(x)}")
+    if base.dim() != 2:
+        raise ValueError(f"base must be (N_in, N_out), got {_desc(base)}")
+    n_in, n_out = base.shape
+    if x.shape[-1] != n_in:
+        raise ValueError(
+            f"N_in mismatch: x has N_in={x.shape[-1]} ({_desc(x)}) but base has "
+            f"N_in={n_in} ({_desc(base)})"
+        )
+    if cond.dim() != 2 or cond.shape[0] != x.shape[0]:
+        raise ValueError(f"cond must be (B, C) with B={x.shape[0]} as x, got {_desc(cond)}")
+    want = (n_in * n_out, cond.shape[1])
+    if tuple(gen_weight.shape) != want:
+        raise ValueError(
+            f"gen_weight must be (N_in*N_out, C) = {want} for base {tuple(base.shape)} and "
+            f"cond {tuple(cond.shape)}, got {_desc(gen_weight)}"
+        )
+    return None if tau is None else check_tau(tau)
+
+
 def check_codebook_quantize(z: Tensor, codebook: Tensor) -> None:
     """Validate ``codebook_quantize`` arguments."""
     _check_float("z", z)
@@ -150,6 +179,30 @@ def check_dynamic_linear_op(
         if tuple(grad.shape) != want:
             raise ValueError(
                 f"grad must be (B, L, N_out) = {want} to match x and weight, got {_desc(grad)}"
+            )
+    return tau
+
+
+def check_generated_linear_op(
+    x3: Tensor,
+    cond: Tensor,
+    gen_weight: Tensor,
+    base: Tensor,
+    tau: float | None,
+    grad: Tensor | None = None,
+) -> float | None:
+    """Validate the arguments of a ``generated_linear`` op (x is (B, L, N_in)) or, given
+    ``grad``, of its backward; return tau as a float (or None)."""
+    if isinstance(x3, Tensor) and x3.dim() != 3:
+        raise ValueError(f"x must be (B, L, N_in), got {_desc(x3)}")
+    tau = check_generated_linear(x3, cond, gen_weight, base, tau)
+    if grad is not None:
+        _check_float("grad", grad)
+        _check_same("x", x3, "grad", grad)
+        want = (x3.shape[0], x3.shape[1], base.shape[1])
+        if tuple(grad.shape) != want:
+            raise ValueError(
+                f"grad must be (B, L, N_out) = {want} to match x and base, got {_desc(grad)}"
             )
     return tau
 

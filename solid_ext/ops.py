@@ -1,4 +1,4 @@
-"""Public ops: ``dynamic_linear`` and ``codebook_quantize``.
+"""Public ops: ``dynamic_linear``, ``generated_linear`` and ``codebook_quantize``.
 
 Each call validates its arguments, picks a backend (see :mod:`solid_ext._backend`)
 and runs it. The compiled ops live under ``torch.ops.solid_ext``; their fake
@@ -12,10 +12,15 @@ import torch
 from torch import Tensor
 
 from . import _backend, _opmeta
-from ._validate import check_codebook_quantize, check_dynamic_linear, check_straight_through
-from .reference import as_rows, codebook_quantize_ref, dynamic_linear_ref
+from ._validate import (
+    check_codebook_quantize,
+    check_dynamic_linear,
+    check_generated_linear,
+    check_straight_through,
+)
+from .reference import as_rows, codebook_quantize_ref, dynamic_linear_ref, generated_linear_ref
 
-__all__ = ["dynamic_linear", "codebook_quantize"]
+__all__ = ["dynamic_linear", "generated_linear", "codebook_quantize"]
 
 
 def dynamic_linear(
@@ -57,6 +62,52 @@ def dynamic_linear(
     else:
         fn = torch.ops.solid_ext.dynamic_linear
     y = fn(x3, weight, bias, branch_weight, branch_bias, tau)
+    return y.squeeze(1) if x.dim() == 2 else y
+
+
+def generated_linear(
+    x: Tensor,
+    cond: Tensor,
+    gen_weight: Tensor,
+    base: Tensor,
+    tau: float | None = None,
+) -> Tensor:
+    """A linear layer whose per-sample weights a full-rank generator makes, fused.
+
+    ``y_b = x_b @ f(reshape(gen_weight @ cond_b, (N_in, N_out)) + base)``, f the clip
+    to ±tau or, with ``tau=None``, the identity: DUET's generated layer (trunk) or
+    SOLID's clipped branch. The kernels generate each weight tile in registers and use
+    it at once; neither the (B, N_in, N_out) weights nor their gradient is written to
+    memory. The cost is one generation per sample per row of x's L: at L = 1 it is the
+    generate-then-apply cost, at larger L the weights are regenerated per tile.
+
+    Args:
+        x: (B, N_in) or (B, L, N_in).
+        cond: (B, C) condition vectors.
+        gen_weight: (N_in*N_out, C), row ``i*N_out + o`` generating weight (i, o): the
+            ``weight`` of ``nn.Linear(C, N_in*N_out)``.
+        base: (N_in, N_out), added to every generated weight before the clip (a static
+            weight, the generator's bias, or both).
+        tau: None, or the clip threshold, a finite float >= 0.
+
+    Returns:
+        (B, N_out) or (B, L, N_out), differentiable in x, cond, gen_weight and base
+        (the clipped weights' gradient is zero where ``|w| > tau``). On CUDA tensors it
+        runs the Triton kernels (there is no CUDA C++ kernel for it); float16/bfloat16
+        are computed in float32 and rounded back.
+    """
+    tau = check_generated_linear(x, cond, gen_weight, base, tau)
+    backend = _backend.resolve(x.device, x.dtype)
+    if backend == "cuda":
+        backend = "triton" if _backend.triton_usable() else "reference"
+    if backend == "reference":
+        return generated_linear_ref(x, cond, gen_weight, base, tau)
+    x3 = x.unsqueeze(1) if x.dim() == 2 else x
+    if backend == "triton":
+        fn = _backend.triton_module().generated_linear
+    else:
+        fn = torch.ops.solid_ext.generated_linear
+    y = fn(x3, cond, gen_weight, base, tau)
     return y.squeeze(1) if x.dim() == 2 else y
 
 
@@ -115,12 +166,18 @@ def _register() -> None:
     for name, fake in (
         ("dynamic_linear", _opmeta.dynamic_linear_fake),
         ("dynamic_linear_backward", _opmeta.dynamic_linear_backward_fake),
+        ("generated_linear", _opmeta.generated_linear_fake),
+        ("generated_linear_backward", _opmeta.generated_linear_backward_fake),
         ("codebook_quantize", _opmeta.codebook_quantize_fake),
         ("codebook_quantize_backward", _opmeta.codebook_quantize_backward_fake),
     ):
         torch.library.register_fake(f"solid_ext::{name}", fake)
     backward, setup = _opmeta.dynamic_linear_autograd(torch.ops.solid_ext.dynamic_linear_backward)
     torch.library.register_autograd("solid_ext::dynamic_linear", backward, setup_context=setup)
+    backward, setup = _opmeta.generated_linear_autograd(
+        torch.ops.solid_ext.generated_linear_backward
+    )
+    torch.library.register_autograd("solid_ext::generated_linear", backward, setup_context=setup)
     backward, setup = _opmeta.codebook_quantize_autograd(
         torch.ops.solid_ext.codebook_quantize_backward
     )

@@ -1,4 +1,4 @@
-"""Pure-PyTorch reference implementations of the two fused ops.
+"""Pure-PyTorch reference implementations of the fused ops.
 
 These are the test oracle for every backend and the fallback when no compiled
 backend is usable. They are written for clarity, differentiate through ordinary
@@ -17,7 +17,13 @@ from torch import Tensor
 
 from ._validate import check_straight_through, check_tau
 
-__all__ = ["dynamic_linear_ref", "codebook_quantize_ref", "clip_bound", "as_rows"]
+__all__ = [
+    "as_rows",
+    "clip_bound",
+    "codebook_quantize_ref",
+    "dynamic_linear_ref",
+    "generated_linear_ref",
+]
 
 # Rows of z per distance tile: bounds the (rows, K) scratch of the reference search.
 _REF_TILE_ELEMS = 1 << 20
@@ -83,6 +89,37 @@ def dynamic_linear_ref(
         y = y + b.unsqueeze(1)
     y = y.squeeze(1) if squeeze else y
     return y.to(dtype)
+
+
+def generated_linear_ref(
+    x: Tensor,
+    cond: Tensor,
+    gen_weight: Tensor,
+    base: Tensor,
+    tau: float | None = None,
+) -> Tensor:
+    """``x @ f(reshape(cond @ gen_weight^T) + base)`` per sample, f = clamp(±tau) or,
+    with ``tau=None``, the identity: a layer whose weights a full-rank generator makes.
+
+    Shapes: x (B, N_in) or (B, L, N_in); cond (B, C); gen_weight (N_in*N_out, C), row
+    ``i*N_out + o`` generating weight (i, o) (``nn.Linear(C, N_in*N_out).weight``);
+    base (N_in, N_out), added to every sample's weight before the clip. Returns
+    (B, N_out) or (B, L, N_out). This oracle forms the (B, N_in, N_out) weights.
+    """
+    if tau is not None:
+        tau = check_tau(tau)
+    dtype = x.dtype
+    work = _work_dtype(dtype)
+    if work != dtype:
+        x, cond, gen_weight, base = (t.to(work) for t in (x, cond, gen_weight, base))
+    n_in, n_out = base.shape
+    w = (cond @ gen_weight.t()).view(cond.shape[0], n_in, n_out) + base
+    if tau is not None:
+        bound = clip_bound(tau, dtype)
+        w = w.clamp(-bound, bound)
+    squeeze = x.dim() == 2
+    y = torch.bmm(x.unsqueeze(1) if squeeze else x, w)
+    return (y.squeeze(1) if squeeze else y).to(dtype)
 
 
 def _nearest(z2: Tensor, codebook: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""Random inputs for the two fused ops: one factory per op.
+"""Random inputs for the fused ops: one factory per op.
 
 Shared by the test suite, the benchmarks, ``python -m solid_ext.selfcheck`` and the
 Triton compile check (:func:`solid_ext.triton_kernels.kernel_launches`), so a problem
@@ -19,7 +19,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["codebook_quantize_inputs", "dynamic_linear_inputs", "non_contiguous"]
+__all__ = [
+    "codebook_quantize_inputs",
+    "dynamic_linear_inputs",
+    "generated_linear_inputs",
+    "non_contiguous",
+]
 
 Seed = int | torch.Generator
 Device = torch.device | str
@@ -102,6 +107,43 @@ def dynamic_linear_inputs(
         branch_weight.view(-1)[3::11] = -tau
         branch_bias.view(-1)[::5] = tau
     return _finish([x, weight, bias_, branch_weight, branch_bias], contiguous, requires_grad)
+
+
+def generated_linear_inputs(
+    batch: int,
+    seq_len: int | None,
+    in_features: int,
+    out_features: int,
+    cond_features: int,
+    *,
+    dtype: torch.dtype = torch.float64,
+    device: Device = "cpu",
+    seed: Seed = 0,
+    tau: float = 0.01,
+    contiguous: bool = True,
+    requires_grad: bool = False,
+) -> list[Tensor]:
+    """``[x, cond, gen_weight, base]`` for ``ops.generated_linear``.
+
+    Shapes: x (B, L, N_in), or (B, N_in) with ``seq_len=None``; cond (B, C);
+    gen_weight (N_in*N_out, C); base (N_in, N_out). Drawn in that order from standard
+    normals: x and cond unscaled, gen_weight times ``tau / sqrt(C)``, base times
+    ``tau``: each generated weight is then about N(0, 2 tau^2), so about half of
+    them fall inside ±tau and the clip is exercised. ``contiguous`` and
+    ``requires_grad`` as for :func:`dynamic_linear_inputs`.
+    """
+    g = _generator(seed)
+    b, n_in, n_out, c = batch, in_features, out_features, cond_features
+
+    def draw(*shape: int, scale: float = 1.0) -> Tensor:
+        t = torch.randn(*shape, generator=g, dtype=torch.float64) * scale
+        return t.to(device=device, dtype=dtype)
+
+    x = draw(b, n_in) if seq_len is None else draw(b, seq_len, n_in)
+    cond = draw(b, c)
+    gen_weight = draw(n_in * n_out, c, scale=tau / max(c, 1) ** 0.5)
+    base = draw(n_in, n_out, scale=tau)
+    return _finish([x, cond, gen_weight, base], contiguous, requires_grad)
 
 
 def codebook_quantize_inputs(

@@ -48,11 +48,37 @@ struct CQArgs {
   T* sq;         // (M)
 };
 
+// generated_linear of one batch range (see kernels_impl.h). gp is the generator map
+// packed (I, C, O) and base (I, O), both zero-padded to O columns, O a multiple of the
+// variant's lanes (gl_lanes); g and y are padded likewise. dgp and dbase are the
+// calling thread's own (I, C, O) and (I, O) partial sums (added to, not overwritten).
+template <typename T>
+struct GLArgs {
+  const T* x;     // (B, L, I)
+  const T* c;     // (B, C)
+  const T* gp;    // (I, C, O)
+  const T* base;  // (I, O)
+  const T* g;     // (B, L, O) output gradient (backward)
+  bool clip;
+  T tau;
+  int64_t L, I, O, C;
+  T* y;      // (B, L, O) forward output
+  T* dx;     // (B, L, I)
+  T* dc;     // (B, C)
+  T* dgp;    // (I, C, O), accumulated
+  T* dbase;  // (I, O), accumulated
+};
+
 template <typename T>
 struct KernelOps {
   // Samples [b0, b1); scratch holds SOLID_EXT_DL_SCRATCH_ELEMS(I, O) elements.
   void (*dl_forward)(const DLArgs<T>& a, int64_t b0, int64_t b1, T* scratch);
   void (*dl_backward)(const DLArgs<T>& a, int64_t b0, int64_t b1, T* scratch);
+  // Samples [b0, b1); the backward's scratch holds gl_scratch_elems(L, C) elements.
+  void (*gl_forward)(const GLArgs<T>& a, int64_t b0, int64_t b1);
+  void (*gl_backward)(const GLArgs<T>& a, int64_t b0, int64_t b1, T* scratch);
+  int64_t (*gl_scratch_elems)(int64_t L, int64_t C);
+  int gl_lanes;   // O is padded to a multiple of it
   // Row groups [g0, g1) of cq_group rows; scratch holds cq_scratch_bytes(D) bytes.
   void (*cq_search)(const CQArgs<T>& a, int64_t g0, int64_t g1, void* scratch);
   int cq_tile;    // codes per micro-tile: Kp and Kc are multiples of it

@@ -8,6 +8,8 @@
 #define SOLID_DL_ROWS 5
 #define SOLID_DL_VECS 2
 #define SOLID_DX_ROWS 2
+#define SOLID_GL_ROWS 4
+#define SOLID_GL_VECS 2
 #define SOLID_CQ_ROWS 6
 #define SOLID_CQ_VECS 2
 #define SOLID_CQ_PREBCAST 0

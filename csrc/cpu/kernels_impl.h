@@ -5,6 +5,8 @@
 //   SOLID_DL_ROWS      rows of a dynamic_linear register tile
 //   SOLID_DL_VECS      vectors per row of a dynamic_linear register tile
 //   SOLID_DX_ROWS      rows of l per dx tile (x 4 rows of i accumulators)
+//   SOLID_GL_ROWS      samples of a generated_linear register tile
+//   SOLID_GL_VECS      vectors of columns of a generated_linear register tile
 //   SOLID_CQ_ROWS      rows of z per codebook micro-tile
 //   SOLID_CQ_VECS      vectors of codes per codebook micro-tile
 //   SOLID_CQ_PREBCAST  1: broadcast the tile's z values into scratch once, for ISAs
@@ -619,6 +621,212 @@ int64_t cq_scratch_bytes(int64_t D) {
   return best + (SOLID_CQ_PREBCAST ? int64_t(CQ_ROWS) * D * lanes<T>() * int64_t(sizeof(T)) : 0);
 }
 
+// ---------------------------------------------------------------- generated_linear
+//
+// y_b = x_b @ f(P_b), P_b[i, :] = base[i, :] + sum_k c_b[k] gp[i, k, :], f = clip to
+// +-tau or the identity: a layer whose weights a full-rank generator makes. A register
+// tile holds P for GL_ROWS samples x GL_VECS vectors of row i; it is consumed at once
+// (y += x[:, i] f(P); in the backward dW, dx, dc and the generator's gradient), so
+// neither the (B, I, O) weights nor their gradient is ever written to memory. Each load
+// of the generator map serves GL_ROWS samples.
+
+constexpr int GL_ROWS = SOLID_GL_ROWS;
+constexpr int GL_VECS = SOLID_GL_VECS;
+
+// acc[s] = P of sample b + s, row i, columns [o0, o0 + NV*V).
+template <typename T, int S, int NV>
+inline void gl_pre(const GLArgs<T>& a, int64_t b, int64_t i, int64_t o0, Vec<T> (&acc)[S][NV]) {
+  constexpr int V = lanes<T>();
+  const int64_t O = a.O, C = a.C;
+  SOLID_UNROLL
+  for (int v = 0; v < NV; ++v) {
+    const Vec<T> bv = load(a.base + i * O + o0 + v * V);
+    SOLID_UNROLL
+    for (int s = 0; s < S; ++s) acc[s][v] = bv;
+  }
+  const T* gi = a.gp + i * C * O + o0;
+  const T* c = a.c + b * C;
+  for (int64_t k = 0; k < C; ++k) {
+    Vec<T> gv[NV];
+    SOLID_UNROLL
+    for (int v = 0; v < NV; ++v) gv[v] = load(gi + k * O + v * V);
+    SOLID_UNROLL
+    for (int s = 0; s < S; ++s) {
+      const Vec<T> cs = splat<T>(c[s * C + k]);
+      SOLID_UNROLL
+      for (int v = 0; v < NV; ++v) acc[s][v] += gv[v] * cs;
+    }
+  }
+}
+
+template <typename T, int S, int NV>
+inline void gl_fwd_tile(const GLArgs<T>& a, int64_t b, int64_t i, int64_t o0) {
+  constexpr int V = lanes<T>();
+  const int64_t L = a.L, I = a.I, O = a.O;
+  Vec<T> w[S][NV];
+  gl_pre<T, S, NV>(a, b, i, o0, w);
+  if (a.clip) {
+    const Vec<T> lo = splat<T>(-a.tau), hi = splat<T>(a.tau);
+    SOLID_UNROLL
+    for (int s = 0; s < S; ++s)
+      SOLID_UNROLL
+      for (int v = 0; v < NV; ++v) w[s][v] = vclip<T>(w[s][v], lo, hi);
+  }
+  SOLID_UNROLL
+  for (int s = 0; s < S; ++s)
+    for (int64_t l = 0; l < L; ++l) {
+      const int64_t row = (b + s) * L + l;
+      const Vec<T> xs = splat<T>(a.x[row * I + i]);
+      T* y = a.y + row * O + o0;
+      SOLID_UNROLL
+      for (int v = 0; v < NV; ++v) store(y + v * V, load(y + v * V) + w[s][v] * xs);
+    }
+}
+
+template <typename T, int S>
+inline void gl_fwd_group(const GLArgs<T>& a, int64_t b) {
+  constexpr int V = lanes<T>();
+  const int64_t O = a.O;
+  T* y = a.y + b * a.L * O;
+  for (int64_t j = 0; j < S * a.L * O; ++j) y[j] = T(0);
+  for (int64_t i = 0; i < a.I; ++i) {
+    int64_t o0 = 0;
+    for (; o0 + GL_VECS * V <= O; o0 += GL_VECS * V) gl_fwd_tile<T, S, GL_VECS>(a, b, i, o0);
+    for (; o0 < O; o0 += V) gl_fwd_tile<T, S, 1>(a, b, i, o0);
+  }
+}
+
+template <typename T>
+void gl_forward(const GLArgs<T>& a, int64_t b0, int64_t b1) {
+  int64_t b = b0;
+  for (; b + GL_ROWS <= b1; b += GL_ROWS) gl_fwd_group<T, GL_ROWS>(a, b);
+  with_rows<GL_ROWS - 1>(b1 - b, [&](auto rows) {
+    gl_fwd_group<T, decltype(rows)::value>(a, b);
+  });
+}
+
+// One tile of the backward: dW = x^T g (masked where P is clipped), then
+// dx partials += g f(P) (dxv: (S, L) vectors), dbase += sum_s dW, dgp[i, k] += c_k dW
+// and dc partials += dW gp[i, k] (dcv: (S, C) vectors).
+template <typename T, int S, int NV>
+inline void gl_bwd_tile(const GLArgs<T>& a, int64_t b, int64_t i, int64_t o0, T* dxv, T* dcv) {
+  constexpr int V = lanes<T>();
+  const int64_t L = a.L, I = a.I, O = a.O, C = a.C;
+  Vec<T> w[S][NV], dw[S][NV];
+  gl_pre<T, S, NV>(a, b, i, o0, w);
+  SOLID_UNROLL
+  for (int s = 0; s < S; ++s) {
+    SOLID_UNROLL
+    for (int v = 0; v < NV; ++v) dw[s][v] = splat<T>(0);
+    for (int64_t l = 0; l < L; ++l) {
+      const int64_t row = (b + s) * L + l;
+      const Vec<T> xs = splat<T>(a.x[row * I + i]);
+      const T* g = a.g + row * O + o0;
+      SOLID_UNROLL
+      for (int v = 0; v < NV; ++v) dw[s][v] += load(g + v * V) * xs;
+    }
+  }
+  if (a.clip) {
+    const Vec<T> lo = splat<T>(-a.tau), hi = splat<T>(a.tau), zero = splat<T>(0);
+    SOLID_UNROLL
+    for (int s = 0; s < S; ++s)
+      SOLID_UNROLL
+      for (int v = 0; v < NV; ++v) {
+        dw[s][v] = (w[s][v] >= lo) & (w[s][v] <= hi) ? dw[s][v] : zero;
+        w[s][v] = vclip<T>(w[s][v], lo, hi);
+      }
+  }
+  if (a.dx) {
+    SOLID_UNROLL
+    for (int s = 0; s < S; ++s)
+      for (int64_t l = 0; l < L; ++l) {
+        const T* g = a.g + ((b + s) * L + l) * O + o0;
+        T* p = dxv + (s * L + l) * V;
+        Vec<T> t = load(p);
+        SOLID_UNROLL
+        for (int v = 0; v < NV; ++v) t += load(g + v * V) * w[s][v];
+        store(p, t);
+      }
+  }
+  if (a.dbase) {
+    T* db = a.dbase + i * O + o0;
+    SOLID_UNROLL
+    for (int v = 0; v < NV; ++v) {
+      Vec<T> t = load(db + v * V);
+      SOLID_UNROLL
+      for (int s = 0; s < S; ++s) t += dw[s][v];
+      store(db + v * V, t);
+    }
+  }
+  if (!a.dgp && !a.dc) return;
+  const T* gi = a.gp + i * C * O + o0;
+  T* dgi = a.dgp ? a.dgp + i * C * O + o0 : nullptr;
+  const T* c = a.c + b * C;
+  for (int64_t k = 0; k < C; ++k) {
+    if (dgi) {
+      SOLID_UNROLL
+      for (int v = 0; v < NV; ++v) {
+        Vec<T> t = load(dgi + k * O + v * V);
+        SOLID_UNROLL
+        for (int s = 0; s < S; ++s) t += dw[s][v] * splat<T>(c[s * C + k]);
+        store(dgi + k * O + v * V, t);
+      }
+    }
+    if (a.dc) {
+      Vec<T> gv[NV];
+      SOLID_UNROLL
+      for (int v = 0; v < NV; ++v) gv[v] = load(gi + k * O + v * V);
+      SOLID_UNROLL
+      for (int s = 0; s < S; ++s) {
+        T* p = dcv + (s * C + k) * V;
+        Vec<T> t = load(p);
+        SOLID_UNROLL
+        for (int v = 0; v < NV; ++v) t += dw[s][v] * gv[v];
+        store(p, t);
+      }
+    }
+  }
+}
+
+template <typename T, int S>
+inline void gl_bwd_group(const GLArgs<T>& a, int64_t b, T* scratch) {
+  constexpr int V = lanes<T>();
+  const int64_t L = a.L, I = a.I, O = a.O, C = a.C;
+  T* dxv = scratch;
+  T* dcv = scratch + GL_ROWS * L * V;
+  if (a.dc)
+    for (int64_t j = 0; j < S * C * V; ++j) dcv[j] = T(0);
+  for (int64_t i = 0; i < I; ++i) {
+    if (a.dx)
+      for (int64_t j = 0; j < S * L * V; ++j) dxv[j] = T(0);
+    int64_t o0 = 0;
+    for (; o0 + GL_VECS * V <= O; o0 += GL_VECS * V)
+      gl_bwd_tile<T, S, GL_VECS>(a, b, i, o0, dxv, dcv);
+    for (; o0 < O; o0 += V) gl_bwd_tile<T, S, 1>(a, b, i, o0, dxv, dcv);
+    if (a.dx)
+      for (int64_t s = 0; s < S; ++s)
+        for (int64_t l = 0; l < L; ++l)
+          a.dx[((b + s) * L + l) * I + i] = hsum<T>(load(dxv + (s * L + l) * V));
+  }
+  if (a.dc)
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t k = 0; k < C; ++k) a.dc[(b + s) * C + k] = hsum<T>(load(dcv + (s * C + k) * V));
+}
+
+template <typename T>
+void gl_backward(const GLArgs<T>& a, int64_t b0, int64_t b1, T* scratch) {
+  int64_t b = b0;
+  for (; b + GL_ROWS <= b1; b += GL_ROWS) gl_bwd_group<T, GL_ROWS>(a, b, scratch);
+  with_rows<GL_ROWS - 1>(b1 - b, [&](auto rows) {
+    gl_bwd_group<T, decltype(rows)::value>(a, b, scratch);
+  });
+}
+
+template <typename T>
+int64_t gl_scratch_elems(int64_t L, int64_t C) {
+  return int64_t(GL_ROWS) * (L + C) * lanes<T>();
+}
+
 // ---------------------------------------------------------------- FMA peak
 
 double fma_loop(int64_t iters) {
@@ -640,8 +848,10 @@ double fma_loop(int64_t iters) {
 
 template <typename T>
 constexpr KernelOps<T> ops_of() {
-  return KernelOps<T>{&dl_forward<T>, &dl_backward<T>, &cq_search<T>, cq_tile_codes<T>(),
-                      CQ_GROUP, &cq_scratch_bytes<T>};
+  return KernelOps<T>{&dl_forward<T>,     &dl_backward<T>,      &gl_forward<T>,
+                      &gl_backward<T>,    &gl_scratch_elems<T>, lanes<T>(),
+                      &cq_search<T>,      cq_tile_codes<T>(),   CQ_GROUP,
+                      &cq_scratch_bytes<T>};
 }
 
 const Kernels table{SOLID_STR(SOLID_ISA), ops_of<float>(), ops_of<double>(), &fma_loop};

@@ -7,9 +7,10 @@ hook that lets a tool check the real compiler's verdict on a machine without a G
 
 - :func:`kernel_launches` runs the ops' host code on CPU tensors built by
   :mod:`solid_ext.testing`, over problems that reach every code path of the block
-  heuristics (:data:`DYNAMIC_LINEAR_PROBLEMS`, :data:`CODEBOOK_QUANTIZE_PROBLEMS`, each
-  dtype of :data:`DTYPES`, branch on and off, straight-through on and off), with every
-  kernel launch recorded instead of run, and returns each distinct one.
+  heuristics (:data:`DYNAMIC_LINEAR_PROBLEMS`, :data:`GENERATED_LINEAR_PROBLEMS`,
+  :data:`CODEBOOK_QUANTIZE_PROBLEMS`, each dtype of :data:`DTYPES`, branch on and off,
+  tau set and None, straight-through on and off), with every kernel launch recorded
+  instead of run, and returns each distinct one.
 - :func:`compile_kernels` compiles those launches for ``sm_<arch>`` and returns, per
   launch, the PTX, the shared memory and the ``ptxas`` Triton bundles for that arch
   (to ask it for a register and spill report), or the compiler's error.
@@ -31,12 +32,13 @@ import triton
 import triton.language as tl
 
 from .. import testing
-from . import _codebook_quantize, _dynamic_linear, _launch
+from . import _codebook_quantize, _dynamic_linear, _generated_linear, _launch
 
 __all__ = [
     "CODEBOOK_QUANTIZE_PROBLEMS",
     "DTYPES",
     "DYNAMIC_LINEAR_PROBLEMS",
+    "GENERATED_LINEAR_PROBLEMS",
     "CompiledKernel",
     "KernelLaunch",
     "compile_kernels",
@@ -47,6 +49,9 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 # (B, L, N_in, N_out): L < 8 (broadcast tiles), one dot tile, several L tiles (the
 # separate dx kernel) with N_in and N_out just past a block.
 DYNAMIC_LINEAR_PROBLEMS = ((3, 1, 5, 7), (2, 10, 32, 64), (2, 70, 33, 65))
+# (B, L, N_in, N_out, C): everything below the dot minimum; the paper's head (L = 1,
+# generation by tl.dot); and dots everywhere with every dimension just past a block.
+GENERATED_LINEAR_PROBLEMS = ((3, 1, 5, 7, 3), (64, 1, 32, 64, 32), (40, 20, 33, 65, 40))
 # (M, K, D): D below the dot minimum, and the paper's D = 32 and 64 over several K tiles.
 CODEBOOK_QUANTIZE_PROBLEMS = ((37, 70, 5), (64, 256, 32), (64, 1024, 64))
 _TAU = 0.01
@@ -127,7 +132,10 @@ def _describe(rec: _launch.Recorded) -> KernelLaunch:
 
 
 def _run_problems(
-    dtypes: Sequence[torch.dtype], dl_problems: Sequence[tuple], cq_problems: Sequence[tuple]
+    dtypes: Sequence[torch.dtype],
+    dl_problems: Sequence[tuple],
+    cq_problems: Sequence[tuple],
+    gl_problems: Sequence[tuple] = (),
 ) -> None:
     """The ops' host code over every problem (under :func:`_launch.recording`)."""
     for dtype in dtypes:
@@ -139,6 +147,13 @@ def _run_problems(
                 _dynamic_linear.forward(x, w, b, bw, bb, _TAU)
                 grad = torch.ones(B, L, O, dtype=dtype)
                 _dynamic_linear.backward(grad, x, w, bw, bb, _TAU, True, True, True)
+        for B, L, I, O, C in gl_problems:  # noqa: E741
+            x, cond = torch.randn(B, L, I, dtype=dtype), torch.randn(B, C, dtype=dtype)
+            gen, base = torch.randn(I * O, C, dtype=dtype), torch.randn(I, O, dtype=dtype)
+            grad = torch.ones(B, L, O, dtype=dtype)
+            for tau in (None, _TAU):
+                _generated_linear.forward(x, cond, gen, base, tau)
+                _generated_linear.backward(grad, x, cond, gen, base, tau, True, True, True, True)
         for M, K, D in cq_problems:
             z, c = testing.codebook_quantize_inputs(M, K, D, dtype=dtype)
             _codebook_quantize.forward(z, c)
@@ -151,6 +166,9 @@ def kernel_launches(
     dtypes: Sequence[torch.dtype] = DTYPES,
     dynamic_linear_problems: Sequence[tuple[int, int, int, int]] = DYNAMIC_LINEAR_PROBLEMS,
     codebook_quantize_problems: Sequence[tuple[int, int, int]] = CODEBOOK_QUANTIZE_PROBLEMS,
+    generated_linear_problems: Sequence[tuple[int, int, int, int, int]] = (
+        GENERATED_LINEAR_PROBLEMS
+    ),
 ) -> list[KernelLaunch]:
     """Every distinct launch (kernel, argument types, constexprs, options) the ops make
     for these problems, found by running their host code on CPU tensors with the
@@ -161,7 +179,9 @@ def kernel_launches(
             "and cannot be compiled; run without TRITON_INTERPRET"
         )
     with _launch.recording() as recorded:
-        _run_problems(dtypes, dynamic_linear_problems, codebook_quantize_problems)
+        _run_problems(
+            dtypes, dynamic_linear_problems, codebook_quantize_problems, generated_linear_problems
+        )
     unique: dict[str, KernelLaunch] = {}
     for rec in recorded:
         la = _describe(rec)
