@@ -78,8 +78,8 @@ def generated_linear(
     to ±tau or, with ``tau=None``, the identity: DUET's generated layer (trunk) or
     SOLID's clipped branch. The kernels generate each weight tile in registers and use
     it at once; neither the (B, N_in, N_out) weights nor their gradient is written to
-    memory. The cost is one generation per sample per row of x's L: at L = 1 it is the
-    generate-then-apply cost, at larger L the weights are regenerated per tile.
+    memory. The multiply-adds are those of generating then applying: each tile is
+    generated once per sample and serves all L rows of x.
 
     Args:
         x: (B, N_in) or (B, L, N_in).

@@ -707,46 +707,43 @@ void gl_forward(const GLArgs<T>& a, int64_t b0, int64_t b1) {
 
 // One tile of the backward: dW = x^T g (masked where P is clipped), then
 // dx partials += g f(P) (dxv: (S, L) vectors), dbase += sum_s dW, dgp[i, k] += c_k dW
-// and dc partials += dW gp[i, k] (dcv: (S, C) vectors).
+// and dc partials += dW gp[i, k] (dcv: (S, C) vectors). Each sample's P is replaced by
+// its dW in the same registers once dx has used it: one S x NV tile, not two, so the
+// tile fits AVX2's 16 registers.
 template <typename T, int S, int NV>
 inline void gl_bwd_tile(const GLArgs<T>& a, int64_t b, int64_t i, int64_t o0, T* dxv, T* dcv) {
   constexpr int V = lanes<T>();
   const int64_t L = a.L, I = a.I, O = a.O, C = a.C;
-  Vec<T> w[S][NV], dw[S][NV];
-  gl_pre<T, S, NV>(a, b, i, o0, w);
+  Vec<T> dw[S][NV];
+  gl_pre<T, S, NV>(a, b, i, o0, dw);
+  const Vec<T> lo = splat<T>(-a.tau), hi = splat<T>(a.tau), zero = splat<T>(0);
   SOLID_UNROLL
   for (int s = 0; s < S; ++s) {
+    Vec<T> w[NV], acc[NV];
     SOLID_UNROLL
-    for (int v = 0; v < NV; ++v) dw[s][v] = splat<T>(0);
+    for (int v = 0; v < NV; ++v) {
+      w[v] = a.clip ? vclip<T>(dw[s][v], lo, hi) : dw[s][v];
+      acc[v] = zero;
+    }
     for (int64_t l = 0; l < L; ++l) {
       const int64_t row = (b + s) * L + l;
       const Vec<T> xs = splat<T>(a.x[row * I + i]);
       const T* g = a.g + row * O + o0;
-      SOLID_UNROLL
-      for (int v = 0; v < NV; ++v) dw[s][v] += load(g + v * V) * xs;
-    }
-  }
-  if (a.clip) {
-    const Vec<T> lo = splat<T>(-a.tau), hi = splat<T>(a.tau), zero = splat<T>(0);
-    SOLID_UNROLL
-    for (int s = 0; s < S; ++s)
+      Vec<T> t = splat<T>(0);
       SOLID_UNROLL
       for (int v = 0; v < NV; ++v) {
-        dw[s][v] = (w[s][v] >= lo) & (w[s][v] <= hi) ? dw[s][v] : zero;
-        w[s][v] = vclip<T>(w[s][v], lo, hi);
+        const Vec<T> gv = load(g + v * V);
+        acc[v] += gv * xs;
+        t += gv * w[v];
       }
-  }
-  if (a.dx) {
-    SOLID_UNROLL
-    for (int s = 0; s < S; ++s)
-      for (int64_t l = 0; l < L; ++l) {
-        const T* g = a.g + ((b + s) * L + l) * O + o0;
+      if (a.dx) {
         T* p = dxv + (s * L + l) * V;
-        Vec<T> t = load(p);
-        SOLID_UNROLL
-        for (int v = 0; v < NV; ++v) t += load(g + v * V) * w[s][v];
-        store(p, t);
+        store(p, load(p) + t);
       }
+    }
+    SOLID_UNROLL
+    for (int v = 0; v < NV; ++v)
+      dw[s][v] = a.clip ? ((dw[s][v] >= lo) & (dw[s][v] <= hi) ? acc[v] : zero) : acc[v];
   }
   if (a.dbase) {
     T* db = a.dbase + i * O + o0;
