@@ -11,11 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import ops
+from . import _backend, ops
 from ._validate import _desc, check_straight_through, check_tau
 from .reference import clip_bound
 
 __all__ = ["DynamicLinear", "SemanticCodebook"]
+# Backends on which DynamicLinear (fused_generation="auto") computes a full-rank
+# generator's layer with ops.generated_linear: where benchmarks/bench_generated_linear.py
+# measured it faster than generating the weights and applying them.
+FUSED_BACKENDS: frozenset[str] = frozenset({"cpu"})
 # ... and the generators DynamicLinear takes: the protocol, DUET's (the default), APG's.
 __all__ += ["ParameterGenerator", "FullRankGenerator", "LowRankGenerator"]
 
@@ -204,6 +208,13 @@ class DynamicLinear(nn.Module):
     bias.
     """
 
+    #: How a full-rank generator's condition becomes the output: ``"auto"`` (fused
+    #: where :data:`FUSED_BACKENDS` has the backend that runs), ``"always"`` (the
+    #: ``generated_linear`` op: the (B, N_in, N_out) weights are never formed) or
+    #: ``"never"`` (generate the weights, then ``dynamic_linear``). Either way the same
+    #: result; set per layer or on the class.
+    fused_generation: str = "auto"
+
     def __init__(
         self,
         in_features: int,
@@ -335,6 +346,8 @@ class DynamicLinear(nn.Module):
         deltas = (weight, bias, branch_weight, branch_bias, cond, branch_cond)
         if any(t is not None for t in deltas):
             self._check_per_sample(x, weight, bias, branch_weight, branch_bias, cond, branch_cond)
+        if (cond is not None or branch_cond is not None) and self._fuses(x, cond, branch_cond):
+            return self._generated_forward(x, cond, branch_cond)
         trunk_is_total = False
         if cond is not None:
             weight, bias = self._generate(cond, branch=False)
@@ -362,6 +375,51 @@ class DynamicLinear(nn.Module):
         # reshape(B, -1, N_in), which is ambiguous when a dim is 0.
         y = ops.dynamic_linear(x.flatten(1, -2), weight, bias, branch_weight, branch_bias, self.tau)
         return y.view(*x.shape[:-1], self.out_features)
+
+    def _fuses(self, x: Tensor, cond: Tensor | None, branch_cond: Tensor | None) -> bool:
+        """Whether the conditions go through ``ops.generated_linear`` (see
+        ``fused_generation``): only full-rank generators have its form."""
+        mode = self.fused_generation
+        if mode not in ("auto", "always", "never"):
+            raise ValueError(f"fused_generation must be 'auto', 'always' or 'never', got {mode!r}")
+        if mode == "never":
+            return False
+        for c, gen in ((cond, self.weight_head), (branch_cond, self.branch_head)):
+            if c is not None and type(gen) is not FullRankGenerator:
+                return False
+        return mode == "always" or _backend.resolve(x.device, x.dtype) in FUSED_BACKENDS
+
+    def _generated_forward(
+        self, x: Tensor, cond: Tensor | None, branch_cond: Tensor | None
+    ) -> Tensor:
+        """forward from conditions with ``ops.generated_linear``: the per-sample weights
+        are never formed. The same parameters and result as generating them."""
+        n_in, n_out = self.in_features, self.out_features
+        n = n_in * n_out
+        xs = x.flatten(1, -2) if x.dim() > 3 else x
+        bias = self.bias
+        if cond is not None:
+            gen = self.weight_head
+            base = gen.bias[:n].view(n_in, n_out) + self.weight.t()
+            y = ops.generated_linear(xs, cond, gen.weight[:n], base)
+            if gen.generates_bias:
+                hb = gen.bias[n:] if bias is None else gen.bias[n:] + bias
+                bias = F.linear(cond, gen.weight[n:], hb)
+        else:
+            y = F.linear(xs, self.weight)
+        if branch_cond is not None:
+            gen = self.branch_head
+            h = gen.bias[:n].view(n_in, n_out)
+            y = y + ops.generated_linear(xs, branch_cond, gen.weight[:n], h, self.tau)
+            if gen.generates_bias:
+                bound = clip_bound(self.tau, x.dtype)
+                cb = F.linear(branch_cond, gen.weight[n:], gen.bias[n:]).clamp(-bound, bound)
+                bias = cb if bias is None else bias + cb
+        if bias is not None:  # (N_out) static, or (B, N_out) over y's middle dims
+            y = y + (
+                bias if bias.dim() == 1 else bias.view(bias.shape[0], *(1,) * (y.dim() - 2), n_out)
+            )
+        return y.view(*x.shape[:-1], n_out)
 
     def _check_per_sample(
         self,

@@ -98,6 +98,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> generated_linear_back
     const at::Tensor g = pad_cols(grad_, d.O, Op);
     GLArgs<scalar_t> a = args<scalar_t>(x, c, gp, base, tau, d, Op);
     a.g = g.data_ptr<scalar_t>();
+    const at::Tensor gq = need_dcond ? pad_cols(gen_.t().reshape({d.C, d.I, d.O}), d.O, Op) : none;
+    a.gq = need_dcond ? gq.data_ptr<scalar_t>() : nullptr;
     a.dx = need_dx ? dx.data_ptr<scalar_t>() : nullptr;
     a.dc = need_dcond ? dc.data_ptr<scalar_t>() : nullptr;
     // The generator's gradients sum over the batch: one partial sum per task, added
@@ -108,7 +110,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> generated_linear_back
     const int64_t part = d.I * d.C * Op + d.I * Op;
     at::Tensor parts = sums ? at::zeros({tasks, part}, x.options()) : none;
     at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
-      std::vector<scalar_t> scratch(ops.gl_scratch_elems(d.L, d.C));
+      std::vector<scalar_t> scratch(ops.gl_scratch_elems(d.L, d.I, Op));
       for (int64_t t = t0; t < t1; ++t) {
         GLArgs<scalar_t> at = a;
         if (sums) {

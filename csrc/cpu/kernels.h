@@ -49,7 +49,7 @@ struct CQArgs {
 };
 
 // generated_linear of one batch range (see kernels_impl.h). gp is the generator map
-// packed (I, C, O) and base (I, O), both zero-padded to O columns, O a multiple of the
+// packed (I, C, O) (gq: (C, I, O), for dc) and base (I, O), all zero-padded to O columns, O a multiple of the
 // variant's lanes (gl_lanes); g and y are padded likewise. dgp and dbase are the
 // calling thread's own (I, C, O) and (I, O) partial sums (added to, not overwritten).
 template <typename T>
@@ -57,6 +57,7 @@ struct GLArgs {
   const T* x;     // (B, L, I)
   const T* c;     // (B, C)
   const T* gp;    // (I, C, O)
+  const T* gq;    // (C, I, O): the same map, read by the backward's dc
   const T* base;  // (I, O)
   const T* g;     // (B, L, O) output gradient (backward)
   bool clip;
@@ -74,10 +75,10 @@ struct KernelOps {
   // Samples [b0, b1); scratch holds SOLID_EXT_DL_SCRATCH_ELEMS(I, O) elements.
   void (*dl_forward)(const DLArgs<T>& a, int64_t b0, int64_t b1, T* scratch);
   void (*dl_backward)(const DLArgs<T>& a, int64_t b0, int64_t b1, T* scratch);
-  // Samples [b0, b1); the backward's scratch holds gl_scratch_elems(L, C) elements.
+  // Samples [b0, b1); the backward's scratch holds gl_scratch_elems(L, I, O) elements.
   void (*gl_forward)(const GLArgs<T>& a, int64_t b0, int64_t b1);
   void (*gl_backward)(const GLArgs<T>& a, int64_t b0, int64_t b1, T* scratch);
-  int64_t (*gl_scratch_elems)(int64_t L, int64_t C);
+  int64_t (*gl_scratch_elems)(int64_t L, int64_t I, int64_t O);
   int gl_lanes;   // O is padded to a multiple of it
   // Row groups [g0, g1) of cq_group rows; scratch holds cq_scratch_bytes(D) bytes.
   void (*cq_search)(const CQArgs<T>& a, int64_t g0, int64_t g1, void* scratch);

@@ -706,12 +706,12 @@ void gl_forward(const GLArgs<T>& a, int64_t b0, int64_t b1) {
 }
 
 // One tile of the backward: dW = x^T g (masked where P is clipped), then
-// dx partials += g f(P) (dxv: (S, L) vectors), dbase += sum_s dW, dgp[i, k] += c_k dW
-// and dc partials += dW gp[i, k] (dcv: (S, C) vectors). Each sample's P is replaced by
+// dx partials += g f(P) (dxv: (S, L) vectors), dbase += sum_s dW, dgp[i, k] += c_k dW;
+// dW is kept in dws (S, I, O), an L1/L2-sized scratch of the group, for dc. Each sample's P is replaced by
 // its dW in the same registers once dx has used it: one S x NV tile, not two, so the
 // tile fits AVX2's 16 registers.
 template <typename T, int S, int NV>
-inline void gl_bwd_tile(const GLArgs<T>& a, int64_t b, int64_t i, int64_t o0, T* dxv, T* dcv) {
+inline void gl_bwd_tile(const GLArgs<T>& a, int64_t b, int64_t i, int64_t o0, T* dxv, T* dws) {
   constexpr int V = lanes<T>();
   const int64_t L = a.L, I = a.I, O = a.O, C = a.C;
   Vec<T> dw[S][NV];
@@ -755,59 +755,83 @@ inline void gl_bwd_tile(const GLArgs<T>& a, int64_t b, int64_t i, int64_t o0, T*
       store(db + v * V, t);
     }
   }
-  if (!a.dgp && !a.dc) return;
-  const T* gi = a.gp + i * C * O + o0;
-  T* dgi = a.dgp ? a.dgp + i * C * O + o0 : nullptr;
+  if (a.dc) {  // kept for gl_dc_tile, which needs every row i of the group's dW
+    SOLID_UNROLL
+    for (int s = 0; s < S; ++s)
+      SOLID_UNROLL
+      for (int v = 0; v < NV; ++v) store(dws + (s * I + i) * O + o0 + v * V, dw[s][v]);
+  }
+  if (!a.dgp) return;
+  // dgp[i, k] += sum_s c_sk dW_s, in two chains (even and odd s) to halve the latency.
   const T* c = a.c + b * C;
+  T* dgi = a.dgp + i * C * O + o0;
   for (int64_t k = 0; k < C; ++k) {
-    if (dgi) {
+    SOLID_UNROLL
+    for (int v = 0; v < NV; ++v) {
+      Vec<T> t0 = load(dgi + k * O + v * V), t1 = splat<T>(0);
       SOLID_UNROLL
-      for (int v = 0; v < NV; ++v) {
-        Vec<T> t = load(dgi + k * O + v * V);
-        SOLID_UNROLL
-        for (int s = 0; s < S; ++s) t += dw[s][v] * splat<T>(c[s * C + k]);
-        store(dgi + k * O + v * V, t);
+      for (int s = 0; s < S; s += 2) {
+        t0 += dw[s][v] * splat<T>(c[s * C + k]);
+        if (s + 1 < S) t1 += dw[s + 1][v] * splat<T>(c[(s + 1) * C + k]);
       }
-    }
-    if (a.dc) {
-      Vec<T> gv[NV];
-      SOLID_UNROLL
-      for (int v = 0; v < NV; ++v) gv[v] = load(gi + k * O + v * V);
-      SOLID_UNROLL
-      for (int s = 0; s < S; ++s) {
-        T* p = dcv + (s * C + k) * V;
-        Vec<T> t = load(p);
-        SOLID_UNROLL
-        for (int v = 0; v < NV; ++v) t += dw[s][v] * gv[v];
-        store(p, t);
-      }
+      store(dgi + k * O + v * V, t0 + t1);
     }
   }
+}
+
+// dc of samples b .. b + S, codes [k0, k0 + KB): sum over i and o of dW (the group's,
+// in dws (S, I, O)) times the map; accumulated in registers, one reduction each. The
+// map is read as gq (C, I, O): rows k0 .. k0 + KB contiguous, streamed in order.
+template <typename T, int S, int KB>
+inline void gl_dc_tile(const GLArgs<T>& a, const T* dws, int64_t b, int64_t k0) {
+  constexpr int V = lanes<T>();
+  const int64_t I = a.I, O = a.O;
+  Vec<T> acc[S][KB];
+  SOLID_UNROLL
+  for (int s = 0; s < S; ++s)
+    SOLID_UNROLL
+    for (int j = 0; j < KB; ++j) acc[s][j] = splat<T>(0);
+  for (int64_t i = 0; i < I; ++i)
+    for (int64_t o = 0; o < O; o += V) {
+      Vec<T> gv[KB];
+      SOLID_UNROLL
+      for (int j = 0; j < KB; ++j) gv[j] = load(a.gq + ((k0 + j) * I + i) * O + o);
+      SOLID_UNROLL
+      for (int s = 0; s < S; ++s) {
+        const Vec<T> d = load(dws + (s * I + i) * O + o);
+        SOLID_UNROLL
+        for (int j = 0; j < KB; ++j) acc[s][j] += d * gv[j];
+      }
+    }
+  SOLID_UNROLL
+  for (int s = 0; s < S; ++s)
+    SOLID_UNROLL
+    for (int j = 0; j < KB; ++j) a.dc[(b + s) * a.C + k0 + j] = hsum<T>(acc[s][j]);
 }
 
 template <typename T, int S>
 inline void gl_bwd_group(const GLArgs<T>& a, int64_t b, T* scratch) {
   constexpr int V = lanes<T>();
+  constexpr int KB = 2;
   const int64_t L = a.L, I = a.I, O = a.O, C = a.C;
   T* dxv = scratch;
-  T* dcv = scratch + GL_ROWS * L * V;
-  if (a.dc)
-    for (int64_t j = 0; j < S * C * V; ++j) dcv[j] = T(0);
+  T* dws = scratch + GL_ROWS * L * V;
   for (int64_t i = 0; i < I; ++i) {
     if (a.dx)
       for (int64_t j = 0; j < S * L * V; ++j) dxv[j] = T(0);
     int64_t o0 = 0;
     for (; o0 + GL_VECS * V <= O; o0 += GL_VECS * V)
-      gl_bwd_tile<T, S, GL_VECS>(a, b, i, o0, dxv, dcv);
-    for (; o0 < O; o0 += V) gl_bwd_tile<T, S, 1>(a, b, i, o0, dxv, dcv);
+      gl_bwd_tile<T, S, GL_VECS>(a, b, i, o0, dxv, dws);
+    for (; o0 < O; o0 += V) gl_bwd_tile<T, S, 1>(a, b, i, o0, dxv, dws);
     if (a.dx)
       for (int64_t s = 0; s < S; ++s)
         for (int64_t l = 0; l < L; ++l)
           a.dx[((b + s) * L + l) * I + i] = hsum<T>(load(dxv + (s * L + l) * V));
   }
-  if (a.dc)
-    for (int64_t s = 0; s < S; ++s)
-      for (int64_t k = 0; k < C; ++k) a.dc[(b + s) * C + k] = hsum<T>(load(dcv + (s * C + k) * V));
+  if (!a.dc) return;
+  int64_t k0 = 0;
+  for (; k0 + KB <= C; k0 += KB) gl_dc_tile<T, S, KB>(a, dws, b, k0);
+  for (; k0 < C; ++k0) gl_dc_tile<T, S, 1>(a, dws, b, k0);
 }
 
 template <typename T>
@@ -820,8 +844,8 @@ void gl_backward(const GLArgs<T>& a, int64_t b0, int64_t b1, T* scratch) {
 }
 
 template <typename T>
-int64_t gl_scratch_elems(int64_t L, int64_t C) {
-  return int64_t(GL_ROWS) * (L + C) * lanes<T>();
+int64_t gl_scratch_elems(int64_t L, int64_t I, int64_t O) {
+  return int64_t(GL_ROWS) * (L * lanes<T>() + I * O);
 }
 
 // ---------------------------------------------------------------- FMA peak

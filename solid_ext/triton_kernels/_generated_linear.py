@@ -51,62 +51,63 @@ _TARGET_PROGRAMS = 256
 
 @triton.jit
 def _gen_row(
-    cond_ptr, gen_ptr, base_ptr, offs_b, b_mask, row0, offs_q, q_mask, C, s_q,
+    cond_blk, gen_ptr, base_ptr, lb, b_mask, row0, offs_q, q_mask, C, s_q,
     GEN_DOT: tl.constexpr, ACC: tl.constexpr, BLOCK_B: tl.constexpr,
     BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
-    """Pre-clip weights (BLOCK_B, BLOCK_Q) of samples ``offs_b`` from gen_weight rows
-    (and base elements) ``row0 + offs_q * s_q``; zeros outside the masks."""
-    rows = row0 + offs_q.to(tl.int64) * s_q
+    """Pre-clip weights (BLOCK_B, BLOCK_Q) of the samples ``lb`` of a block (cond rows
+    at ``cond_blk``) from gen_weight rows (and base elements) ``row0 + offs_q * s_q``;
+    zeros outside the masks."""
+    rows = row0 + offs_q * s_q
+    gen_rows = gen_ptr + rows.to(tl.int64) * C
     w = tl.zeros([BLOCK_B, BLOCK_Q], dtype=ACC)
-    for k0 in range(0, C, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        k_mask = offs_k < C
-        ct = tl.load(
-            cond_ptr + offs_b[:, None] * C + offs_k[None, :],
-            mask=b_mask[:, None] & k_mask[None, :],
-            other=0.0,
-        ).to(ACC)
-        # gen_weight rows as columns: (BLOCK_K, BLOCK_Q)
-        gt = tl.load(
-            gen_ptr + rows[None, :] * C + offs_k[:, None],
-            mask=k_mask[:, None] & q_mask[None, :],
-            other=0.0,
-        ).to(ACC)
-        if GEN_DOT:
+    if GEN_DOT:
+        for k0 in range(0, C, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            k_mask = offs_k < C
+            ct = tl.load(
+                cond_blk + lb[:, None] * C + offs_k[None, :],
+                mask=b_mask[:, None] & k_mask[None, :],
+                other=0.0,
+            ).to(ACC)
+            # gen_weight rows as columns: (BLOCK_K, BLOCK_Q)
+            gt = tl.load(
+                gen_rows[None, :] + offs_k[:, None],
+                mask=k_mask[:, None] & q_mask[None, :],
+                other=0.0,
+            ).to(ACC)
             w = tl.dot(ct, gt, w, input_precision="ieee")
-        else:
-            w += tl.sum(ct[:, :, None] * gt[None, :, :], axis=1)
+    else:  # rank-1 updates, one feature at a time
+        for k in range(0, C):
+            ck = tl.load(cond_blk + lb * C + k, mask=b_mask, other=0.0).to(ACC)
+            gk = tl.load(gen_rows + k, mask=q_mask, other=0.0).to(ACC)
+            w += ck[:, None] * gk[None, :]
     base = tl.load(base_ptr + rows, mask=q_mask, other=0.0).to(ACC)
     return w + base[None, :]
 
 
 @triton.jit
 def _masked_dw(
-    g_ptr, x_ptr, cond_ptr, gen_ptr, base_ptr, offs_b, b_mask, i, offs_o, o_mask,
+    g_blk, x_blk, cond_blk, gen_ptr, base_ptr, lb, b_mask, i, offs_o, o_mask,
     L, I, O, C, tau,
     HAS_TAU: tl.constexpr, GEN_DOT: tl.constexpr, ACC: tl.constexpr, BLOCK_B: tl.constexpr,
-    BLOCK_L: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
-    """dW[b, i, o] = sum_l x[b, l, i] grad[b, l, o] (BLOCK_B, BLOCK_O), zero where the
-    forward clipped (pre-clip weight outside [-tau, tau], or NaN)."""
+    """dW[b, i, o] = sum_l x[b, l, i] grad[b, l, o] (BLOCK_B, BLOCK_O) for the samples
+    ``lb`` of a block, zero where the forward clipped (pre-clip weight outside
+    [-tau, tau], or NaN)."""
     dw = tl.zeros([BLOCK_B, BLOCK_O], dtype=ACC)
-    for l0 in range(0, L, BLOCK_L):
-        offs_l = l0 + tl.arange(0, BLOCK_L)
-        bl_mask = b_mask[:, None] & (offs_l < L)[None, :]
-        xc = tl.load(
-            x_ptr + offs_b[:, None] * L * I + offs_l[None, :] * I + i, mask=bl_mask, other=0.0
-        ).to(ACC)
-        gt = tl.load(
-            g_ptr + offs_b[:, None, None] * L * O + offs_l[None, :, None] * O
-            + offs_o[None, None, :],
-            mask=bl_mask[:, :, None] & o_mask[None, None, :],
+    for l in range(0, L):  # rank-1 updates, one row of x/grad at a time
+        xc = tl.load(x_blk + (lb * L + l) * I + i, mask=b_mask, other=0.0).to(ACC)
+        gr = tl.load(
+            g_blk + (lb * L + l)[:, None] * O + offs_o[None, :],
+            mask=b_mask[:, None] & o_mask[None, :],
             other=0.0,
-        ).to(ACC)  # fmt: skip
-        dw += tl.sum(xc[:, :, None] * gt, axis=1)
+        ).to(ACC)
+        dw += xc[:, None] * gr
     if HAS_TAU:
         pre = _gen_row(
-            cond_ptr, gen_ptr, base_ptr, offs_b, b_mask, i * O, offs_o, o_mask,
+            cond_blk, gen_ptr, base_ptr, lb, b_mask, i * O, offs_o, o_mask,
             C, 1, GEN_DOT, ACC, BLOCK_B, BLOCK_O, BLOCK_K,
         )  # fmt: skip
         # Inclusive at |pre| == tau, as torch.clamp's gradient; NaN -> 0.
@@ -123,31 +124,33 @@ def _gl_fwd_kernel(
 ):  # fmt: skip
     """y (B, L, Q) = x (B, L, P) @ V_b with V_b[p, q] generated from gen_weight row
     ``p*s_p + q*s_q``: program (sample block, Q block)."""
-    pid_b = tl.program_id(0)
-    pid_q = tl.program_id(1)
-    offs_b = pid_b.to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
-    b_mask = offs_b < B
-    offs_q = pid_q * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    b0 = tl.program_id(0) * BLOCK_B
+    offs_q = tl.program_id(1) * BLOCK_Q + tl.arange(0, BLOCK_Q)
     q_mask = offs_q < Q
+    lb = tl.arange(0, BLOCK_B)  # sample within the block
+    b_mask = b0 + lb < B
+    # 64-bit block bases, 32-bit offsets within a block
+    x_blk = x_ptr + b0.to(tl.int64) * L * P
+    y_blk = y_ptr + b0.to(tl.int64) * L * Q
+    cond_blk = cond_ptr + b0.to(tl.int64) * C
     if HAS_TAU:
         tau = tl.load(tau_ptr).to(ACC)
     for l0 in range(0, L, BLOCK_L):
         offs_l = l0 + tl.arange(0, BLOCK_L)
         bl_mask = b_mask[:, None] & (offs_l < L)[None, :]
+        x_rows = x_blk + lb[:, None] * (L * P) + offs_l[None, :] * P
         acc = tl.zeros([BLOCK_B, BLOCK_L, BLOCK_Q], dtype=ACC)
         for p in range(0, P):
             w = _gen_row(
-                cond_ptr, gen_ptr, base_ptr, offs_b, b_mask, p * s_p, offs_q,
-                q_mask, C, s_q, GEN_DOT, ACC, BLOCK_B, BLOCK_Q, BLOCK_K,
+                cond_blk, gen_ptr, base_ptr, lb, b_mask, p * s_p, offs_q, q_mask, C, s_q,
+                GEN_DOT, ACC, BLOCK_B, BLOCK_Q, BLOCK_K,
             )  # fmt: skip
             if HAS_TAU:
                 w = _clip(w, tau)
-            xc = tl.load(
-                x_ptr + offs_b[:, None] * L * P + offs_l[None, :] * P + p, mask=bl_mask, other=0.0
-            ).to(ACC)
+            xc = tl.load(x_rows + p, mask=bl_mask, other=0.0).to(ACC)
             acc += xc[:, :, None] * w[:, None, :]
         tl.store(
-            y_ptr + offs_b[:, None, None] * L * Q + offs_l[None, :, None] * Q
+            y_blk + (lb[:, None] * (L * Q) + offs_l[None, :] * Q)[:, :, None]
             + offs_q[None, None, :],
             acc.to(y_ptr.dtype.element_ty),
             mask=bl_mask[:, :, None] & q_mask[None, None, :],
@@ -159,8 +162,8 @@ def _gl_bwd_gen_kernel(
     g_ptr, x_ptr, cond_ptr, gen_ptr, base_ptr, dgen_part_ptr, dbase_part_ptr,
     B, L, I, O, C, B_PER, tau_ptr,
     HAS_TAU: tl.constexpr, NEED_DGEN: tl.constexpr, NEED_DBASE: tl.constexpr,
-    GEN_DOT: tl.constexpr, ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_L: tl.constexpr,
-    BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr,
+    GEN_DOT: tl.constexpr, ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_O: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     """Program (sample chunk s, (row i, O block) t, C block): over samples
     [s*B_PER, (s+1)*B_PER), dgen partial[s, i*O + o, C block] = sum_b dW[b, i, o]
@@ -174,23 +177,26 @@ def _gl_bwd_gen_kernel(
     o_mask = offs_o < O
     offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
     k_mask = offs_k < C
+    lb = tl.arange(0, BLOCK_B)
     tau = 0.0
     if HAS_TAU:
         tau = tl.load(tau_ptr).to(ACC)
     dgen = tl.zeros([BLOCK_O, BLOCK_K], dtype=ACC)
     dbase = tl.zeros([BLOCK_O], dtype=ACC)
-    for b0 in range(0, B_PER, BLOCK_B):
-        offs_b = pid_s.to(tl.int64) * B_PER + b0 + tl.arange(0, BLOCK_B)
-        b_mask = offs_b < B
+    for bb in range(0, B_PER, BLOCK_B):
+        b0 = pid_s * B_PER + bb
+        b_mask = b0 + lb < B
+        cond_blk = cond_ptr + b0.to(tl.int64) * C
         dw = _masked_dw(
-            g_ptr, x_ptr, cond_ptr, gen_ptr, base_ptr, offs_b, b_mask, i, offs_o, o_mask,
-            L, I, O, C, tau, HAS_TAU, GEN_DOT, ACC, BLOCK_B, BLOCK_L, BLOCK_O, BLOCK_K,
+            g_ptr + b0.to(tl.int64) * L * O, x_ptr + b0.to(tl.int64) * L * I, cond_blk,
+            gen_ptr, base_ptr, lb, b_mask, i, offs_o, o_mask, L, I, O, C, tau,
+            HAS_TAU, GEN_DOT, ACC, BLOCK_B, BLOCK_O, BLOCK_K,
         )  # fmt: skip
         if NEED_DBASE:
             dbase += tl.sum(dw, axis=0)
         if NEED_DGEN:
             ct = tl.load(
-                cond_ptr + offs_b[:, None] * C + offs_k[None, :],
+                cond_blk + lb[:, None] * C + offs_k[None, :],
                 mask=b_mask[:, None] & k_mask[None, :],
                 other=0.0,
             ).to(ACC)
@@ -198,17 +204,17 @@ def _gl_bwd_gen_kernel(
                 dgen = tl.dot(tl.trans(dw), ct, dgen, input_precision="ieee")
             else:
                 dgen += tl.sum(dw[:, :, None] * ct[:, None, :], axis=0)
-    rows = pid_s.to(tl.int64) * I * O + i * O + offs_o
+    part = pid_s.to(tl.int64) * I * O + i * O  # partial s, weight row i
     if NEED_DGEN:
         tl.store(
-            dgen_part_ptr + rows[:, None] * C + offs_k[None, :],
+            dgen_part_ptr + part * C + offs_o[:, None] * C + offs_k[None, :],
             dgen,
             mask=o_mask[:, None] & k_mask[None, :],
         )
     if NEED_DBASE:
         # Once per tile: only C block 0 writes (a block-shaped comparison: the
         # interpreter rejects a scalar bool in a mask).
-        tl.store(dbase_part_ptr + rows, dbase, mask=o_mask & ((offs_o * 0 + pid_k) == 0))
+        tl.store(dbase_part_ptr + part + offs_o, dbase, mask=o_mask & ((offs_o * 0 + pid_k) == 0))
 
 
 @triton.jit
@@ -216,39 +222,42 @@ def _gl_bwd_cond_kernel(
     g_ptr, x_ptr, cond_ptr, gen_ptr, base_ptr, dcond_ptr,
     B, L, I, O, C, tau_ptr,
     HAS_TAU: tl.constexpr, GEN_DOT: tl.constexpr, ACC: tl.constexpr, BLOCK_B: tl.constexpr,
-    BLOCK_L: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     """Program (sample block, C block): dcond[b, k] = sum_{i, o} dW[b, i, o]
-    gen_weight[i*O + o, k]."""
-    pid_b = tl.program_id(0)
-    pid_k = tl.program_id(1)
-    offs_b = pid_b.to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
-    b_mask = offs_b < B
-    offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    gen_weight[i*O + o, k], over every (row i, O block) tile in turn."""
+    b0 = tl.program_id(0) * BLOCK_B
+    offs_k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     k_mask = offs_k < C
+    lb = tl.arange(0, BLOCK_B)
+    b_mask = b0 + lb < B
+    g_blk = g_ptr + b0.to(tl.int64) * L * O
+    x_blk = x_ptr + b0.to(tl.int64) * L * I
+    cond_blk = cond_ptr + b0.to(tl.int64) * C
     tau = 0.0
     if HAS_TAU:
         tau = tl.load(tau_ptr).to(ACC)
+    n_o = tl.cdiv(O, BLOCK_O)
     dc = tl.zeros([BLOCK_B, BLOCK_K], dtype=ACC)
-    for o0 in range(0, O, BLOCK_O):
-        offs_o = o0 + tl.arange(0, BLOCK_O)
+    for t in range(0, I * n_o):
+        i = t // n_o
+        offs_o = (t % n_o) * BLOCK_O + tl.arange(0, BLOCK_O)
         o_mask = offs_o < O
-        for i in range(0, I):
-            dw = _masked_dw(
-                g_ptr, x_ptr, cond_ptr, gen_ptr, base_ptr, offs_b, b_mask, i, offs_o, o_mask,
-                L, I, O, C, tau, HAS_TAU, GEN_DOT, ACC, BLOCK_B, BLOCK_L, BLOCK_O, BLOCK_K,
-            )  # fmt: skip
-            gt = tl.load(
-                gen_ptr + (offs_o.to(tl.int64) + i * O)[:, None] * C + offs_k[None, :],
-                mask=o_mask[:, None] & k_mask[None, :],
-                other=0.0,
-            ).to(ACC)
-            if GEN_DOT:
-                dc = tl.dot(dw, gt, dc, input_precision="ieee")
-            else:
-                dc += tl.sum(dw[:, :, None] * gt[None, :, :], axis=1)
+        dw = _masked_dw(
+            g_blk, x_blk, cond_blk, gen_ptr, base_ptr, lb, b_mask, i, offs_o, o_mask,
+            L, I, O, C, tau, HAS_TAU, GEN_DOT, ACC, BLOCK_B, BLOCK_O, BLOCK_K,
+        )  # fmt: skip
+        gt = tl.load(
+            gen_ptr + (i * O + offs_o).to(tl.int64)[:, None] * C + offs_k[None, :],
+            mask=o_mask[:, None] & k_mask[None, :],
+            other=0.0,
+        ).to(ACC)
+        if GEN_DOT:
+            dc = tl.dot(dw, gt, dc, input_precision="ieee")
+        else:
+            dc += tl.sum(dw[:, :, None] * gt[None, :, :], axis=1)
     tl.store(
-        dcond_ptr + offs_b[:, None] * C + offs_k[None, :],
+        dcond_ptr + b0.to(tl.int64) * C + lb[:, None] * C + offs_k[None, :],
         dc.to(dcond_ptr.dtype.element_ty),
         mask=b_mask[:, None] & k_mask[None, :],
     )
@@ -265,7 +274,7 @@ def blocks(
     columns (N_out; N_in for dx) and C condition features (see module doc)."""
     gen_dot = dtype != torch.float64 and B >= 8 and C >= 8
     if gen_dot:  # every tl.dot dimension >= 16 (its minimum)
-        bb, bq, bk = 16, max(16, min(_np2(Q), 32)), max(16, min(_np2(C), 32))
+        bb, bq, bk = 16, 16, 16
     else:
         bb, bq, bk = min(_np2(B), 16), min(_np2(Q), 32), min(_np2(C), 16)
     bl = min(_np2(L), 16)
@@ -284,7 +293,9 @@ def blocks(
 
 
 def num_warps(gen_dot: bool, bb: int, bl: int, bq: int) -> int:
-    """8 warps for dot tiles or large accumulators (fewer registers per thread), else 4."""
+    """8 warps for large forward accumulators and for the backward's dot tiles (fewer
+    registers per thread), else 4: the choices that compile without register spills
+    on sm_80/sm_90 (tools/check_triton.py)."""
     return 8 if gen_dot or bb * bl * bq >= 4096 else 4
 
 
@@ -352,9 +363,7 @@ def backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Grads ``(dx, dcond, dgen_weight, dbase)``; unneeded ones are 0-element tensors,
     as in the schema ``solid_ext::generated_linear_backward``."""
-    grad, x3, cond, gen_weight, base = (
-        t.contiguous() for t in (grad, x3, cond, gen_weight, base)
-    )
+    grad, x3, cond, gen_weight, base = (t.contiguous() for t in (grad, x3, cond, gen_weight, base))
     B, L, I = x3.shape  # noqa: E741
     O = base.shape[1]  # noqa: E741
     C = cond.shape[1]
@@ -380,7 +389,7 @@ def backward(
             _gl_bwd_cond_kernel, (n_b, triton.cdiv(C, bk)),
             grad, x3, cond, gen_weight, base, dcond, B, L, I, O, C, tau_t,
             HAS_TAU=tau is not None, GEN_DOT=gen_dot, ACC=acc,
-            BLOCK_B=bb, BLOCK_L=bl, BLOCK_O=bo, BLOCK_K=bk, num_warps=warps,
+            BLOCK_B=bb, BLOCK_O=bo, BLOCK_K=bk, num_warps=warps,
         )  # fmt: skip
     need_dgen = need_dgen and C > 0
     if need_dgen or need_dbase:
@@ -396,7 +405,7 @@ def backward(
             grad, x3, cond, gen_weight, base, dgen_p, dbase_p, B, L, I, O, C, b_per, tau_t,
             HAS_TAU=tau is not None, NEED_DGEN=need_dgen, NEED_DBASE=need_dbase,
             GEN_DOT=gen_dot, ACC=acc,
-            BLOCK_B=bb, BLOCK_L=bl, BLOCK_O=bo, BLOCK_K=bk, num_warps=warps,
+            BLOCK_B=bb, BLOCK_O=bo, BLOCK_K=bk, num_warps=warps,
         )  # fmt: skip
         if need_dgen:
             dgen.copy_(dgen_p.sum(0).view(dgen.shape))

@@ -551,3 +551,58 @@ def test_codebook_mask_is_checked():
         cb(z, torch.ones(4, dtype=torch.long))
     with pytest.raises(ValueError, match=r"mask must have z's shape without its last dim, \(4,\)"):
         cb(z, torch.ones(3, dtype=torch.bool))
+
+
+# --- full-rank generators through ops.generated_linear (fused_generation) ----------
+
+
+def _params_and_grads(layer, x, cond, branch_cond, mode):
+    layer.fused_generation = mode
+    layer.zero_grad(set_to_none=True)
+    xx = x.clone().requires_grad_(True)
+    cs = [None if c is None else c.clone().requires_grad_(True) for c in (cond, branch_cond)]
+    y = layer(xx, cond=cs[0], branch_cond=cs[1])
+    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(5), dtype=y.dtype)
+    y.backward(g)
+    grads = {n: p.grad for n, p in layer.named_parameters()}
+    return y.detach(), xx.grad, [None if c is None else c.grad for c in cs], grads
+
+
+@pytest.mark.parametrize("x_shape", [(6, 5), (6, 3, 5), (6, 2, 3, 5)])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("trunk,branch", [(True, True), (True, False), (False, True)])
+def test_fused_generation_equals_generating_the_weights(backend, x_shape, bias, trunk, branch):
+    layer = DynamicLinear(
+        5, 7, bias=bias, tau=0.05, cond_features=4, branch_cond_features=3, dtype=torch.float64
+    )
+    with torch.no_grad():  # generators start at zero: give them weights to generate with
+        for p in (*layer.weight_head.parameters(), *layer.branch_head.parameters()):
+            p.normal_(std=0.05)
+    x = rand(*x_shape)
+    cond = rand(6, 4, seed=1) if trunk else None
+    branch_cond = rand(6, 3, seed=2) if branch else None
+    assert layer._fuses(x, cond, branch_cond) == (backend != "reference")
+    fused = _params_and_grads(layer, x, cond, branch_cond, "always")
+    plain = _params_and_grads(layer, x, cond, branch_cond, "never")
+    torch.testing.assert_close(fused[0], plain[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fused[1], plain[1], rtol=1e-12, atol=1e-12)
+    for a, b in zip(fused[2], plain[2], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert fused[3].keys() == plain[3].keys()
+    for name in fused[3]:
+        torch.testing.assert_close(fused[3][name], plain[3][name], rtol=1e-12, atol=1e-12)
+
+
+def test_fused_generation_only_for_full_rank_generators():
+    layer = DynamicLinear(5, 7, tau=0.05, cond_features=4, dtype=torch.float64)
+    layer.set_generator(LowRankGenerator(5, 7, 3, rank=2, dtype=torch.float64), branch=True)
+    x, cond, bcond = rand(6, 5), rand(6, 4, seed=1), rand(6, 3, seed=2)
+    layer.fused_generation = "always"
+    assert layer._fuses(x, cond, None) and not layer._fuses(x, cond, bcond)
+    layer.fused_generation = "never"
+    assert not layer._fuses(x, cond, None)
+    y = layer(x, cond=cond, branch_cond=bcond)  # the generate-then-apply path
+    assert y.shape == (6, 7)
+    layer.fused_generation = "yes"
+    with pytest.raises(ValueError, match="fused_generation must be"):
+        layer(x, cond=cond)
