@@ -207,27 +207,34 @@ def run_epoch(data, threads: list[int], rounds: int, reps: int, backbones, backe
 
 
 #: (label, fused Adam, valid-only codebook search): what this version changed in a step.
+# (label, fused Adam, valid-only search, DynamicLinear.fused_generation)
 ABLATIONS = [
-    ("this version", True, True),
-    ("Adam as before (foreach)", False, True),
-    ("every position searched", True, False),
-    ("both as before", False, False),
+    ("this version", True, True, "auto"),
+    ("Adam as before (foreach)", False, True, "auto"),
+    ("every position searched", True, False, "auto"),
+    ("weights generated, then applied", True, True, "never"),
+    ("all as before", False, False, "never"),
 ]
 
 
 def run_ablate(data, threads: list[int], rounds: int, reps: int) -> list[dict]:
     """SASRec + DUET and + Ours(DUET) stage 2 steps, fused ops, with each change of this
     version undone; ratios paired within rounds against this version."""
+    from solid_ext import DynamicLinear
+
     rows = []
     for t in threads:
         torch.set_num_threads(t)
         fns = {}
         for case in (c for c in CASES if c.label in ("DUET", "Ours(DUET) stage 2")):
-            for label, fused, valid_only in ABLATIONS:
+            for label, fused, valid_only, generation in ABLATIONS:
                 if case.generator == "duet" and case.solid == "off" and not valid_only:
                     continue  # no codebook: the search switch changes nothing
                 step, _, model = make_step(data, "sasrec", case, "cpu", fused_adam=fused)
                 model.valid_only_search = valid_only
+                for m in model.modules():
+                    if isinstance(m, DynamicLinear):
+                        m.fused_generation = generation
                 fns[case.label, label] = step
         times = interleaved(fns, rounds, reps)
         for (model_label, label), ts in times.items():

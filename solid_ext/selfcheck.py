@@ -22,8 +22,8 @@ from collections.abc import Callable
 import torch
 
 from . import _backend, ops
-from .reference import codebook_quantize_ref, dynamic_linear_ref
-from .testing import codebook_quantize_inputs, dynamic_linear_inputs
+from .reference import codebook_quantize_ref, dynamic_linear_ref, generated_linear_ref
+from .testing import codebook_quantize_inputs, dynamic_linear_inputs, generated_linear_inputs
 
 TAU = 0.01
 Row = dict[str, object]
@@ -31,6 +31,10 @@ Row = dict[str, object]
 
 def _dl_args(B: int, L: int, I: int, O: int, dtype, device) -> list[torch.Tensor]:  # noqa: E741
     return dynamic_linear_inputs(B, L, I, O, dtype=dtype, device=device, tau=TAU, weight_scale=0.3)
+
+
+def _gl_args(B: int, L: int, I: int, O: int, C: int, dtype, device) -> list[torch.Tensor]:  # noqa: E741
+    return generated_linear_inputs(B, L, I, O, C, dtype=dtype, device=device, tau=TAU)
 
 
 def _cq_args(M: int, K: int, D: int, dtype, device) -> list[torch.Tensor]:
@@ -64,6 +68,14 @@ def _dl_ref(x, w, b, bw, bb):
     return dynamic_linear_ref(x, w, b, bw, bb, TAU)
 
 
+def _gl(x, c, g, base):
+    return ops.generated_linear(x, c, g, base, TAU)
+
+
+def _gl_ref(x, c, g, base):
+    return generated_linear_ref(x, c, g, base, TAU)
+
+
 def _cq(z, c):
     q, _idx, sq = ops.codebook_quantize(z, c, True)
     return q, sq
@@ -75,12 +87,13 @@ def _cq_ref(z, c):
 
 
 def check(backend: str, device: str, dtype: torch.dtype, sizes: dict) -> list[Row]:
-    """Forward + all grads of both ops for one backend vs the float32/64 reference."""
+    """Forward + all grads of every op for one backend vs the float32/64 reference."""
     tol = {torch.float32: 1e-4, torch.float64: 1e-10}.get(dtype, 5e-2)
     ref_dtype = torch.float64 if dtype == torch.float64 else torch.float32
     rows = []
     cases = [
         ("dynamic_linear", _dl, _dl_ref, _dl_args(*sizes["dl"], dtype, device)),
+        ("generated_linear", _gl, _gl_ref, _gl_args(*sizes["gl"], dtype, device)),
         ("codebook_quantize", _cq, _cq_ref, _cq_args(*sizes["cq"], dtype, device)),
     ]
     for name, fn, ref, args in cases:
@@ -136,17 +149,31 @@ def timings(backends: list[str], device: str, reps: int, small: bool = False) ->
     ``FASTER`` (beats eager), ``SLOWER`` or ``ERROR``."""
     if small:
         dl_sizes, cq_sizes = [(64, 10, 32, 64)], [(512, 64, 32)]
+        gl_sizes = [(64, 1, 32, 32, 32)]
     else:
         dl_sizes = [(1024, 1, 32, 64), (1024, 10, 32, 64), (16384, 10, 32, 64)]
+        gl_sizes = [(1024, 1, 32, 32, 32), (16384, 1, 32, 32, 32)]
         cq_sizes = [(10240, 256, 32), (163840, 1024, 64)]
     f32 = torch.float32
-    problems = [
-        (f"dynamic_linear B={B} L={L} {I}x{O}", _dl, _dl_ref, _dl_args(B, L, I, O, f32, device))
-        for B, L, I, O in dl_sizes  # noqa: E741
-    ] + [
-        (f"codebook_quantize M={M} K={K} D={D}", _cq, _cq_ref, _cq_args(M, K, D, f32, device))
-        for M, K, D in cq_sizes
-    ]
+    problems = (
+        [
+            (f"dynamic_linear B={B} L={L} {I}x{O}", _dl, _dl_ref, _dl_args(B, L, I, O, f32, device))
+            for B, L, I, O in dl_sizes  # noqa: E741
+        ]
+        + [
+            (
+                f"generated_linear B={B} L={L} {I}x{O} C={C}",
+                _gl,
+                _gl_ref,
+                _gl_args(B, L, I, O, C, f32, device),
+            )
+            for B, L, I, O, C in gl_sizes  # noqa: E741
+        ]
+        + [
+            (f"codebook_quantize M={M} K={K} D={D}", _cq, _cq_ref, _cq_args(M, K, D, f32, device))
+            for M, K, D in cq_sizes
+        ]
+    )
     return _time_problems(problems, backends, device, reps)
 
 
@@ -200,12 +227,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"device: {torch.cuda.get_device_name()}")
         device = "cuda"
         backends = [b for b in ("reference", "cuda", "triton") if b in avail]
-        sizes = {"dl": (37, 10, 32, 64), "cq": (1000, 300, 32)}
+        sizes = {"dl": (37, 10, 32, 64), "gl": (37, 3, 32, 33, 32), "cq": (1000, 300, 32)}
         dtypes = [torch.float32, torch.bfloat16]
     else:
         device = "cpu"
         backends = [b for b in ("reference", "cpu", "triton") if b in avail]
-        sizes = {"dl": (3, 10, 5, 7), "cq": (37, 70, 5)}
+        sizes = {"dl": (3, 10, 5, 7), "gl": (3, 2, 5, 7, 4), "cq": (37, 70, 5)}
         dtypes = [torch.float32]
     rows: list[Row] = []
     for b in backends:

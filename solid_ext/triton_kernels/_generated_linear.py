@@ -292,11 +292,17 @@ def blocks(
     return gen_dot, bb, bl, bq, bk
 
 
-def num_warps(gen_dot: bool, bb: int, bl: int, bq: int) -> int:
-    """8 warps for large forward accumulators and for the backward's dot tiles (fewer
-    registers per thread), else 4: the choices that compile without register spills
-    on sm_80/sm_90 (tools/check_triton.py)."""
-    return 8 if gen_dot or bb * bl * bq >= 4096 else 4
+def num_warps(kernel: str, gen_dot: bool, tile: int) -> int:
+    """Warps for ``kernel`` ("fwd", "cond" or "gen") with a ``tile``-element accumulator
+    (BLOCK_B * BLOCK_L * BLOCK_Q forward, BLOCK_B * BLOCK_O backward).
+
+    The choices that compile without register spills on sm_80 and sm_90
+    (tools/check_triton.py): ptxas spills a few bytes of loop-invariant values in some
+    other combinations even far below the register limit.
+    """
+    if gen_dot:
+        return 4 if kernel == "gen" else 8
+    return 1 if tile <= 256 else 8
 
 
 def _tau_arg(tau: float | None, like: torch.Tensor) -> torch.Tensor:
@@ -324,7 +330,8 @@ def _apply(
         _gl_fwd_kernel, (triton.cdiv(B, bb), triton.cdiv(Q, bq)),
         x3, cond, gen_weight, base, out, B, L, P, Q, C, s_p, s_q, _tau_arg(tau, x3),
         HAS_TAU=tau is not None, GEN_DOT=gen_dot, ACC=_acc_dtype(x3.dtype),
-        BLOCK_B=bb, BLOCK_L=bl, BLOCK_Q=bq, BLOCK_K=bk, num_warps=num_warps(gen_dot, bb, bl, bq),
+        BLOCK_B=bb, BLOCK_L=bl, BLOCK_Q=bq, BLOCK_K=bk,
+        num_warps=num_warps("fwd", gen_dot, bb * bl * bq),
     )  # fmt: skip
 
 
@@ -382,14 +389,13 @@ def backward(
     gen_dot, bb, bl, bo, bk = blocks(B, L, O, C, x3.dtype)
     acc = _acc_dtype(x3.dtype)
     tau_t = _tau_arg(tau, x3)
-    warps = num_warps(gen_dot, bb, bl, bo)
     n_b, n_o = triton.cdiv(B, bb), triton.cdiv(O, bo)
     if need_dcond and C:
         launch(
             _gl_bwd_cond_kernel, (n_b, triton.cdiv(C, bk)),
             grad, x3, cond, gen_weight, base, dcond, B, L, I, O, C, tau_t,
             HAS_TAU=tau is not None, GEN_DOT=gen_dot, ACC=acc,
-            BLOCK_B=bb, BLOCK_O=bo, BLOCK_K=bk, num_warps=warps,
+            BLOCK_B=bb, BLOCK_O=bo, BLOCK_K=bk, num_warps=num_warps("cond", gen_dot, bb * bo),
         )  # fmt: skip
     need_dgen = need_dgen and C > 0
     if need_dgen or need_dbase:
@@ -405,7 +411,7 @@ def backward(
             grad, x3, cond, gen_weight, base, dgen_p, dbase_p, B, L, I, O, C, b_per, tau_t,
             HAS_TAU=tau is not None, NEED_DGEN=need_dgen, NEED_DBASE=need_dbase,
             GEN_DOT=gen_dot, ACC=acc,
-            BLOCK_B=bb, BLOCK_O=bo, BLOCK_K=bk, num_warps=warps,
+            BLOCK_B=bb, BLOCK_O=bo, BLOCK_K=bk, num_warps=num_warps("gen", gen_dot, bb * bo),
         )  # fmt: skip
         if need_dgen:
             dgen.copy_(dgen_p.sum(0).view(dgen.shape))

@@ -18,9 +18,11 @@ def test_cpu_run_passes_and_is_decisive(capsys):
     assert f"CPU kernels: {solid_ext.cpu_isa()} (variants this CPU runs: {', '.join(isas)}" in out
     for isa in isas:  # every CPU kernel variant is checked
         assert f"{f'cpu:{isa}':<12} dynamic_linear     float32   PASS" in out
+        assert f"{f'cpu:{isa}':<12} generated_linear   float32   PASS" in out
         assert f"{f'cpu:{isa}':<12} codebook_quantize  float32   PASS" in out
     assert "NO CUDA DEVICE" in out
-    assert f"SUMMARY: correctness {2 + 2 * len(isas)}/{2 + 2 * len(isas)} PASS; timing " in out
+    n = 3 + 3 * len(isas)  # every op on the reference and on each variant
+    assert f"SUMMARY: correctness {n}/{n} PASS; timing " in out
     # Timing on a shared 2-core machine may rank either way: both verdicts are decisive.
     if rc == 0:
         assert "VERDICT: OK" in out
@@ -40,6 +42,6 @@ def test_wrong_kernel_is_reported_broken(capsys, monkeypatch):
 
 def test_timing_rows_carry_a_verdict():
     rows = selfcheck.timings(["cpu"], "cpu", reps=1, small=True)
-    assert [r["backend"] for r in rows] == ["cpu", "cpu"]
+    assert [r["backend"] for r in rows] == ["cpu", "cpu", "cpu"]
     for r in rows:
         assert r["verdict"] == ("FASTER" if r["us"] < r["eager_us"] else "SLOWER")
