@@ -20,6 +20,10 @@ __all__ = ["DynamicLinear", "SemanticCodebook"]
 # generator's layer with ops.generated_linear: where benchmarks/bench_generated_linear.py
 # measured it faster than generating the weights and applying them.
 FUSED_BACKENDS: frozenset[str] = frozenset({"cpu"})
+# ... and rows of x per sample (L) up to which it does: the fused kernels regenerate
+# nothing per row, but their application loop is slower than dynamic_linear's register
+# tiles once a sample has many rows (DIN's candidates, at evaluation 100).
+FUSED_MAX_ROWS = 1
 # ... and the generators DynamicLinear takes: the protocol, DUET's (the default), APG's.
 __all__ += ["ParameterGenerator", "FullRankGenerator", "LowRankGenerator"]
 
@@ -209,7 +213,8 @@ class DynamicLinear(nn.Module):
     """
 
     #: How a full-rank generator's condition becomes the output: ``"auto"`` (fused
-    #: where :data:`FUSED_BACKENDS` has the backend that runs), ``"always"`` (the
+    #: where :data:`FUSED_BACKENDS` has the backend that runs and x has at most
+    #: :data:`FUSED_MAX_ROWS` rows per sample), ``"always"`` (the
     #: ``generated_linear`` op: the (B, N_in, N_out) weights are never formed) or
     #: ``"never"`` (generate the weights, then ``dynamic_linear``). Either way the same
     #: result; set per layer or on the class.
@@ -387,7 +392,10 @@ class DynamicLinear(nn.Module):
         for c, gen in ((cond, self.weight_head), (branch_cond, self.branch_head)):
             if c is not None and type(gen) is not FullRankGenerator:
                 return False
-        return mode == "always" or _backend.resolve(x.device, x.dtype) in FUSED_BACKENDS
+        if mode == "always":
+            return True
+        rows = math.prod(x.shape[1:-1])
+        return rows <= FUSED_MAX_ROWS and _backend.resolve(x.device, x.dtype) in FUSED_BACKENDS
 
     def _generated_forward(
         self, x: Tensor, cond: Tensor | None, branch_cond: Tensor | None
