@@ -1,6 +1,6 @@
 """solid_ext: fused kernels and modules for SOLID-style dynamic recommendation models.
 
-Ops (``solid_ext.ops``): ``dynamic_linear`` and ``codebook_quantize``.
+Ops (``solid_ext.ops``): ``dynamic_linear``, ``generated_linear`` and ``codebook_quantize``.
 Modules: :class:`DynamicLinear` with its parameter generators (:class:`FullRankGenerator`,
 the default, DUET's; :class:`LowRankGenerator`, APG's; the :class:`ParameterGenerator`
 protocol), :class:`SemanticCodebook`.
@@ -18,7 +18,7 @@ from .nn import (
     ParameterGenerator,
     SemanticCodebook,
 )
-from .ops import codebook_quantize, dynamic_linear
+from .ops import codebook_quantize, dynamic_linear, generated_linear
 
 __version__ = "0.1.0"
 
@@ -33,6 +33,7 @@ __all__ = [
     "cpu_isa",
     "cpu_isas",
     "dynamic_linear",
+    "generated_linear",
     "ops",
     "reference",
     "use_backend",

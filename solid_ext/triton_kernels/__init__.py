@@ -1,7 +1,8 @@
-"""Triton kernels for the two fused ops (CUDA tensors; CPU tensors under
+"""Triton kernels for the fused ops (CUDA tensors; CPU tensors under
 ``TRITON_INTERPRET=1``).
 
-``dynamic_linear(x3, weight, bias, branch_weight, branch_bias, tau) -> y3`` and
+``dynamic_linear(x3, weight, bias, branch_weight, branch_bias, tau) -> y3``,
+``generated_linear(x3, cond, gen_weight, base, tau) -> y3`` and
 ``codebook_quantize(z2, codebook, straight_through_codebook) -> (quantized,
 sq_dist, indices)`` have exactly the semantics of ``torch.ops.solid_ext.*`` as
 called by :mod:`solid_ext.ops` and are differentiable (registered as
@@ -34,6 +35,7 @@ __all__ = [
     "codebook_quantize",
     "compile_kernels",
     "dynamic_linear",
+    "generated_linear",
     "interpreter_usable",
     "is_available",
     "kernel_launches",
@@ -56,13 +58,13 @@ def is_available() -> bool:
 
 
 if _HAS_TRITON:
-    from ._ops import codebook_quantize, dynamic_linear
+    from ._ops import codebook_quantize, dynamic_linear, generated_linear
 else:  # pragma: no cover
 
     def _no_triton(*args: object, **kwargs: object):
         raise RuntimeError("solid_ext.triton_kernels: triton is not installed")
 
-    dynamic_linear = codebook_quantize = _no_triton
+    dynamic_linear = generated_linear = codebook_quantize = _no_triton
 
 
 def __getattr__(name: str):

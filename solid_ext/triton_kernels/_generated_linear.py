@@ -8,13 +8,14 @@ for a block of samples, ``W[b-block, i, o-block] = cond[b-block] @ gen_weight[ro
 
 * Forward (:func:`_gl_fwd_kernel`): program (block of BLOCK_B samples, block of N_out);
   for each L tile it walks the N_in rows, generating row i and adding the rank-1
-  update ``x[:, :, i] (x) W[:, i, :]`` to the (BLOCK_B, BLOCK_L, BLOCK_O) accumulator.
-  With L longer than one tile (16) the rows are regenerated per L tile.
+  update ``x[:, :, i] (x) W[:, i, :]`` to the (BLOCK_B, BLOCK_L, BLOCK_Q) accumulator.
+  With L longer than one tile (16) the rows are regenerated per L tile. ``dW`` in the
+  backward is formed the same way, one rank-1 update per row of x/grad.
 * ``dx = grad @ W^T`` is the same kernel with the roles of N_in and N_out swapped:
   it addresses gen_weight/base rows through ``row = p*s_p + q*s_q``, so it generates
   ``W^T`` rows (a strided gather of gen_weight rows).
-* dgen_weight and dbase (:func:`_gl_bwd_gen_kernel`): program (chunk of samples,
-  (row i, N_out block), C block). Per sample block it forms ``dW[b, i, o-block] =
+* dgen_weight and dbase (:func:`_gl_bwd_gen_kernel`): program ((row i, N_out block),
+  chunk of samples, C block). Per sample block it forms ``dW[b, i, o-block] =
   sum_l x[b, l, i] grad[b, l, o]`` (masked with the recomputed ``-tau <= pre <= tau``,
   inclusive as torch.clamp's gradient, NaN -> 0) and accumulates ``dW^T cond`` and
   ``sum_b dW`` in registers. Chunks write partial sums that torch adds afterwards
@@ -25,11 +26,16 @@ for a block of samples, ``W[b-block, i, o-block] = cond[b-block] @ gen_weight[ro
   complete sums, no partials.
 
 Block-size heuristics (no autotune: ``@triton.autotune`` fails in the interpreter):
-the generation GEMM and the dgen/dcond products use ``tl.dot`` (fp32 accumulation,
-``input_precision="ieee"`` so float32 matches an fp32 matmul, inputs upcast to
-float32: the interpreter's bf16 dot is wrong) when B >= 8 and C >= 8 fill the 16-wide
-dot minimum, never for float64; otherwise, and for the rank-1 updates, broadcast
-products whose element count is capped (8192 float32, 4096 float64).
+the generation GEMM and the dgen/dcond products use ``tl.dot`` on 16 x 16 x 16 tiles
+(fp32 accumulation, ``input_precision="ieee"`` so float32 matches an fp32 matmul,
+inputs upcast to float32: the interpreter's bf16 dot is wrong) when B >= 8 and C >= 8
+fill the 16-wide dot minimum, never for float64. Otherwise the generation is a loop of
+rank-1 updates over C, and dgen/dcond are broadcast products; the accumulator and
+product tiles are capped at 8192 float32 / 4096 float64 elements. Offsets within a
+block of samples are 32-bit (16 * L * N_in etc. must stay below 2**31), block bases and
+gen_weight offsets 64-bit. Larger dot tiles (and 3-D dots over a flattened (N_in,
+N_out) tile) spill registers: fp32 "ieee" dots are FMA loops that hold whole K
+strips per thread. Warps per kernel: :func:`num_warps`.
 """
 
 from __future__ import annotations
@@ -165,11 +171,13 @@ def _gl_bwd_gen_kernel(
     GEN_DOT: tl.constexpr, ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_O: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):  # fmt: skip
-    """Program (sample chunk s, (row i, O block) t, C block): over samples
+    """Program ((row i, O block) t, sample chunk s, C block): over samples
     [s*B_PER, (s+1)*B_PER), dgen partial[s, i*O + o, C block] = sum_b dW[b, i, o]
-    cond[b, k] and dbase partial[s, i*O + o] = sum_b dW[b, i, o] (C block 0 only)."""
-    pid_s = tl.program_id(0)
-    pid_t = tl.program_id(1)
+    cond[b, k] and dbase partial[s, i*O + o] = sum_b dW[b, i, o] (C block 0 only).
+    The tiles, N_in * cdiv(N_out, BLOCK_O) of them, are on grid axis 0: axes 1 and 2
+    are limited to 65535 programs."""
+    pid_t = tl.program_id(0)
+    pid_s = tl.program_id(1)
     pid_k = tl.program_id(2)
     n_o = tl.cdiv(O, BLOCK_O)
     i = pid_t // n_o
@@ -279,8 +287,8 @@ def blocks(
         bb, bq, bk = min(_np2(B), 16), min(_np2(Q), 32), min(_np2(C), 16)
     bl = min(_np2(L), 16)
     budget = _BUDGET.get(dtype, _BUDGET_DEFAULT)
-    # (BLOCK_B, BLOCK_K, BLOCK_Q) generation product (without dot); (BLOCK_B, BLOCK_L,
-    # BLOCK_Q) accumulator / dW product. Shrink the C block, L block, Q block, samples.
+    # Caps: the (BLOCK_B, BLOCK_L, BLOCK_Q) forward accumulator and, without dot, the
+    # (BLOCK_B, BLOCK_O, BLOCK_K) dgen/dcond products. Shrink the C block, L block, Q.
     while not gen_dot and bb * bk * bq > budget and bk > 4:
         bk //= 2
     while bb * bl * bq > budget and bl > 1:
@@ -407,7 +415,7 @@ def backward(
         dgen_p = gen_weight.new_empty((split, I * O, C), dtype=part_t) if need_dgen else dgen
         dbase_p = base.new_empty((split, I * O), dtype=part_t) if need_dbase else dbase
         launch(
-            _gl_bwd_gen_kernel, (split, I * n_o, n_k),
+            _gl_bwd_gen_kernel, (I * n_o, split, n_k),
             grad, x3, cond, gen_weight, base, dgen_p, dbase_p, B, L, I, O, C, b_per, tau_t,
             HAS_TAU=tau is not None, NEED_DGEN=need_dgen, NEED_DBASE=need_dbase,
             GEN_DOT=gen_dot, ACC=acc,

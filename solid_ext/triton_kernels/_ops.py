@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .. import _opmeta, _validate
 
-__all__ = ["dynamic_linear", "codebook_quantize"]
+__all__ = ["dynamic_linear", "generated_linear", "codebook_quantize"]
 
 
 def _kernels(name: str) -> ModuleType:
@@ -87,6 +87,53 @@ def dynamic_linear_backward(
 dynamic_linear_backward.register_fake(_opmeta.dynamic_linear_backward_fake)
 _backward, _setup = _opmeta.dynamic_linear_autograd(dynamic_linear_backward)
 dynamic_linear.register_autograd(_backward, setup_context=_setup)
+
+
+# --- generated_linear -------------------------------------------------------------
+
+
+@torch.library.custom_op("solid_ext_triton::generated_linear", mutates_args=())
+def generated_linear(
+    x: Tensor,
+    cond: Tensor,
+    gen_weight: Tensor,
+    base: Tensor,
+    tau: float | None,
+) -> Tensor:
+    """x (B, L, N_in), cond (B, C), gen_weight (N_in*N_out, C), base (N_in, N_out)
+    -> (B, L, N_out)."""
+    tau = _validate.check_generated_linear_op(x, cond, gen_weight, base, tau)
+    _check_device(x)
+    return _kernels("_generated_linear").forward(x, cond, gen_weight, base, tau)
+
+
+generated_linear.register_fake(_opmeta.generated_linear_fake)
+
+
+@torch.library.custom_op("solid_ext_triton::generated_linear_backward", mutates_args=())
+def generated_linear_backward(
+    grad: Tensor,
+    x: Tensor,
+    cond: Tensor,
+    gen_weight: Tensor,
+    base: Tensor,
+    tau: float | None,
+    need_dx: bool,
+    need_dcond: bool,
+    need_dgen: bool,
+    need_dbase: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(dx, dcond, dgen_weight, dbase)``; unneeded ones are empty."""
+    tau = _validate.check_generated_linear_op(x, cond, gen_weight, base, tau, grad=grad)
+    _check_device(x)
+    return _kernels("_generated_linear").backward(
+        grad, x, cond, gen_weight, base, tau, need_dx, need_dcond, need_dgen, need_dbase
+    )
+
+
+generated_linear_backward.register_fake(_opmeta.generated_linear_backward_fake)
+_backward, _setup = _opmeta.generated_linear_autograd(generated_linear_backward)
+generated_linear.register_autograd(_backward, setup_context=_setup)
 
 
 # --- codebook_quantize ------------------------------------------------------------

@@ -148,8 +148,7 @@ def _run_problems(
                 grad = torch.ones(B, L, O, dtype=dtype)
                 _dynamic_linear.backward(grad, x, w, bw, bb, _TAU, True, True, True)
         for B, L, I, O, C in gl_problems:  # noqa: E741
-            x, cond = torch.randn(B, L, I, dtype=dtype), torch.randn(B, C, dtype=dtype)
-            gen, base = torch.randn(I * O, C, dtype=dtype), torch.randn(I, O, dtype=dtype)
+            x, cond, gen, base = testing.generated_linear_inputs(B, L, I, O, C, dtype=dtype)
             grad = torch.ones(B, L, O, dtype=dtype)
             for tau in (None, _TAU):
                 _generated_linear.forward(x, cond, gen, base, tau)

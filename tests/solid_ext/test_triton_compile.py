@@ -28,6 +28,7 @@ def test_every_triton_launch_compiles_for_sm80_sm90_without_spills(tmp_path, mon
     kernels = {(r["arch"], r["kernel"]) for r in rows}
     for arch in ("sm_80", "sm_90"):
         for name in ("_dl_fwd_kernel", "_dl_bwd_kernel", "_dl_bwd_dx_kernel",
+                     "_gl_fwd_kernel", "_gl_bwd_gen_kernel", "_gl_bwd_cond_kernel",
                      "_cq_fwd_kernel", "_cq_bwd_kernel"):  # fmt: skip
             assert (arch, name) in kernels
     # Each dtype the ops accept was compiled.
