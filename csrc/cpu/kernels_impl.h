@@ -779,34 +779,37 @@ inline void gl_bwd_tile(const GLArgs<T>& a, int64_t b, int64_t i, int64_t o0, T*
   }
 }
 
-// dc of samples b .. b + S, codes [k0, k0 + KB): sum over i and o of dW (the group's,
-// in dws (S, I, O)) times the map; accumulated in registers, one reduction each. The
-// map is read as gq (C, I, O): rows k0 .. k0 + KB contiguous, streamed in order.
+// dc of the group's S samples, codes [k0, k0 + KB): sum over i and o of dW (in dws
+// (S, I, O)) times the map, read as gq (C, I, O) (rows k0 .. k0 + KB contiguous,
+// streamed in order); accumulated in registers, left as (S, KB) vectors in red.
 template <typename T, int S, int KB>
-inline void gl_dc_tile(const GLArgs<T>& a, const T* dws, int64_t b, int64_t k0) {
+inline void gl_dc_tile(const GLArgs<T>& a, const T* dws, int64_t k0, T* red) {
   constexpr int V = lanes<T>();
-  const int64_t I = a.I, O = a.O;
+  // dws (S, I, O) and gq's rows (I, O) are walked as flat runs of I*O.
+  const int64_t n = a.I * a.O;
+  const T* gq = a.gq + k0 * n;
   Vec<T> acc[S][KB];
   SOLID_UNROLL
   for (int s = 0; s < S; ++s)
     SOLID_UNROLL
     for (int j = 0; j < KB; ++j) acc[s][j] = splat<T>(0);
-  for (int64_t i = 0; i < I; ++i)
-    for (int64_t o = 0; o < O; o += V) {
-      Vec<T> gv[KB];
+  for (int64_t e = 0; e < n; e += V) {
+    Vec<T> gv[KB];
+    SOLID_UNROLL
+    for (int j = 0; j < KB; ++j) gv[j] = load(gq + j * n + e);
+    SOLID_UNROLL
+    for (int s = 0; s < S; ++s) {
+      const Vec<T> d = load(dws + s * n + e);
       SOLID_UNROLL
-      for (int j = 0; j < KB; ++j) gv[j] = load(a.gq + ((k0 + j) * I + i) * O + o);
-      SOLID_UNROLL
-      for (int s = 0; s < S; ++s) {
-        const Vec<T> d = load(dws + (s * I + i) * O + o);
-        SOLID_UNROLL
-        for (int j = 0; j < KB; ++j) acc[s][j] += d * gv[j];
-      }
+      for (int j = 0; j < KB; ++j) acc[s][j] += d * gv[j];
     }
+  }
+  // Reduced by the caller from scratch: reducing the accumulators here (hsum takes its
+  // argument's address) made GCC keep them on the stack through the whole loop.
   SOLID_UNROLL
   for (int s = 0; s < S; ++s)
     SOLID_UNROLL
-    for (int j = 0; j < KB; ++j) a.dc[(b + s) * a.C + k0 + j] = hsum<T>(acc[s][j]);
+    for (int j = 0; j < KB; ++j) store(red + (s * KB + j) * V, acc[s][j]);
 }
 
 template <typename T, int S>
@@ -829,9 +832,16 @@ inline void gl_bwd_group(const GLArgs<T>& a, int64_t b, T* scratch) {
           a.dx[((b + s) * L + l) * I + i] = hsum<T>(load(dxv + (s * L + l) * V));
   }
   if (!a.dc) return;
-  int64_t k0 = 0;
-  for (; k0 + KB <= C; k0 += KB) gl_dc_tile<T, S, KB>(a, dws, b, k0);
-  for (; k0 < C; ++k0) gl_dc_tile<T, S, 1>(a, dws, b, k0);
+  T* red = dws + GL_ROWS * I * O;
+  for (int64_t k0 = 0; k0 < C; k0 += KB) {
+    const int kb = C - k0 >= KB ? KB : 1;
+    if (kb == KB)
+      gl_dc_tile<T, S, KB>(a, dws, k0, red);
+    else
+      gl_dc_tile<T, S, 1>(a, dws, k0, red);
+    for (int64_t s = 0; s < S; ++s)
+      for (int j = 0; j < kb; ++j) a.dc[(b + s) * C + k0 + j] = hsum<T>(load(red + (s * kb + j) * V));
+  }
 }
 
 template <typename T>
@@ -845,7 +855,7 @@ void gl_backward(const GLArgs<T>& a, int64_t b0, int64_t b1, T* scratch) {
 
 template <typename T>
 int64_t gl_scratch_elems(int64_t L, int64_t I, int64_t O) {
-  return int64_t(GL_ROWS) * (L * lanes<T>() + I * O);
+  return int64_t(GL_ROWS) * (L * lanes<T>() + I * O + 2 * lanes<T>());
 }
 
 // ---------------------------------------------------------------- FMA peak
