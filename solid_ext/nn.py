@@ -16,14 +16,26 @@ from ._validate import _desc, check_straight_through, check_tau
 from .reference import clip_bound
 
 __all__ = ["DynamicLinear", "SemanticCodebook"]
-# Backends on which DynamicLinear (fused_generation="auto") computes a full-rank
-# generator's layer with ops.generated_linear: where benchmarks/bench_generated_linear.py
-# measured it faster than generating the weights and applying them.
+# Where DynamicLinear (fused_generation="auto") computes a full-rank generator's layer
+# with ops.generated_linear: where benchmarks/bench_generated_linear.py measured it
+# faster (forward + backward) than generating the weights and applying them. On the
+# cpu backend with the avx512 or avx2 kernels, for x with one row per sample and a
+# batch of at least FUSED_MIN_BATCH: 0.65-0.80x the time at 1024-4096 samples; at
+# 204 samples it is 1.0-1.5x, with several rows per sample 1.0-1.4x, and the
+# 16-byte baseline kernels are slower everywhere.
 FUSED_BACKENDS: frozenset[str] = frozenset({"cpu"})
-# ... and rows of x per sample (L) up to which it does: the fused kernels regenerate
-# nothing per row, but their application loop is slower than dynamic_linear's register
-# tiles once a sample has many rows (DIN's candidates, at evaluation 100).
+FUSED_CPU_ISAS: frozenset[str] = frozenset({"avx512", "avx2"})
+FUSED_MIN_BATCH = 1024
 FUSED_MAX_ROWS = 1
+
+
+@torch.compiler.assume_constant_result
+def _fused_by_default(device: torch.device, dtype: torch.dtype) -> bool:
+    """The backend (and CPU kernel variant) that runs here is one FUSED_* names."""
+    backend = _backend.resolve(device, dtype)
+    return backend in FUSED_BACKENDS and (backend != "cpu" or _backend.cpu_isa() in FUSED_CPU_ISAS)
+
+
 # ... and the generators DynamicLinear takes: the protocol, DUET's (the default), APG's.
 __all__ += ["ParameterGenerator", "FullRankGenerator", "LowRankGenerator"]
 
@@ -213,8 +225,8 @@ class DynamicLinear(nn.Module):
     """
 
     #: How a full-rank generator's condition becomes the output: ``"auto"`` (fused
-    #: where :data:`FUSED_BACKENDS` has the backend that runs and x has at most
-    #: :data:`FUSED_MAX_ROWS` rows per sample), ``"always"`` (the
+    #: where it was measured faster: see :data:`FUSED_BACKENDS` and the limits beside
+    #: it), ``"always"`` (the
     #: ``generated_linear`` op: the (B, N_in, N_out) weights are never formed) or
     #: ``"never"`` (generate the weights, then ``dynamic_linear``). Either way the same
     #: result; set per layer or on the class.
@@ -394,8 +406,10 @@ class DynamicLinear(nn.Module):
                 return False
         if mode == "always":
             return True
-        rows = math.prod(x.shape[1:-1])
-        return rows <= FUSED_MAX_ROWS and _backend.resolve(x.device, x.dtype) in FUSED_BACKENDS
+        rows, batch = math.prod(x.shape[1:-1]), x.shape[0]
+        if rows > FUSED_MAX_ROWS or batch < FUSED_MIN_BATCH:
+            return False
+        return _fused_by_default(x.device, x.dtype)
 
     def _generated_forward(
         self, x: Tensor, cond: Tensor | None, branch_cond: Tensor | None

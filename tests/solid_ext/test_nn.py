@@ -14,7 +14,7 @@ from solid_ext import (
     ParameterGenerator,
     SemanticCodebook,
 )
-from solid_ext.nn import FUSED_MAX_ROWS
+from solid_ext import nn as snn
 from solid_ext.reference import codebook_quantize_ref, dynamic_linear_ref
 from solid_ext.testing import dynamic_linear_inputs, non_contiguous
 
@@ -582,8 +582,8 @@ def test_fused_generation_equals_generating_the_weights(backend, x_shape, bias, 
     x = rand(*x_shape)
     cond = rand(6, 4, seed=1) if trunk else None
     branch_cond = rand(6, 3, seed=2) if branch else None
-    auto = backend != "reference" and math.prod(x_shape[1:-1]) <= FUSED_MAX_ROWS
-    assert layer._fuses(x, cond, branch_cond) == auto
+    layer.fused_generation = "always"
+    assert layer._fuses(x, cond, branch_cond)
     fused = _params_and_grads(layer, x, cond, branch_cond, "always")
     plain = _params_and_grads(layer, x, cond, branch_cond, "never")
     torch.testing.assert_close(fused[0], plain[0], rtol=1e-12, atol=1e-12)
@@ -608,3 +608,17 @@ def test_fused_generation_only_for_full_rank_generators():
     layer.fused_generation = "yes"
     with pytest.raises(ValueError, match="fused_generation must be"):
         layer(x, cond=cond)
+
+
+@pytest.mark.parametrize("batch,rows", [(1024, None), (1024, 1), (1023, None), (1024, 2)])
+def test_fused_generation_auto_follows_the_measured_rule(backend, batch, rows):
+    layer = DynamicLinear(3, 2, cond_features=2, dtype=torch.float64)
+    x = rand(batch, 3) if rows is None else rand(batch, rows, 3)
+    cond = rand(batch, 2, seed=1)
+    want = (
+        backend.startswith("cpu")
+        and solid_ext.cpu_isa() in snn.FUSED_CPU_ISAS
+        and batch >= snn.FUSED_MIN_BATCH
+        and (rows or 1) <= snn.FUSED_MAX_ROWS
+    )
+    assert layer._fuses(x, cond, None) == want
