@@ -258,7 +258,7 @@ def markdown(rows: list[dict], machine: str) -> str:
         "Median ms per call; `fused / gen+apply` and `fused / eager` are paired within "
         "rounds (below 1: the fused op is faster). Floor: the multiply-adds at the "
         "variant's FMA peak measured in the same run. `DynamicLinear` uses the fused op "
-        "by default (`fused_generation=\"auto\"`) only where these rows show it faster: "
+        'by default (`fused_generation="auto"`) only where these rows show it faster: '
         "`solid_ext.nn.FUSED_*`.",
         "",
     ]
