@@ -46,9 +46,12 @@ def test_scale_part_runs_in_a_child(tmp_path):
 
 
 def test_ablate_part_undoes_each_change(tmp_path):
-    argv = ["ablate", "--tiny", "--rounds", "1", "--reps", "1", "--out", str(tmp_path / "train")]
+    argv = ["ablate", "--tiny", "--rounds", "1", "--reps", "1", "--histories", "0", "7"]
+    argv += ["--out", str(tmp_path / "train")]
     assert bench_train.main(argv) == 0
     rows = json.loads((tmp_path / "train-ablate.json").read_text())
+    sizes = {r["histories"] for r in rows}  # 7, and the paper's batch (or the tiny set)
+    assert 7 in sizes and len(sizes) == 2
     got = {(r["model"], r["variant"]) for r in rows}
     assert got == {
         *(("Ours(DUET) stage 2", v[0]) for v in bench_train.ABLATIONS),
