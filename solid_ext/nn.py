@@ -407,6 +407,8 @@ class DynamicLinear(nn.Module):
         if mode == "always":
             return True
         rows, batch = math.prod(x.shape[1:-1]), x.shape[0]
+        if not isinstance(rows, int) or not isinstance(batch, int):
+            return False  # a dynamic dim (export): no guard on its size
         if rows > FUSED_MAX_ROWS or batch < FUSED_MIN_BATCH:
             return False
         return _fused_by_default(x.device, x.dtype)
