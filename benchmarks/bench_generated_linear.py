@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +40,9 @@ import torch.nn.functional as F
 import solid_ext
 from solid_ext import ops
 from solid_ext.reference import generated_linear_ref
+
+from .bench_train import interleaved, paired
+from .common import fma_peaks
 
 TAU = 0.01
 # (B, L, N_in, N_out, C): the paper's head (32 -> 32, condition 32) at the BCE batch
@@ -162,20 +164,6 @@ def multiply_adds(b: int, l: int, n_in: int, n_out: int, c: int, layer: str) -> 
     return per * (2 if layer == "SOLID" else 1)
 
 
-def fma_peak(isa: str) -> float | None:
-    """GFLOP/s of the variant's FMA loop at torch.get_num_threads() threads, best of 3."""
-    ext = solid_ext._backend.compiled_extension()
-    if ext is None:
-        return None
-    threads, iters, best = torch.get_num_threads(), 2_000_000, 0.0
-    ext.fma_flops(isa, iters // 10, threads)
-    for _ in range(3):
-        t = time.perf_counter()
-        flops = ext.fma_flops(isa, iters, threads)
-        best = max(best, flops / (time.perf_counter() - t))
-    return best / 1e9
-
-
 def run(sizes, threads: list[int], rounds: int, reps: int, compile_: bool) -> list[dict]:
     isas = solid_ext.cpu_isas()
     if not isas:
@@ -183,7 +171,7 @@ def run(sizes, threads: list[int], rounds: int, reps: int, compile_: bool) -> li
     rows = []
     for nt in threads:
         torch.set_num_threads(nt)
-        peaks = {isa: fma_peak(isa) for isa in isas}
+        peaks = fma_peaks(reps=3)
         for size in sizes:
             for layer in LAYERS:
                 t = layer_inputs(*size, layer)
@@ -196,26 +184,6 @@ def run(sizes, threads: list[int], rounds: int, reps: int, compile_: bool) -> li
                     times = interleaved(fns, rounds, reps)
                     rows += _rows(size, layer, mode, nt, times, isas, peaks)
     return rows
-
-
-def interleaved(fns: dict, rounds: int, reps: int) -> dict:
-    """Per provider: the per-call time (s) of each round; a round times ``reps`` calls
-    of every provider in turn."""
-    for fn in fns.values():
-        for _ in range(2):  # compile, first-touch pages
-            fn()
-    times = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                fn()
-            times[k].append((time.perf_counter() - t0) / reps)
-    return times
-
-
-def _paired(times: dict, a: str, b: str) -> float:
-    return statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))
 
 
 def _rows(size, layer, mode, nt, times, isas, peaks) -> list[dict]:
@@ -239,8 +207,8 @@ def _rows(size, layer, mode, nt, times, isas, peaks) -> list[dict]:
                 "isa": isa,
                 "generate_apply_ms": ms[gen],
                 "fused_ms": ms[fus],
-                "fused_vs_generate_apply": _paired(times, fus, gen),
-                "fused_vs_eager": _paired(times, fus, "eager"),
+                "fused_vs_generate_apply": paired(times, fus, gen),
+                "fused_vs_eager": paired(times, fus, "eager"),
                 "eager_ms": ms["eager"],
                 "compile_ms": ms.get("compile"),
                 "floor_ms": flops / (peak * 1e9) * 1e3 if peak else None,

@@ -70,3 +70,19 @@ def assert_close_to_truth(out, ref32, truth, atol=1e-6, factor=4.0):
     ours = (out.double() - truth).abs().max().item()
     theirs = (ref32.double() - truth).abs().max().item()
     assert ours <= factor * theirs + atol, f"error {ours:.3e} vs PyTorch's {theirs:.3e}"
+
+
+def assert_compiles_like_eager(fn, args):
+    """``torch.compile(fullgraph=True)`` of ``fn(*args).square().sum()`` (aot_eager)
+    traces through the op and gives eager's gradients."""
+
+    def f(*a):
+        return fn(*a).square().sum()
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    leaves = [a.clone().requires_grad_(True) for a in args]
+    leaves_c = [a.clone().requires_grad_(True) for a in args]
+    f(*leaves).backward()
+    compiled(*leaves_c).backward()
+    for a, c in zip(leaves, leaves_c, strict=True):
+        torch.testing.assert_close(a.grad, c.grad)

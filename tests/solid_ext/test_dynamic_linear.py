@@ -13,7 +13,13 @@ from solid_ext import ops
 from solid_ext.reference import dynamic_linear_ref
 from solid_ext.testing import dynamic_linear_inputs
 
-from .conftest import CPU_BACKENDS, assert_close_to_truth, cpu_backend, poisoned_empty
+from .conftest import (
+    CPU_BACKENDS,
+    assert_close_to_truth,
+    assert_compiles_like_eager,
+    cpu_backend,
+    poisoned_empty,
+)
 
 TAU = 0.05
 
@@ -172,18 +178,9 @@ def test_fuzz_against_reference(b, l, n_in, n_out, bias, branch, tau, seed):
 
 
 def test_compile_fullgraph():
-    args = make(4, 3, 8, 6, dtype=torch.float32)
-
-    def f(*a):
-        return ops.dynamic_linear(*a, tau=TAU).square().sum()
-
-    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-    leaves = [a.clone().requires_grad_(True) for a in args]
-    leaves_c = [a.clone().requires_grad_(True) for a in args]
-    f(*leaves).backward()
-    compiled(*leaves_c).backward()
-    for a, c in zip(leaves, leaves_c, strict=True):
-        torch.testing.assert_close(a.grad, c.grad)
+    assert_compiles_like_eager(
+        functools.partial(ops.dynamic_linear, tau=TAU), make(4, 3, 8, 6, dtype=torch.float32)
+    )
 
 
 BAD = [

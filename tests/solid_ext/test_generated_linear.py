@@ -16,7 +16,13 @@ from solid_ext import ops
 from solid_ext.reference import dynamic_linear_ref, generated_linear_ref
 from solid_ext.testing import generated_linear_inputs
 
-from .conftest import CPU_BACKENDS, assert_close_to_truth, cpu_backend, poisoned_empty
+from .conftest import (
+    CPU_BACKENDS,
+    assert_close_to_truth,
+    assert_compiles_like_eager,
+    cpu_backend,
+    poisoned_empty,
+)
 
 TAU = 0.05
 make = functools.partial(generated_linear_inputs, tau=TAU)
@@ -192,18 +198,9 @@ def test_fuzz_against_reference(b, l, n_in, n_out, c, tau, seed):
 
 
 def test_compile_fullgraph():
-    args = make(4, 3, 8, 6, 5, dtype=torch.float32)
-
-    def f(*a):
-        return ops.generated_linear(*a, tau=TAU).square().sum()
-
-    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-    leaves = [a.clone().requires_grad_(True) for a in args]
-    leaves_c = [a.clone().requires_grad_(True) for a in args]
-    f(*leaves).backward()
-    compiled(*leaves_c).backward()
-    for a, c in zip(leaves, leaves_c, strict=True):
-        torch.testing.assert_close(a.grad, c.grad)
+    assert_compiles_like_eager(
+        functools.partial(ops.generated_linear, tau=TAU), make(4, 3, 8, 6, 5, dtype=torch.float32)
+    )
 
 
 BAD = [
