@@ -16,13 +16,16 @@ from ._validate import _desc, check_straight_through, check_tau
 from .reference import clip_bound
 
 __all__ = ["DynamicLinear", "SemanticCodebook"]
+# ... and the generators DynamicLinear takes: the protocol, DUET's (the default), APG's.
+__all__ += ["ParameterGenerator", "FullRankGenerator", "LowRankGenerator"]
+
 # Where DynamicLinear (fused_generation="auto") computes a full-rank generator's layer
 # with ops.generated_linear: where benchmarks/bench_generated_linear.py measured it
 # faster (forward + backward) than generating the weights and applying them. On the
 # cpu backend with the avx512 or avx2 kernels, for x with one row per sample and a
-# batch of at least FUSED_MIN_BATCH: 0.65-0.80x the time at 1024-4096 samples; at
-# 204 samples it is 1.0-1.5x, with several rows per sample 1.0-1.4x, and the
-# 16-byte baseline kernels are slower everywhere.
+# batch of at least FUSED_MIN_BATCH: 0.62-0.80x the time at 1024-4096 samples (one
+# thread); at 204 samples it is 1.0-1.35x, with ten rows per sample 1.1-1.45x, and the
+# 16-byte baseline kernels are slower almost everywhere.
 FUSED_BACKENDS: frozenset[str] = frozenset({"cpu"})
 FUSED_CPU_ISAS: frozenset[str] = frozenset({"avx512", "avx2"})
 FUSED_MIN_BATCH = 1024
@@ -34,10 +37,6 @@ def _fused_by_default(device: torch.device, dtype: torch.dtype) -> bool:
     """The backend (and CPU kernel variant) that runs here is one FUSED_* names."""
     backend = _backend.resolve(device, dtype)
     return backend in FUSED_BACKENDS and (backend != "cpu" or _backend.cpu_isa() in FUSED_CPU_ISAS)
-
-
-# ... and the generators DynamicLinear takes: the protocol, DUET's (the default), APG's.
-__all__ += ["ParameterGenerator", "FullRankGenerator", "LowRankGenerator"]
 
 
 @runtime_checkable
@@ -90,22 +89,43 @@ class FullRankGenerator(nn.Linear):
     ) -> tuple[Tensor, Tensor | None]:
         _check_cond(self, cond)
         n = self.n_in * self.n_out
-        hb_w, hb_b = self.bias[:n], self.bias[n:]
-        # Folding the static parameters into the map's bias costs n_in*n_out, not
-        # B*n_in*n_out: the weight comes out of one addmm already whole.
-        if static_weight is not None:
-            hb_w = hb_w + static_weight.reshape(-1)
         # Two matmuls over row blocks of the map rather than slicing one (B, n + n_out)
         # output: the weight comes out contiguous (a view, no copy), and the backward
         # has no (B, n + n_out) zero-fill and scatter from slicing.
-        w = F.linear(cond, self.weight[:n], hb_w)
+        w = F.linear(cond, self.weight[:n], self._base(static_weight).reshape(-1))
         # The batch size given explicitly: view(-1, 0, n_out) is ambiguous (n_in=0).
         w = w.view(cond.shape[0], self.n_in, self.n_out)
+        return w, self._bias(cond, static_bias)
+
+    def _base(self, static_weight: Tensor | None) -> Tensor:
+        """The map's bias for the weights (n_in, n_out), plus the static weight if given:
+        folding it in costs n_in*n_out, not B*n_in*n_out (the weight comes out whole)."""
+        base = self.bias[: self.n_in * self.n_out].view(self.n_in, self.n_out)
+        return base if static_weight is None else base + static_weight
+
+    def _bias(self, cond: Tensor, static_bias: Tensor | None) -> Tensor | None:
+        """The bias ``forward`` returns: (B, n_out), or None."""
         if not self.generates_bias:
-            return w, _static_bias(static_bias, cond)
-        if static_bias is not None:
-            hb_b = hb_b + static_bias
-        return w, F.linear(cond, self.weight[n:], hb_b)
+            return _static_bias(static_bias, cond)
+        n = self.n_in * self.n_out
+        hb_b = self.bias[n:] if static_bias is None else self.bias[n:] + static_bias
+        return F.linear(cond, self.weight[n:], hb_b)
+
+    def apply_to(
+        self,
+        x: Tensor,
+        cond: Tensor,
+        static_weight: Tensor | None = None,
+        static_bias: Tensor | None = None,
+        tau: float | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """``(x @ w, b)`` for ``(w, b) = forward(cond, static_weight, static_bias)``, w
+        clipped to ±tau if given, through ``ops.generated_linear``: w is never formed.
+        x (B, N_in) or (B, L, N_in); b unclipped, as ``forward`` returns it."""
+        _check_cond(self, cond)
+        n = self.n_in * self.n_out
+        y = ops.generated_linear(x, cond, self.weight[:n], self._base(static_weight), tau)
+        return y, self._bias(cond, static_bias)
 
     def extra_repr(self) -> str:
         return (
@@ -418,32 +438,23 @@ class DynamicLinear(nn.Module):
     ) -> Tensor:
         """forward from conditions with ``ops.generated_linear``: the per-sample weights
         are never formed. The same parameters and result as generating them."""
-        n_in, n_out = self.in_features, self.out_features
-        n = n_in * n_out
         xs = x.flatten(1, -2) if x.dim() > 3 else x
-        bias = self.bias
         if cond is not None:
-            gen = self.weight_head
-            base = gen.bias[:n].view(n_in, n_out) + self.weight.t()
-            y = ops.generated_linear(xs, cond, gen.weight[:n], base)
-            if gen.generates_bias:
-                hb = gen.bias[n:] if bias is None else gen.bias[n:] + bias
-                bias = F.linear(cond, gen.weight[n:], hb)
+            y, bias = self.weight_head.apply_to(xs, cond, self.weight.t(), self.bias)
         else:
-            y = F.linear(xs, self.weight)
+            y, bias = F.linear(xs, self.weight), self.bias
         if branch_cond is not None:
-            gen = self.branch_head
-            h = gen.bias[:n].view(n_in, n_out)
-            y = y + ops.generated_linear(xs, branch_cond, gen.weight[:n], h, self.tau)
-            if gen.generates_bias:
-                bound = clip_bound(self.tau, x.dtype)
-                cb = F.linear(branch_cond, gen.weight[n:], gen.bias[n:]).clamp(-bound, bound)
-                bias = cb if bias is None else bias + cb
+            yb, bb = self.branch_head.apply_to(xs, branch_cond, tau=self.tau)
+            y = y + yb
+            if bb is not None:
+                bound = clip_bound(self.tau, x.dtype)  # no clamp overflow in fp16
+                bb = bb.clamp(-bound, bound)
+                bias = bb if bias is None else bias + bb
         if bias is not None:  # (N_out) static, or (B, N_out) over y's middle dims
             y = y + (
-                bias if bias.dim() == 1 else bias.view(bias.shape[0], *(1,) * (y.dim() - 2), n_out)
+                bias if bias.dim() == 1 else bias.view(bias.shape[0], *(1,) * (y.dim() - 2), -1)
             )
-        return y.view(*x.shape[:-1], n_out)
+        return y.view(*x.shape[:-1], self.out_features)
 
     def _check_per_sample(
         self,

@@ -707,9 +707,9 @@ void gl_forward(const GLArgs<T>& a, int64_t b0, int64_t b1) {
 
 // One tile of the backward: dW = x^T g (masked where P is clipped), then
 // dx partials += g f(P) (dxv: (S, L) vectors), dbase += sum_s dW, dgp[i, k] += c_k dW;
-// dW is kept in dws (S, I, O), an L1/L2-sized scratch of the group, for dc. Each sample's P is replaced by
-// its dW in the same registers once dx has used it: one S x NV tile, not two, so the
-// tile fits AVX2's 16 registers.
+// dW is kept in dws (S, I, O), an L1/L2-sized scratch of the group, for dc. Each
+// sample's P is replaced by its dW in the same registers once dx has used it: one
+// S x NV tile, not two, so the tile fits AVX2's 16 registers.
 template <typename T, int S, int NV>
 inline void gl_bwd_tile(const GLArgs<T>& a, int64_t b, int64_t i, int64_t o0, T* dxv, T* dws) {
   constexpr int V = lanes<T>();
