@@ -67,6 +67,9 @@ class ModelConfig:
     lam: float = 0.1  # SCL loss weight λ
     codebook_init: str = "auto"  # auto (the mode's, modes.MODES) | metacode | random | kmeans
     item_features: str = "id"  # id | id+category (backbone inputs; generators unchanged)
+    # Most recent history items the model reads (0: all the dataset was prepared with);
+    # a tunable setting without preparing the data again (PreparedDataset.with_history).
+    history_len: int = 0
 
     def validate(self) -> None:
         """Raise ValueError on an unknown choice or an impossible combination."""
@@ -83,7 +86,7 @@ class ModelConfig:
             self,
             "model",
             positive=("dim", "hidden", "cond_dim", "apg_rank", "layers", "heads"),
-            nonnegative=("lam", "tau"),  # tau = 0 clips the branch away: an ablation
+            nonnegative=("lam", "tau", "history_len"),  # tau = 0 clips the branch away: an ablation
         )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout!r}")

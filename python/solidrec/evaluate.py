@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from solidrec.config import RunConfig
-from solidrec.data.prepared import EvalSplit, PreparedDataset, load_prepared
+from solidrec.data.prepared import EvalSplit, PreparedDataset
 from solidrec.metrics import METRIC_KEYS, ranking_metrics, user_auc, variance_summary
-from solidrec.models import SolidModel, build_model, count_parameters
+from solidrec.models import SolidModel, build_model, count_parameters, run_dataset
 
 
 @torch.no_grad()
@@ -140,7 +140,7 @@ def load_run(
         raise FileNotFoundError(
             f"{rundir}: its prepared dataset {cfg.data} is not there; pass --data DIR"
         )
-    dataset = load_prepared(path)
+    dataset = run_dataset(cfg, path)
     cfg.data = str(path)
     model = build_model(cfg, dataset)
     ckdir = rundir / "checkpoints"

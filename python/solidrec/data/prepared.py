@@ -98,6 +98,31 @@ class PreparedDataset:
     def history_len(self) -> int:
         return int(self.train.hist.shape[1])
 
+    def with_history(self, length: int, what: str = "length") -> PreparedDataset:
+        """The same dataset with each history cut to its ``length`` most recent items
+        (views, no copy): the same rows, candidates and labels as preparing with
+        ``--history-len length``. ``length`` 0 or the prepared length returns ``self``;
+        above the prepared length raises ValueError naming ``what``."""
+        if length == 0 or length == self.history_len:
+            return self
+        if not 0 < length < self.history_len:
+            raise ValueError(
+                f"{what} must be in 1..{self.history_len} (the history length {self.path} "
+                f"was prepared with), or 0 for all of it; got {length}: prepare again with "
+                f"--history-len {max(length, 1)} to read longer histories"
+            )
+
+        def cut(split: Any) -> Any:
+            return dataclasses.replace(
+                split,
+                hist=split.hist[:, -length:],
+                hist_len=np.minimum(split.hist_len, length),
+            )
+
+        return dataclasses.replace(
+            self, train=cut(self.train), valid=cut(self.valid), test=cut(self.test)
+        )
+
 
 def _arrays(split: TrainSplit | EvalSplit) -> dict[str, np.ndarray]:
     """A split's fields as a dict, without copying (unlike ``asdict``)."""

@@ -1,7 +1,7 @@
 """SOLID models: backbones, parameter generators and the composed :class:`SolidModel`."""
 
 from solidrec.models.backbones import DIN, BERT4Rec, GRU4Rec, SASRec, make_backbone
-from solidrec.models.build import build_model
+from solidrec.models.build import build_model, run_dataset
 from solidrec.models.generators import LowRankGenerator, SeqEncoder
 from solidrec.models.model import SolidModel, count_parameters
 
@@ -16,4 +16,5 @@ __all__ = [
     "build_model",
     "count_parameters",
     "make_backbone",
+    "run_dataset",
 ]

@@ -41,10 +41,10 @@ from solidrec.config import (
     resolved_config,
 )
 from solidrec.data.io import atomic_write, clean_stale_temps, write_json
-from solidrec.data.prepared import SEMANTIC_WARNING, PreparedDataset, load_prepared
+from solidrec.data.prepared import SEMANTIC_WARNING, PreparedDataset
 from solidrec.evaluate import evaluate_split, evaluate_with_cost
 from solidrec.metrics import METRIC_KEYS
-from solidrec.models import build_model
+from solidrec.models import build_model, run_dataset
 from solidrec.recommend import MODEL_DIR, save_model_dir
 from solidrec.train.checkpoint import (
     CheckpointError,
@@ -179,7 +179,7 @@ class Trainer:
         cfg.data, cfg.out = str(Path(cfg.data).resolve()), str(Path(cfg.out).resolve())
         self.out = Path(cfg.out)
         self.ckdir = self.out / "checkpoints"
-        self.data = load_prepared(cfg.data)
+        self.data = run_dataset(cfg)
         self.model = build_model(cfg, self.data).to(self.dist.device)
         self.state = _fresh_state()
         self.optimizer = self._optimizer()
