@@ -307,3 +307,32 @@ def test_epochs_trained_per_stage(tmp_path: Path, capsys) -> None:
     assert [r["epochs_per_stage"] for r in doc["rows"]] == [[2.0, 2.5], [2.0], None]
     with open(out / "t.csv", newline="") as f:
         assert [r["epochs_per_stage"] for r in csv.DictReader(f)] == ["2 2.5", "2", ""]
+
+
+def test_validation_value_of_the_selection_metric(tmp_path: Path, capsys) -> None:
+    """The column beside the test metrics: the best validation value of each run's
+    train.select_metric, mean ± std over seeds; '–' where a run's metrics.json lacks it."""
+    sci = _data(tmp_path, "scientific")
+    for seed, v in ((1, 0.30), (2, 0.34)):
+        _run(tmp_path / "a", f"s{seed}", sci, {**_metrics(0.5), "best_valid_ndcg@10": v},
+             seed=seed, select_metric="ndcg@10")  # fmt: skip
+    _run(tmp_path / "a", "old", sci, _metrics(0.5), tau=0.5, select_metric="ndcg@10")
+    out = tmp_path / "out"
+    rc, stdout, _ = _report(capsys, tmp_path / "a", "--json", out / "t.json")
+    assert rc == 0
+    assert "| valid NDCG@10 | epochs |" in stdout
+    assert [r[-2] for r in _rows(stdout, "DUET")] == [f"0.3200 ± {math.sqrt(0.0008):.4f}", "–"]
+    doc = json.loads((out / "t.json").read_text())
+    assert [r["select_metric"] for r in doc["rows"]] == ["ndcg@10", "ndcg@10"]
+    assert (
+        doc["rows"][0]["valid_mean"] == pytest.approx(0.32) and doc["rows"][1]["valid_mean"] is None
+    )
+    # rows selected on different metrics: each cell names its own
+    _run(tmp_path / "a", "auc", sci, {**_metrics(0.5), "best_valid_auc": 0.7}, tau=0.9)
+    rc, stdout, _ = _report(capsys, tmp_path / "a")
+    assert "| valid | epochs |" in stdout
+    assert [r[-2] for r in _rows(stdout, "DUET")] == [
+        f"ndcg@10 0.3200 ± {math.sqrt(0.0008):.4f}",
+        "–",
+        "auc 0.7000",
+    ]

@@ -130,6 +130,20 @@ class Group:
             return None
         return [float(np.mean(col)) for col in zip(*per, strict=True)]
 
+    def select_metric(self) -> str:
+        return str(self.config.get("train.select_metric", "auc"))
+
+    def valid(self) -> tuple[float, float | None] | None:
+        """The best validation value of the run's selection metric (what early stopping
+        and ``solidrec tune`` chose on), (mean, sample std; None for a single run);
+        None if a run's metrics.json lacks it (runs from before it was written)."""
+        key = f"best_valid_{self.select_metric()}"
+        v = [r.metrics.get(key) for r in self.runs]
+        if any(x is None for x in v):
+            return None
+        a = np.array(v, dtype=float)
+        return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else None
+
     def stats(self) -> dict[str, tuple[float, float | None]]:
         """Metric -> (mean, sample std; None for a single run)."""
         out = {}
@@ -390,7 +404,14 @@ def format_tables(tables: list[Table], paper: bool = True) -> str:
     paper's row under it where it applies)."""
     out = []
     for t in tables:
-        head = ["SR Model", "DSR Model", *t.columns, "n", *_METRIC_HEAD, "epochs"]
+        # The selection metric's validation value beside the test metrics: rows are
+        # chosen on it, so a test difference it does not show is likely seed noise.
+        selects = {g.select_metric() for g in t.groups}
+        only = selects.pop() if len(selects) == 1 else None
+        valid_head = "valid"
+        if only in METRIC_KEYS:
+            valid_head += " " + _METRIC_HEAD[METRIC_KEYS.index(only)]
+        head = ["SR Model", "DSR Model", *t.columns, "n", *_METRIC_HEAD, valid_head, "epochs"]
         lines = [_heading(t), ""]
         if t.common:
             same = ", ".join(f"{k} = {_fmt(v)}" for k, v in t.common.items())
@@ -402,11 +423,15 @@ def format_tables(tables: list[Table], paper: bool = True) -> str:
             extra = [_fmt(g.config.get(c)) for c in t.columns]
             cells = [BACKBONE_NAMES.get(g.backbone, g.backbone), g.dsr, *extra, str(len(g.runs))]
             cells += [_cell(*stats[m]) for m in METRIC_KEYS]
-            lines.append(_md_row([*cells, _fmt_epochs(g.epochs())]))
+            valid = g.valid()
+            vcell = "–" if valid is None else _cell(*valid)
+            if valid is not None and only is None:
+                vcell = f"{g.select_metric()} {vcell}"
+            lines.append(_md_row([*cells, vcell, _fmt_epochs(g.epochs())]))
             ref = t.paper_row(g) if paper else None
             if ref:
                 vals = [f"*{v:.4f}*" for v in ref] + ["–"] * (len(METRIC_KEYS) - len(ref))
-                lines.append(_md_row(["", "*paper*", *[""] * (len(t.columns) + 1), *vals, ""]))
+                lines.append(_md_row(["", "*paper*", *[""] * (len(t.columns) + 1), *vals, "", ""]))
             elif paper and t.dataset.paper and (g.backbone, g.dsr) in SCIENTIFIC_TABLE1:
                 off.update(settings_off_paper(g.config))
         if off:
@@ -445,6 +470,9 @@ def rows(tables: list[Table], paper: bool = True) -> list[dict[str, Any]]:
             }
             for m, (mean, std) in g.stats().items():
                 row[f"{m}_mean"], row[f"{m}_std"] = mean, std
+            valid = g.valid()
+            row["select_metric"] = g.select_metric()
+            row["valid_mean"], row["valid_std"] = valid if valid is not None else (None, None)
             row["epochs_per_stage"] = g.epochs()
             if paper:
                 ref = t.paper_row(g) or ()
