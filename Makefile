@@ -116,11 +116,14 @@ table3: setup
 		runs/t3/full-category runs/t3/duet --no-paper --out docs/results_table3.md
 
 # Strong baselines (docs/RESULTS.md, "Tuned per backbone"): a TPE study per backbone on
-# validation NDCG@10 with softmax cross-entropy (SASRec 16 trials, GRU4Rec 8), then
-# none / APG / Ours(APG) / DUET / Ours(DUET) with that backbone's chosen settings, three
-# seeds each; then SASRec's rows again with the items' categories in the backbone
-# (runs/strong-tuned-cat). About 4.5 hours on 2 cores; resumable. Not in CI.
-TUNE_SET = generator=none loss=softmax select_metric=ndcg@10 max_epochs=60 patience=5 threads=1
+# validation NDCG@10 with softmax cross-entropy (SASRec 16 trials, GRU4Rec and BERT4Rec
+# 8; DIN, which cannot score every item at once, sampled softmax with the number of
+# negatives tuned, 8), then none / APG / Ours(APG) / DUET / Ours(DUET) with that
+# backbone's chosen settings, three seeds each; then SASRec's rows again with the items'
+# categories in the backbone (runs/strong-tuned-cat). About 5.5 hours on 2 cores;
+# resumable. Not in CI.
+TUNE_BASE = generator=none select_metric=ndcg@10 max_epochs=60 patience=5 threads=1
+TUNE_SET = loss=softmax $(TUNE_BASE)
 TUNE_WIDE = $(BIN)/solidrec tune --data $(SCI) --space configs/tune_sasrec_softmax_wide.yaml \
 	--sampler tpe --metric ndcg@10 --quiet
 STRONG = $(BIN)/solidrec reproduce --data $(SCI) --epochs 60 --patience 5 --workers 2 \
@@ -134,8 +137,14 @@ strong: setup
 	$(BIN)/solidrec prepare --format atomic --input ../shared/data/amazon-scientific --out $(SCI)
 	$(TUNE_WIDE) --out runs/tune-sasrec-wide --trials 16 --set backbone=sasrec $(TUNE_SET)
 	$(TUNE_WIDE) --out runs/tune-gru4rec --trials 8 --set backbone=gru4rec $(TUNE_SET)
+	$(TUNE_WIDE) --out runs/tune-bert4rec --trials 8 --set backbone=bert4rec $(TUNE_SET)
+	$(TUNE_WIDE:tune_sasrec_softmax_wide.yaml=tune_din_sampled.yaml) --out runs/tune-din --trials 8 \
+		--set backbone=din loss=sampled_softmax $(TUNE_BASE)
 	$(STRONG) --backbones sasrec --set $(STRONG_SET) $(call BEST,runs/tune-sasrec-wide)
 	$(STRONG) --backbones gru4rec --set $(STRONG_SET) $(call BEST,runs/tune-gru4rec)
+	$(STRONG) --backbones bert4rec --set $(STRONG_SET) $(call BEST,runs/tune-bert4rec)
+	$(STRONG) --backbones din --set train.loss=sampled_softmax train.select_metric=ndcg@10 \
+		$(call BEST,runs/tune-din)
 	$(BIN)/solidrec report runs/strong-tuned --no-paper --out docs/results_strong_tuned.md
 	$(STRONG:runs/strong-tuned=runs/strong-tuned-cat) --backbones sasrec \
 		--set $(STRONG_SET) model.item_features=id+category $(call BEST,runs/tune-sasrec-wide)
@@ -144,15 +153,21 @@ strong: setup
 
 # MovieLens (docs/RESULTS.md, "MovieLens"): SASRec's none / APG / Ours(APG) / DUET /
 # Ours(DUET) rows, three seeds, (a) in the paper's setting (BCE with 4 sampled negatives,
-# selected on validation AUC, up to 30 epochs per stage), (b) softmax CE with the
-# settings a TPE study chose on MovieLens's validation NDCG@10 (6 trials), (c) as (b) with
-# the movies' genres in the backbone. About 2.5 hours on 2 cores; resumable. Not in CI.
+# selected on validation AUC, up to 30 epochs per stage, patience 3), then its rows
+# without SOLID again with no early stop (30 epochs: at least SOLID's budget) and all
+# rows with the movies' genres in the backbone; (b) softmax CE with the settings a TPE
+# study chose on MovieLens's validation NDCG@10 (6 trials), (c) as (b) with the genres.
+# About 3 hours on 2 cores; resumable. Not in CI.
 ML = runs/data/ml
-ML_ROWS = --backbones sasrec --combos none:off apg:off apg:full duet:off duet:full \
-	--seeds 2024 2025 2026 --workers 2
+ML_SEEDS = --backbones sasrec --seeds 2024 2025 2026 --workers 2
+ML_ROWS = $(ML_SEEDS) --combos none:off apg:off apg:full duet:off duet:full
 strong-ml: setup
 	$(BIN)/solidrec prepare --format movielens --input ../shared/data/movielens-latest-small --out $(ML)
 	$(BIN)/solidrec reproduce --data $(ML) --epochs 30 --patience 3 --out runs/paper-ml $(ML_ROWS)
+	$(BIN)/solidrec reproduce --data $(ML) --epochs 30 --patience 30 --out runs/paper-ml-long \
+		$(ML_SEEDS) --combos none:off apg:off duet:off
+	$(BIN)/solidrec reproduce --data $(ML) --epochs 30 --patience 3 --out runs/paper-ml-cat \
+		$(ML_ROWS) --set model.item_features=id+category
 	$(BIN)/solidrec tune --data $(ML) --space configs/tune_sasrec_softmax_wide.yaml --sampler tpe \
 		--metric ndcg@10 --quiet --out runs/tune-ml-sasrec --trials 6 --set backbone=sasrec \
 		generator=none loss=softmax select_metric=ndcg@10 max_epochs=40 patience=5 threads=1
@@ -162,6 +177,8 @@ strong-ml: setup
 		$(ML_ROWS) --set $(STRONG_SET) model.item_features=id+category \
 		$(call BEST,runs/tune-ml-sasrec)
 	$(BIN)/solidrec report runs/paper-ml --no-paper --out docs/results_ml_paper.md
+	$(BIN)/solidrec report runs/paper-ml-long --no-paper --out docs/results_ml_paper_long.md
+	$(BIN)/solidrec report runs/paper-ml-cat --no-paper --out docs/results_ml_paper_category.md
 	$(BIN)/solidrec report runs/strong-ml --no-paper --out docs/results_ml_strong.md
 	$(BIN)/solidrec report runs/strong-ml-cat --no-paper --out docs/results_ml_strong_category.md
 
