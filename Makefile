@@ -65,7 +65,8 @@ bench-quick: setup
 # settings. About 2.5 hours on 2 cores; resumable (finished runs are skipped). Not in CI.
 REPRO = $(BIN)/solidrec reproduce --data runs/data/scientific --epochs 8 --patience 2 --workers 2
 HEADLINE = --backbones sasrec --combos apg:off apg:full duet:off duet:full --seeds 2025 2026
-CATEGORY = --set model.item_features=id+category
+CATEGORY_SET = model.item_features=id+category
+CATEGORY = --set $(CATEGORY_SET)
 reproduce: setup
 	$(BIN)/solidrec prepare --format atomic --input ../shared/data/amazon-scientific --out runs/data/scientific
 	$(REPRO) --out runs/repro --seeds 2024
@@ -119,8 +120,8 @@ table3: setup
 # validation NDCG@10 with softmax cross-entropy (SASRec 16 trials, GRU4Rec and BERT4Rec
 # 8; DIN, which cannot score every item at once, sampled softmax with the number of
 # negatives tuned, 8), then none / APG / Ours(APG) / DUET / Ours(DUET) with that
-# backbone's chosen settings, three seeds each; then SASRec's rows again with the items'
-# categories in the backbone (runs/strong-tuned-cat). About 5.5 hours on 2 cores;
+# backbone's chosen settings, three seeds each; then every backbone's rows again with the
+# items' categories in the backbone (runs/strong-tuned-cat). About 7 hours on 2 cores;
 # resumable. Not in CI.
 TUNE_BASE = generator=none select_metric=ndcg@10 max_epochs=60 patience=5 threads=1
 TUNE_SET = loss=softmax $(TUNE_BASE)
@@ -130,6 +131,7 @@ STRONG = $(BIN)/solidrec reproduce --data $(SCI) --epochs 60 --patience 5 --work
 	--out runs/strong-tuned --combos none:off apg:off apg:full duet:off duet:full \
 	--seeds 2024 2025 2026
 STRONG_SET = train.loss=softmax train.select_metric=ndcg@10
+STRONG_CAT = $(STRONG:runs/strong-tuned=runs/strong-tuned-cat)
 # A study's chosen settings as KEY=VALUE arguments (read when the recipe runs).
 BEST = $$($(BIN)/python -c "import json; p = json.load(open('$(1)/best.json'))['params']; \
 	print(*(f'{k}={v}' for k, v in sorted(p.items())))")
@@ -146,24 +148,31 @@ strong: setup
 	$(STRONG) --backbones din --set train.loss=sampled_softmax train.select_metric=ndcg@10 \
 		$(call BEST,runs/tune-din)
 	$(BIN)/solidrec report runs/strong-tuned --no-paper --out docs/results_strong_tuned.md
-	$(STRONG:runs/strong-tuned=runs/strong-tuned-cat) --backbones sasrec \
-		--set $(STRONG_SET) model.item_features=id+category $(call BEST,runs/tune-sasrec-wide)
+	for b in sasrec:tune-sasrec-wide gru4rec:tune-gru4rec bert4rec:tune-bert4rec; do \
+		$(STRONG_CAT) --backbones $${b%%:*} --set $(STRONG_SET) $(CATEGORY_SET) \
+		$(call BEST,runs/$${b#*:}) || exit 1; done
+	$(STRONG_CAT) --backbones din --set train.loss=sampled_softmax train.select_metric=ndcg@10 \
+		$(CATEGORY_SET) $(call BEST,runs/tune-din)
 	$(BIN)/solidrec report runs/strong-tuned-cat --no-paper \
 		--out docs/results_strong_tuned_category.md
 
-# MovieLens (docs/RESULTS.md, "MovieLens"): SASRec's none / APG / Ours(APG) / DUET /
-# Ours(DUET) rows, three seeds, (a) in the paper's setting (BCE with 4 sampled negatives,
-# selected on validation AUC, up to 30 epochs per stage, patience 3), then its rows
-# without SOLID again with no early stop (30 epochs: at least SOLID's budget) and all
-# rows with the movies' genres in the backbone; (b) softmax CE with the settings a TPE
-# study chose on MovieLens's validation NDCG@10 (6 trials), (c) as (b) with the genres.
-# About 3 hours on 2 cores; resumable. Not in CI.
+# MovieLens (docs/RESULTS.md, "MovieLens"): none / APG / Ours(APG) / DUET / Ours(DUET)
+# rows, three seeds, (a) in the paper's setting (BCE with 4 sampled negatives, selected on
+# validation AUC, up to 30 epochs per stage, patience 3) for all four backbones, then
+# SASRec's rows without SOLID again with no early stop (30 epochs: at least SOLID's
+# budget) and its rows with the movies' genres in the backbone; (b) SASRec with softmax
+# CE and the settings a TPE study chose on MovieLens's validation NDCG@10 (6 trials),
+# (c) as (b) with the genres.
+# About 4 hours on 2 cores; resumable. Not in CI.
 ML = runs/data/ml
-ML_SEEDS = --backbones sasrec --seeds 2024 2025 2026 --workers 2
-ML_ROWS = $(ML_SEEDS) --combos none:off apg:off apg:full duet:off duet:full
+ML_RUN = --seeds 2024 2025 2026 --workers 2
+ML_COMBOS = --combos none:off apg:off apg:full duet:off duet:full
+ML_SEEDS = --backbones sasrec $(ML_RUN)
+ML_ROWS = $(ML_SEEDS) $(ML_COMBOS)
 strong-ml: setup
 	$(BIN)/solidrec prepare --format movielens --input ../shared/data/movielens-latest-small --out $(ML)
-	$(BIN)/solidrec reproduce --data $(ML) --epochs 30 --patience 3 --out runs/paper-ml $(ML_ROWS)
+	$(BIN)/solidrec reproduce --data $(ML) --epochs 30 --patience 3 --out runs/paper-ml \
+		--backbones sasrec gru4rec bert4rec din $(ML_RUN) $(ML_COMBOS)
 	$(BIN)/solidrec reproduce --data $(ML) --epochs 30 --patience 30 --out runs/paper-ml-long \
 		$(ML_SEEDS) --combos none:off apg:off duet:off
 	$(BIN)/solidrec reproduce --data $(ML) --epochs 30 --patience 3 --out runs/paper-ml-cat \
