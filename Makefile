@@ -131,6 +131,7 @@ STRONG = $(BIN)/solidrec reproduce --data $(SCI) --epochs 60 --patience 5 --work
 	--out runs/strong-tuned --combos none:off apg:off apg:full duet:off duet:full \
 	--seeds 2024 2025 2026
 STRONG_SET = train.loss=softmax train.select_metric=ndcg@10
+DIN_SET = train.loss=sampled_softmax train.select_metric=ndcg@10
 STRONG_CAT = $(STRONG:runs/strong-tuned=runs/strong-tuned-cat)
 # A study's chosen settings as KEY=VALUE arguments (read when the recipe runs).
 BEST = $$($(BIN)/python -c "import json; p = json.load(open('$(1)/best.json'))['params']; \
@@ -145,14 +146,13 @@ strong: setup
 	$(STRONG) --backbones sasrec --set $(STRONG_SET) $(call BEST,runs/tune-sasrec-wide)
 	$(STRONG) --backbones gru4rec --set $(STRONG_SET) $(call BEST,runs/tune-gru4rec)
 	$(STRONG) --backbones bert4rec --set $(STRONG_SET) $(call BEST,runs/tune-bert4rec)
-	$(STRONG) --backbones din --set train.loss=sampled_softmax train.select_metric=ndcg@10 \
-		$(call BEST,runs/tune-din)
+	$(STRONG) --backbones din --set $(DIN_SET) $(call BEST,runs/tune-din)
 	$(BIN)/solidrec report runs/strong-tuned --no-paper --out docs/results_strong_tuned.md
 	for b in sasrec:tune-sasrec-wide gru4rec:tune-gru4rec bert4rec:tune-bert4rec; do \
 		$(STRONG_CAT) --backbones $${b%%:*} --set $(STRONG_SET) $(CATEGORY_SET) \
 		$(call BEST,runs/$${b#*:}) || exit 1; done
-	$(STRONG_CAT) --backbones din --set train.loss=sampled_softmax train.select_metric=ndcg@10 \
-		$(CATEGORY_SET) $(call BEST,runs/tune-din)
+	$(STRONG_CAT) --backbones din --set $(DIN_SET) $(CATEGORY_SET) \
+		$(call BEST,runs/tune-din)
 	$(BIN)/solidrec report runs/strong-tuned-cat --no-paper \
 		--out docs/results_strong_tuned_category.md
 
@@ -176,14 +176,14 @@ strong-ml: setup
 	$(BIN)/solidrec reproduce --data $(ML) --epochs 30 --patience 30 --out runs/paper-ml-long \
 		$(ML_SEEDS) --combos none:off apg:off duet:off
 	$(BIN)/solidrec reproduce --data $(ML) --epochs 30 --patience 3 --out runs/paper-ml-cat \
-		$(ML_ROWS) --set model.item_features=id+category
+		$(ML_ROWS) $(CATEGORY)
 	$(BIN)/solidrec tune --data $(ML) --space configs/tune_sasrec_softmax_wide.yaml --sampler tpe \
 		--metric ndcg@10 --quiet --out runs/tune-ml-sasrec --trials 6 --set backbone=sasrec \
 		generator=none loss=softmax select_metric=ndcg@10 max_epochs=40 patience=5 threads=1
 	$(BIN)/solidrec reproduce --data $(ML) --epochs 40 --patience 5 --out runs/strong-ml $(ML_ROWS) \
 		--set $(STRONG_SET) $(call BEST,runs/tune-ml-sasrec)
 	$(BIN)/solidrec reproduce --data $(ML) --epochs 40 --patience 5 --out runs/strong-ml-cat \
-		$(ML_ROWS) --set $(STRONG_SET) model.item_features=id+category \
+		$(ML_ROWS) --set $(STRONG_SET) $(CATEGORY_SET) \
 		$(call BEST,runs/tune-ml-sasrec)
 	$(BIN)/solidrec report runs/paper-ml --no-paper --out docs/results_ml_paper.md
 	$(BIN)/solidrec report runs/paper-ml-long --no-paper --out docs/results_ml_paper_long.md
