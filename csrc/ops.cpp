@@ -26,4 +26,17 @@ TORCH_LIBRARY(solid_ext, m) {
       "codebook_quantize_backward(Tensor? grad_q, Tensor? grad_sq, Tensor z, "
       "Tensor codebook, Tensor indices, bool straight_through_codebook) "
       "-> (Tensor, Tensor)");
+  // The item table: a fused row-wise optimizer step on the rows a batch touched (in
+  // place), and the softmax cross-entropy over every item without the logits matrix.
+  m.def(
+      "sparse_row_update(Tensor(a!) weight, Tensor(b!) state1, Tensor(c!) state2, "
+      "Tensor? indices, Tensor grad, str kind, float lr, float beta1, float beta2, "
+      "float eps, float weight_decay, int step) -> ()");
+  m.def(
+      "item_softmax_xent(Tensor hidden, Tensor table, Tensor target, float label_smoothing, "
+      "int chunk) -> (Tensor, Tensor)");
+  m.def(
+      "item_softmax_xent_backward(Tensor grad_loss, Tensor hidden, Tensor table, "
+      "Tensor target, Tensor lse, float label_smoothing, int chunk, bool need_dhidden, "
+      "bool need_dtable) -> (Tensor, Tensor)");
 }

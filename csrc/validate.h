@@ -20,6 +20,7 @@
 #include <limits>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 namespace solid_ext::validate {
 
@@ -262,6 +263,103 @@ inline CQDims codebook_quantize_backward(const c10::optional<at::Tensor>& grad_q
                 ") for codebook ", codebook.sizes(), ", got values in [", lo, ", ", hi, "]");
   }
   return d;
+}
+
+// sparse_row_update: weight (N, D) and its state updated in place (so contiguous),
+// indices (nnz) in [0, N) or absent (grad (N, D)), grad (nnz, D), finite hyper-
+// parameters. Returns whether the kind is rowwise_adagrad.
+inline bool sparse_row_update(const at::Tensor& weight, const at::Tensor& state1,
+                              const at::Tensor& state2, const c10::optional<at::Tensor>& indices,
+                              const at::Tensor& grad, const std::string& kind, double lr,
+                              double beta1, double beta2, double eps, double weight_decay,
+                              int64_t step, Impl impl) {
+  const char* op = "sparse_row_update";
+  TORCH_CHECK(kind == "lazy_adam" || kind == "rowwise_adagrad", op,
+              ": kind must be 'lazy_adam' or 'rowwise_adagrad', got '", kind, "'");
+  const bool adagrad = kind == "rowwise_adagrad";
+  lead(op, "weight", weight, impl);
+  rank(op, "weight", weight, 2, "(N, D)");
+  const int64_t N = weight.size(0), D = weight.size(1);
+  like(op, "grad", grad, "weight", weight);
+  like(op, "state1", state1, "weight", weight);
+  like(op, "state2", state2, "weight", weight);
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"weight", &weight},
+                                {"state1", &state1},
+                                {"state2", &state2}})
+    TORCH_CHECK(t->is_contiguous(), op, ": ", name,
+                " must be contiguous (it is updated in place)");
+  if (adagrad) {
+    shape(op, "state1", state1, {N}, "(N)", "weight (rowwise_adagrad)");
+    shape(op, "state2", state2, {0}, "(0)", "kind rowwise_adagrad (unused)");
+  } else {
+    shape(op, "state1", state1, {N, D}, "(N, D)", "weight (lazy_adam)");
+    shape(op, "state2", state2, {N, D}, "(N, D)", "weight (lazy_adam)");
+  }
+  if (const at::Tensor* idx = present(indices)) {
+    TORCH_CHECK(idx->scalar_type() == at::kLong && idx->dim() == 1, op,
+                ": indices must be a 1-d int64 tensor, got dtype ", idx->scalar_type(),
+                " and shape ", idx->sizes());
+    TORCH_CHECK(idx->device() == weight.device(), op, ": indices is on ", idx->device(),
+                " but weight is on ", weight.device(), "; all tensors must be on one device");
+    shape(op, "grad", grad, {idx->size(0), D}, "(nnz, D)", "indices and weight");
+    if (idx->numel() > 0 && impl.device == c10::DeviceType::CPU) {
+      const at::Tensor ic = idx->contiguous();
+      const int64_t* p = ic.data_ptr<int64_t>();
+      int64_t lo = p[0], hi = p[0];
+      for (int64_t j = 1; j < ic.numel(); ++j) {
+        lo = std::min(lo, p[j]);
+        hi = std::max(hi, p[j]);
+      }
+      TORCH_CHECK(lo >= 0 && hi < N, op, ": indices must lie in [0, N) = [0, ", N,
+                  ") for weight ", weight.sizes(), ", got values in [", lo, ", ", hi, "]");
+    }
+  } else {
+    shape(op, "grad", grad, {N, D}, "(N, D)", "weight (indices is None)");
+  }
+  const auto finite = [&](const char* name, double v, double lo, bool open_lo, double hi) {
+    const bool ok = std::isfinite(v) && (open_lo ? v > lo : v >= lo) && v < hi;
+    TORCH_CHECK(ok, op, ": ", name, " must be a finite number ", open_lo ? "> " : ">= ", lo,
+                hi < std::numeric_limits<double>::infinity() ? " and < 1" : "", ", got ", v);
+  };
+  const double inf = std::numeric_limits<double>::infinity();
+  finite("lr", lr, 0, false, inf);
+  finite("beta1", beta1, 0, false, 1);
+  finite("beta2", beta2, 0, false, 1);
+  finite("eps", eps, 0, true, inf);
+  finite("weight_decay", weight_decay, 0, false, inf);
+  TORCH_CHECK(step >= 1, op, ": step must be >= 1 (Adam's bias correction), got ", step);
+  return adagrad;
+}
+
+// item_softmax_xent (and its backward's common arguments): hidden (B, D), table (N, D)
+// with N >= 1, target (B) int64 in [0, N), label_smoothing in [0, 1], chunk >= 1.
+inline void item_softmax(const char* op, const at::Tensor& hidden, const at::Tensor& table,
+                         const at::Tensor& target, double label_smoothing, int64_t chunk,
+                         Impl impl) {
+  lead(op, "hidden", hidden, impl);
+  rank(op, "hidden", hidden, 2, "(B, D)");
+  like(op, "table", table, "hidden", hidden);
+  rank(op, "table", table, 2, "(N, D)");
+  TORCH_CHECK(table.size(1) == hidden.size(1), op, ": table ", table.sizes(), " and hidden ",
+              hidden.sizes(), " must share D (their last dim)");
+  TORCH_CHECK(table.size(0) >= 1, op, ": table must have at least one row (item)");
+  TORCH_CHECK(target.scalar_type() == at::kLong && target.dim() == 1, op,
+              ": target must be a 1-d int64 tensor, got dtype ", target.scalar_type(),
+              " and shape ", target.sizes());
+  TORCH_CHECK(target.device() == hidden.device(), op, ": target is on ", target.device(),
+              " but hidden is on ", hidden.device(), "; all tensors must be on one device");
+  shape(op, "target", target, {hidden.size(0)}, "(B)", "hidden");
+  if (target.numel() > 0 && impl.device == c10::DeviceType::CPU) {
+    const at::Tensor tc = target.contiguous();
+    const int64_t* p = tc.data_ptr<int64_t>();
+    const int64_t N = table.size(0);
+    for (int64_t j = 0; j < tc.numel(); ++j)
+      TORCH_CHECK(p[j] >= 0 && p[j] < N, op, ": target must lie in [0, N) = [0, ", N,
+                  ") for table ", table.sizes(), ", got ", p[j], " at position ", j);
+  }
+  TORCH_CHECK(std::isfinite(label_smoothing) && label_smoothing >= 0 && label_smoothing <= 1,
+              op, ": label_smoothing must be in [0, 1], got ", label_smoothing);
+  TORCH_CHECK(chunk >= 1, op, ": chunk must be >= 1 (items per block), got ", chunk);
 }
 
 }  // namespace solid_ext::validate

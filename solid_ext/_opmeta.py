@@ -127,3 +127,49 @@ def codebook_quantize_autograd(backward_op: Callable[..., Any]) -> tuple[Callabl
         return gz, gc, None
 
     return backward, setup_context
+
+
+def sparse_row_update_fake(
+    weight, state1, state2, indices, grad, kind, lr, beta1, beta2, eps, weight_decay, step
+) -> None:
+    """In place on weight, state1 and state2: nothing is returned."""
+    return None
+
+
+def item_softmax_xent_fake(hidden, table, target, label_smoothing, chunk) -> tuple[Tensor, Tensor]:
+    """hidden (B, D), table (N, D) -> (loss (B,), lse (B,)): lse is each row's
+    log-sum-exp over the N logits, kept for the backward."""
+    b = hidden.shape[0]
+    return hidden.new_empty((b,)), hidden.new_empty((b,))
+
+
+def item_softmax_xent_backward_fake(
+    grad_loss, hidden, table, target, lse, label_smoothing, chunk, need_dhidden, need_dtable
+) -> tuple[Tensor, Tensor]:
+    """``(dhidden, dtable)``; an unneeded one 0-element."""
+    dh = torch.empty_like(hidden) if need_dhidden else hidden.new_empty(0)
+    dt = torch.empty_like(table) if need_dtable else table.new_empty(0)
+    return dh, dt
+
+
+def item_softmax_xent_autograd(backward_op: Callable[..., Any]) -> tuple[Callable, Callable]:
+    """``(backward, setup_context)`` for an item_softmax_xent op whose backward is
+    ``backward_op`` (schema of ``item_softmax_xent_backward``)."""
+
+    def setup_context(ctx, inputs, output) -> None:
+        hidden, table, target, label_smoothing, chunk = inputs
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(hidden, table, target, output[1])
+        ctx.label_smoothing, ctx.chunk = label_smoothing, chunk
+
+    def backward(ctx, grad_loss, _grad_lse):
+        hidden, table, target, lse = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        if grad_loss is None:
+            grad_loss = hidden.new_zeros(hidden.shape[0])
+        dh, dt = backward_op(
+            grad_loss, hidden, table, target, lse, ctx.label_smoothing, ctx.chunk, need[0], need[1]
+        )
+        return (dh if need[0] else None, dt if need[1] else None, None, None, None)
+
+    return backward, setup_context

@@ -242,3 +242,118 @@ def check_codebook_quantize_backward_op(
         k = codebook.shape[0]
         if lo < 0 or hi >= k:
             raise IndexError(f"indices must lie in [0, K) = [0, {k}), got values in [{lo}, {hi}]")
+
+
+# --- the item table: sparse row updates and the softmax over every item -----------
+
+#: ``sparse_row_update`` kinds: per-element lazy Adam, one accumulator per row Adagrad.
+ROW_OPTIMIZERS = ("lazy_adam", "rowwise_adagrad")
+
+
+def _check_real(name: str, v: object, *, positive: bool = False, unit: bool = False) -> float:
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(v).__name__} {v!r}")
+    v = float(v)
+    if not math.isfinite(v) or v < 0 or (positive and v == 0) or (unit and v >= 1):
+        want = "in [0, 1)" if unit else ("> 0" if positive else ">= 0")
+        raise ValueError(f"{name} must be a finite number {want}, got {v}")
+    return v
+
+
+def check_sparse_row_update(
+    weight: Tensor,
+    state1: Tensor,
+    state2: Tensor,
+    indices: Tensor | None,
+    grad: Tensor,
+    kind: str,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    step: int,
+) -> None:
+    """Validate ``sparse_row_update`` (the compiled op checks the same in C++)."""
+    if kind not in ROW_OPTIMIZERS:
+        raise ValueError(f"kind must be one of {ROW_OPTIMIZERS}, got {kind!r}")
+    _check_float("weight", weight)
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be (N, D), got {_desc(weight)}")
+    if not weight.is_contiguous():
+        raise ValueError("weight must be contiguous (it is updated in place)")
+    n, d = weight.shape
+    _check_float("grad", grad)
+    _check_same("weight", weight, "grad", grad)
+    for name, t in (("state1", state1), ("state2", state2)):
+        _check_float(name, t)
+        _check_same("weight", weight, name, t)
+        if not t.is_contiguous():
+            raise ValueError(f"{name} must be contiguous (it is updated in place)")
+    want1 = (n, d) if kind == "lazy_adam" else (n,)
+    want2 = (n, d) if kind == "lazy_adam" else (0,)
+    for name, t, want in (("state1", state1, want1), ("state2", state2, want2)):
+        if tuple(t.shape) != want:
+            raise ValueError(f"{name} must have shape {want} for kind={kind!r}, got {_desc(t)}")
+    if indices is None:
+        if tuple(grad.shape) != (n, d):
+            raise ValueError(f"grad must be (N, D) = {(n, d)} when indices is None, got {_desc(grad)}")
+    else:
+        if not isinstance(indices, Tensor) or indices.dtype != torch.int64 or indices.dim() != 1:
+            got = _desc(indices) if isinstance(indices, Tensor) else type(indices).__name__
+            raise ValueError(f"indices must be a 1-d int64 tensor, got {got}")
+        if indices.device != weight.device:
+            raise ValueError(f"indices is on {indices.device} but weight is on {weight.device}")
+        if tuple(grad.shape) != (indices.shape[0], d):
+            raise ValueError(
+                f"grad must be (nnz, D) = {(indices.shape[0], d)} to match indices and weight, "
+                f"got {_desc(grad)}"
+            )
+        if indices.numel() and not torch.compiler.is_compiling():
+            lo, hi = int(indices.min()), int(indices.max())
+            if lo < 0 or hi >= n:
+                raise IndexError(f"indices must lie in [0, {n}) (weight's rows), got [{lo}, {hi}]")
+    _check_real("lr", lr)
+    _check_real("beta1", beta1, unit=True)
+    _check_real("beta2", beta2, unit=True)
+    _check_real("eps", eps, positive=True)
+    _check_real("weight_decay", weight_decay)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+        raise ValueError(f"step must be an int >= 1 (Adam's bias correction), got {step!r}")
+
+
+def check_item_softmax(
+    hidden: Tensor, table: Tensor, target: Tensor, label_smoothing: float, chunk: int
+) -> None:
+    """Validate ``item_softmax_xent`` arguments."""
+    _check_float("hidden", hidden)
+    _check_float("table", table)
+    if hidden.dim() != 2:
+        raise ValueError(f"hidden must be (B, D), got {_desc(hidden)}")
+    if table.dim() != 2 or table.shape[1] != hidden.shape[1]:
+        raise ValueError(
+            f"table must be (N, D) with D = {hidden.shape[1]} (hidden's), got {_desc(table)}"
+        )
+    if table.shape[0] == 0:
+        raise ValueError("table must have at least one row (item)")
+    _check_same("hidden", hidden, "table", table)
+    if not isinstance(target, Tensor) or target.dtype != torch.int64 or target.dim() != 1:
+        got = _desc(target) if isinstance(target, Tensor) else type(target).__name__
+        raise ValueError(f"target must be a 1-d int64 tensor, got {got}")
+    if target.shape[0] != hidden.shape[0]:
+        raise ValueError(
+            f"target must have B = {hidden.shape[0]} entries (hidden's rows), got {target.shape[0]}"
+        )
+    if target.device != hidden.device:
+        raise ValueError(f"target is on {target.device} but hidden is on {hidden.device}")
+    if target.numel() and not torch.compiler.is_compiling():
+        lo, hi = int(target.min()), int(target.max())
+        if lo < 0 or hi >= table.shape[0]:
+            raise IndexError(
+                f"target must lie in [0, {table.shape[0]}) (table's rows), got [{lo}, {hi}]"
+            )
+    ls = _check_real("label_smoothing", label_smoothing)
+    if ls > 1:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {ls}")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be an int >= 1 (items per block), got {chunk!r}")

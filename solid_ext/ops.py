@@ -1,4 +1,6 @@
-"""Public ops: ``dynamic_linear``, ``generated_linear`` and ``codebook_quantize``.
+"""Public ops: ``dynamic_linear``, ``generated_linear`` and ``codebook_quantize``; for
+the item table, ``sparse_row_update`` (a fused row-wise optimizer step) and
+``item_softmax_xent`` (softmax cross-entropy over every item without the logits).
 
 Each call validates its arguments, picks a backend (see :mod:`solid_ext._backend`)
 and runs it. The compiled ops live under ``torch.ops.solid_ext``; their fake
@@ -14,13 +16,32 @@ from torch import Tensor
 from . import _backend, _opmeta
 from ._validate import (
     check_codebook_quantize,
+    check_item_softmax,
+    check_sparse_row_update,
     check_dynamic_linear,
     check_generated_linear,
     check_straight_through,
 )
-from .reference import as_rows, codebook_quantize_ref, dynamic_linear_ref, generated_linear_ref
+from .reference import (
+    as_rows,
+    codebook_quantize_ref,
+    dynamic_linear_ref,
+    generated_linear_ref,
+    item_softmax_xent_ref,
+    sparse_row_update_ref,
+)
 
-__all__ = ["dynamic_linear", "generated_linear", "codebook_quantize"]
+__all__ = [
+    "codebook_quantize",
+    "dynamic_linear",
+    "generated_linear",
+    "item_softmax_xent",
+    "sparse_row_update",
+]
+
+#: Items per block of ``item_softmax_xent``: the (B, chunk) logits block is the op's
+#: only scratch that grows with the batch.
+SOFTMAX_CHUNK = 4096
 
 
 def dynamic_linear(
@@ -157,6 +178,96 @@ def codebook_quantize(
     return q.reshape(*lead, d), idx.reshape(lead), sq.reshape(lead)
 
 
+def sparse_row_update(
+    weight: Tensor,
+    state1: Tensor,
+    state2: Tensor,
+    indices: Tensor | None,
+    grad: Tensor,
+    kind: str,
+    lr: float,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    step: int = 1,
+) -> None:
+    """A row-wise optimizer step on the rows of ``weight`` that ``indices`` names, fused.
+
+    Deduplicates ``indices`` (nnz,), sums the gradient rows of each distinct row (in
+    the order they come, so the result is deterministic), adds ``weight_decay * w``
+    and updates the row and its optimizer state in one pass; rows no index names are
+    not read or written. The cost grows with nnz, never with N.
+
+    Args:
+        weight: (N, D) float32/float64, contiguous, updated in place.
+        state1, state2: ``lazy_adam``: (N, D) first and second moments;
+            ``rowwise_adagrad``: state1 (N,) the row's accumulated mean squared
+            gradient, state2 a 0-element tensor. Updated in place.
+        indices: (nnz,) int64 in [0, N), duplicates allowed; or None: grad is (N, D)
+            (a dense gradient, every row updated).
+        grad: (nnz, D) gradient rows (or (N, D)).
+        kind: ``lazy_adam`` or ``rowwise_adagrad`` (see
+            :func:`solid_ext.reference.sparse_row_update_ref` for the formulas).
+        lr, beta1, beta2, eps, weight_decay: as ``torch.optim.Adam`` (betas unused by
+            Adagrad); step: the optimizer's step count, >= 1 (Adam's bias correction).
+    """
+    check_sparse_row_update(
+        weight, state1, state2, indices, grad, kind, lr, beta1, beta2, eps, weight_decay, step
+    )
+    backend = _backend.resolve(weight.device, weight.dtype)
+    if backend == "cuda":
+        backend = "triton" if _backend.triton_usable() else "reference"
+    args = (weight, state1, state2, indices, grad.contiguous(), kind, float(lr), float(beta1))
+    args = (*args, float(beta2), float(eps), float(weight_decay), int(step))
+    if backend == "reference":
+        sparse_row_update_ref(*args)
+    elif backend == "triton":
+        _backend.triton_module().sparse_row_update(*args)
+    else:
+        torch.ops.solid_ext.sparse_row_update(*args)
+
+
+def item_softmax_xent(
+    hidden: Tensor,
+    table: Tensor,
+    target: Tensor,
+    label_smoothing: float = 0.0,
+    chunk: int = SOFTMAX_CHUNK,
+) -> Tensor:
+    """Softmax cross-entropy of each row of ``hidden`` over every row of ``table``,
+    never holding the (B, N) logits.
+
+    ``loss_b = logsumexp_j(h_b . t_j) - (1 - s) h_b . t_target - s mean_j h_b . t_j``
+    (s = ``label_smoothing``), as ``F.cross_entropy(hidden @ table.T, target,
+    reduction="none", label_smoothing=s)``. Items are visited in blocks of ``chunk``
+    with an online log-sum-exp; the backward recomputes each block. Peak scratch is
+    O(B x chunk), whatever N.
+
+    Args:
+        hidden: (B, D) float query rows.
+        table: (N, D) item rows, N >= 1 (same dtype and device).
+        target: (B,) int64 in [0, N).
+        label_smoothing: in [0, 1].
+        chunk: items per block.
+
+    Returns:
+        (B,) per-row loss, differentiable in hidden and table. The table's gradient is
+        dense (every item's logit enters every row's normaliser).
+    """
+    check_item_softmax(hidden, table, target, label_smoothing, chunk)
+    backend = _backend.resolve(hidden.device, hidden.dtype)
+    if backend == "cuda":
+        backend = "triton" if _backend.triton_usable() else "reference"
+    if backend == "reference":
+        return item_softmax_xent_ref(hidden, table, target, label_smoothing)
+    if backend == "triton":
+        fn = _backend.triton_module().item_softmax_xent
+    else:
+        fn = torch.ops.solid_ext.item_softmax_xent
+    return fn(hidden, table, target, float(label_smoothing), int(chunk))[0]
+
+
 # --- registration of fake kernels and autograd for the compiled ops -------------
 
 
@@ -170,6 +281,9 @@ def _register() -> None:
         ("generated_linear_backward", _opmeta.generated_linear_backward_fake),
         ("codebook_quantize", _opmeta.codebook_quantize_fake),
         ("codebook_quantize_backward", _opmeta.codebook_quantize_backward_fake),
+        ("sparse_row_update", _opmeta.sparse_row_update_fake),
+        ("item_softmax_xent", _opmeta.item_softmax_xent_fake),
+        ("item_softmax_xent_backward", _opmeta.item_softmax_xent_backward_fake),
     ):
         torch.library.register_fake(f"solid_ext::{name}", fake)
     backward, setup = _opmeta.dynamic_linear_autograd(torch.ops.solid_ext.dynamic_linear_backward)
@@ -182,6 +296,10 @@ def _register() -> None:
         torch.ops.solid_ext.codebook_quantize_backward
     )
     torch.library.register_autograd("solid_ext::codebook_quantize", backward, setup_context=setup)
+    backward, setup = _opmeta.item_softmax_xent_autograd(
+        torch.ops.solid_ext.item_softmax_xent_backward
+    )
+    torch.library.register_autograd("solid_ext::item_softmax_xent", backward, setup_context=setup)
 
 
 _register()

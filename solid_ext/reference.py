@@ -23,6 +23,8 @@ __all__ = [
     "codebook_quantize_ref",
     "dynamic_linear_ref",
     "generated_linear_ref",
+    "item_softmax_xent_ref",
+    "sparse_row_update_ref",
 ]
 
 # Rows of z per distance tile: bounds the (rows, K) scratch of the reference search.
@@ -201,3 +203,84 @@ def codebook_quantize_ref(
     base = chosen if straight_through_codebook else chosen.detach()
     q = _StraightThrough.apply(z2, base)
     return q.reshape(*lead, d), idx.reshape(lead), sq.reshape(lead)
+
+
+@torch.no_grad()
+def sparse_row_update_ref(
+    weight: Tensor,
+    state1: Tensor,
+    state2: Tensor,
+    indices: Tensor | None,
+    grad: Tensor,
+    kind: str,
+    lr: float,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    step: int = 1,
+) -> None:
+    """Row-wise optimizer step on the rows ``indices`` names, in place.
+
+    ``grad`` row j belongs to row ``indices[j]`` of ``weight`` (N, D); duplicate indices
+    are summed first. ``indices=None``: ``grad`` is (N, D), one row per row of weight.
+    Rows that no index names are left untouched, state included.
+
+    - ``lazy_adam``: Adam (with L2 ``weight_decay`` added to the gradient, as
+      ``torch.optim.Adam``) on the touched rows only; state1/state2 (N, D) are the first
+      and second moments. The moments of untouched rows are not decayed (lazy, as
+      TensorFlow's LazyAdam and ``torch.optim.SparseAdam``); bias correction uses the
+      global ``step``. With every row touched each step it is ``torch.optim.Adam``.
+    - ``rowwise_adagrad``: state1 (N,) accumulates each row's mean squared gradient,
+      ``w -= lr g / (sqrt(state1) + eps)``; state2 is unused (0 elements).
+    """
+    rows_all = indices is None
+    if rows_all:
+        g = grad.to(weight.dtype)
+        w = weight
+    else:
+        rows, inv = torch.unique(indices, return_inverse=True)
+        g = weight.new_zeros((len(rows), weight.shape[1])).index_add_(0, inv, grad)
+        w = weight[rows]
+    if weight_decay:
+        g = g + weight_decay * w
+    if kind == "lazy_adam":
+        m = (state1 if rows_all else state1[rows]).mul(beta1).add_(g, alpha=1 - beta1)
+        v = (state2 if rows_all else state2[rows]).mul(beta2).addcmul_(g, g, value=1 - beta2)
+        denom = (v.sqrt() / math.sqrt(1 - beta2**step)).add_(eps)
+        new_w = w - (lr / (1 - beta1**step)) * m / denom
+        s1, s2 = m, v
+    elif kind == "rowwise_adagrad":
+        s1 = (state1 if rows_all else state1[rows]) + (g * g).mean(1)
+        new_w = w - lr * g / (s1.sqrt() + eps).unsqueeze(1)
+        s2 = None
+    else:
+        raise ValueError(f"unknown kind {kind!r}")
+    if rows_all:
+        weight.copy_(new_w)
+        state1.copy_(s1)
+        if s2 is not None:
+            state2.copy_(s2)
+    else:
+        weight[rows] = new_w
+        state1[rows] = s1
+        if s2 is not None:
+            state2[rows] = s2
+
+
+def item_softmax_xent_ref(
+    hidden: Tensor, table: Tensor, target: Tensor, label_smoothing: float = 0.0
+) -> Tensor:
+    """Softmax cross-entropy of each row of ``hidden`` (B, D) over every row of
+    ``table`` (N, D) (logits ``hidden @ table.T``), target (B,) in [0, N) -> (B,).
+
+    ``loss_b = lse_b - (1 - s) logit_b,target - s mean_j logit_bj`` (s the label
+    smoothing), as ``F.cross_entropy(..., reduction="none")``. The oracle: it builds
+    the (B, N) logits, which the kernels never do.
+    """
+    wd = _work_dtype(hidden.dtype)
+    logits = hidden.to(wd) @ table.to(wd).T
+    out = torch.nn.functional.cross_entropy(
+        logits, target, reduction="none", label_smoothing=label_smoothing
+    )
+    return out.to(hidden.dtype)

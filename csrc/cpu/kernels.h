@@ -70,6 +70,25 @@ struct GLArgs {
   T* dbase;  // (I, O), accumulated
 };
 
+// sparse_row_update over distinct rows [u0, u1) (see sparse_row_update.cpp). Row u is
+// rows[u] (or u when rows is null); its gradient is the sum of g rows pos[seg[u]],
+// ..., pos[seg[u + 1] - 1] in that order (or g row u when pos is null).
+template <typename T>
+struct SUArgs {
+  T* w;                 // (N, D) weights, updated in place
+  T* s1;                // lazy_adam: (N, D) first moment; rowwise_adagrad: (N) accumulator
+  T* s2;                // lazy_adam: (N, D) second moment; else null
+  const T* g;           // (nnz, D) gradient rows
+  const int64_t* pos;   // (nnz) positions of g sorted by row, or null
+  const int64_t* seg;   // (U + 1) segment starts into pos, or null
+  const int64_t* rows;  // (U) distinct rows, or null
+  int64_t D;
+  bool adagrad;         // false: lazy_adam
+  T lr, beta1, beta2, eps, weight_decay;
+  T step_size;          // lazy_adam: lr / (1 - beta1^step)
+  T inv_bc2_sqrt;       // lazy_adam: 1 / sqrt(1 - beta2^step)
+};
+
 template <typename T>
 struct KernelOps {
   // Samples [b0, b1); scratch holds SOLID_EXT_DL_SCRATCH_ELEMS(I, O) elements.
@@ -85,6 +104,8 @@ struct KernelOps {
   int cq_tile;    // codes per micro-tile: Kp and Kc are multiples of it
   int cq_group;   // rows of z per group
   int64_t (*cq_scratch_bytes)(int64_t D);
+  // Distinct rows [u0, u1); scratch holds D elements.
+  void (*su_rows)(const SUArgs<T>& a, int64_t u0, int64_t u1, T* scratch);
 };
 
 struct Kernels {

@@ -858,6 +858,60 @@ int64_t gl_scratch_elems(int64_t L, int64_t I, int64_t O) {
   return int64_t(GL_ROWS) * (L * lanes<T>() + I * O + 2 * lanes<T>());
 }
 
+// ---------------------------------------------------------------- sparse_row_update
+
+// One distinct row: its gradient rows summed in order into acc, then the row-wise
+// optimizer step on w, s1 (and s2). Plain loops over D: the compiler vectorises them
+// with this variant's width (sqrt included: the kernels are built -fno-math-errno), and
+// the row is memory-bound, so register tiling buys nothing here.
+template <typename T>
+inline void su_row(const SUArgs<T>& a, int64_t u, T* __restrict acc) {
+  const int64_t D = a.D;
+  const int64_t r = a.rows ? a.rows[u] : u;
+  if (a.pos) {
+    const int64_t p0 = a.seg[u], p1 = a.seg[u + 1];
+    const T* g0 = a.g + a.pos[p0] * D;
+    for (int64_t d = 0; d < D; ++d) acc[d] = g0[d];
+    for (int64_t p = p0 + 1; p < p1; ++p) {
+      const T* gp = a.g + a.pos[p] * D;
+      for (int64_t d = 0; d < D; ++d) acc[d] += gp[d];
+    }
+  } else {
+    const T* gr = a.g + r * D;
+    for (int64_t d = 0; d < D; ++d) acc[d] = gr[d];
+  }
+  T* __restrict w = a.w + r * D;
+  const T wd = a.weight_decay;
+  if (wd != T(0))
+    for (int64_t d = 0; d < D; ++d) acc[d] += wd * w[d];
+  if (a.adagrad) {
+    T ss = 0;
+    for (int64_t d = 0; d < D; ++d) ss += acc[d] * acc[d];
+    const T s = a.s1[r] + (D > 0 ? ss / T(D) : T(0));
+    a.s1[r] = s;
+    const T scale = a.lr / (__builtin_sqrt(s) + a.eps);
+    for (int64_t d = 0; d < D; ++d) w[d] -= scale * acc[d];
+    return;
+  }
+  T* __restrict m = a.s1 + r * D;
+  T* __restrict v = a.s2 + r * D;
+  const T b1 = a.beta1, b2 = a.beta2, c1 = T(1) - b1, c2 = T(1) - b2;
+  const T step = a.step_size, ib = a.inv_bc2_sqrt, eps = a.eps;
+  for (int64_t d = 0; d < D; ++d) {
+    const T gd = acc[d];
+    const T md = b1 * m[d] + c1 * gd;
+    const T vd = b2 * v[d] + c2 * gd * gd;
+    m[d] = md;
+    v[d] = vd;
+    w[d] -= step * md / (__builtin_sqrt(vd) * ib + eps);
+  }
+}
+
+template <typename T>
+void su_rows(const SUArgs<T>& a, int64_t u0, int64_t u1, T* scratch) {
+  for (int64_t u = u0; u < u1; ++u) su_row(a, u, scratch);
+}
+
 // ---------------------------------------------------------------- FMA peak
 
 double fma_loop(int64_t iters) {
@@ -882,7 +936,7 @@ constexpr KernelOps<T> ops_of() {
   return KernelOps<T>{&dl_forward<T>,     &dl_backward<T>,      &gl_forward<T>,
                       &gl_backward<T>,    &gl_scratch_elems<T>, lanes<T>(),
                       &cq_search<T>,      cq_tile_codes<T>(),   CQ_GROUP,
-                      &cq_scratch_bytes<T>};
+                      &cq_scratch_bytes<T>, &su_rows<T>};
 }
 
 const Kernels table{SOLID_STR(SOLID_ISA), ops_of<float>(), ops_of<double>(), &fma_loop};
