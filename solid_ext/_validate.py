@@ -297,7 +297,9 @@ def check_sparse_row_update(
             raise ValueError(f"{name} must have shape {want} for kind={kind!r}, got {_desc(t)}")
     if indices is None:
         if tuple(grad.shape) != (n, d):
-            raise ValueError(f"grad must be (N, D) = {(n, d)} when indices is None, got {_desc(grad)}")
+            raise ValueError(
+                f"grad must be (N, D) = {(n, d)} when indices is None, got {_desc(grad)}"
+            )
     else:
         if not isinstance(indices, Tensor) or indices.dtype != torch.int64 or indices.dim() != 1:
             got = _desc(indices) if isinstance(indices, Tensor) else type(indices).__name__

@@ -16,10 +16,10 @@ from torch import Tensor
 from . import _backend, _opmeta
 from ._validate import (
     check_codebook_quantize,
-    check_item_softmax,
-    check_sparse_row_update,
     check_dynamic_linear,
     check_generated_linear,
+    check_item_softmax,
+    check_sparse_row_update,
     check_straight_through,
 )
 from .reference import (
