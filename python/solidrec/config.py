@@ -28,6 +28,11 @@ GENERATORS = ("none", "apg", "duet")
 LOSSES = ("bce", "softmax", "sampled_softmax")
 #: ``train.negative_sampling`` values for ``sampled_softmax`` with ``num_negatives > 0``.
 NEGATIVE_SAMPLERS = ("uniform", "popularity")
+#: ``train.item_optimizer`` values: how the item id table is updated. dense: with the rest
+#: of the model by Adam (every row, every step); lazy_adam / rowwise_adagrad: sparse
+#: gradients and the fused row-wise step of ``solid_ext.optim`` on the rows a step
+#: touched (docs/TRAINING.md, "Training at catalog scale").
+ITEM_OPTIMIZERS = ("dense", "lazy_adam", "rowwise_adagrad")
 ITEM_FEATURES = ("id", "id+category", "id+embedding", "id+category+embedding")
 
 
@@ -143,6 +148,14 @@ class TrainConfig:
     negative_sampling: str = "uniform"  # uniform | popularity (logQ-corrected)
     label_smoothing: float = 0.0  # softmax losses
     weight_decay: float = 0.0  # Adam's L2 penalty
+    # sampled_softmax: the num_negatives are drawn once per step and scored by every
+    # history (O(batch x negatives) whatever the catalog), not drawn per history.
+    shared_negatives: bool = False
+    # sampled_softmax: the other histories' positives of the step are negatives too.
+    in_batch_negatives: bool = False
+    # The item id table's optimizer (ITEM_OPTIMIZERS); item_lr 0 = train.lr.
+    item_optimizer: str = "dense"
+    item_lr: float = 0.0
 
     def validate(self) -> None:
         """Raise ValueError naming the key on a value no run can use."""
@@ -159,6 +172,7 @@ class TrainConfig:
                 "nonfinite_patience",
                 "num_negatives",
                 "weight_decay",
+                "item_lr",
             ),
         )
         parse_device(self.device, "train.device")
@@ -166,7 +180,11 @@ class TrainConfig:
             raise ValueError(
                 f"train.select_metric must be one of {METRIC_KEYS}, got {self.select_metric!r}"
             )
-        for name, allowed in (("loss", LOSSES), ("negative_sampling", NEGATIVE_SAMPLERS)):
+        for name, allowed in (
+            ("loss", LOSSES),
+            ("negative_sampling", NEGATIVE_SAMPLERS),
+            ("item_optimizer", ITEM_OPTIMIZERS),
+        ):
             if getattr(self, name) not in allowed:
                 raise ValueError(
                     f"train.{name} must be one of {allowed}, got {getattr(self, name)!r}"
@@ -182,6 +200,15 @@ class TrainConfig:
             )
         if self.num_negatives and self.loss != "sampled_softmax":
             raise ValueError("train.num_negatives applies to train.loss=sampled_softmax only")
+        if (self.shared_negatives or self.in_batch_negatives) and self.loss != "sampled_softmax":
+            raise ValueError(
+                "train.shared_negatives and train.in_batch_negatives apply to "
+                f"train.loss=sampled_softmax only, got train.loss={self.loss}"
+            )
+        if self.shared_negatives and not self.num_negatives:
+            raise ValueError(
+                "train.shared_negatives draws train.num_negatives per step: set it > 0 (e.g. 512)"
+            )
         if self.negative_sampling != "uniform" and not self.num_negatives:
             raise ValueError(
                 f"train.negative_sampling={self.negative_sampling} draws negatives: set "

@@ -14,7 +14,13 @@ from solidrec.cli import main as cli_main
 from solidrec.config import ModelConfig, RunConfig
 from solidrec.models import SolidModel
 from solidrec.testing import make_tiny_dataset
-from solidrec.train.losses import NegativeSampler, softmax_cross_entropy
+from solidrec.train.losses import (
+    NegativeSampler,
+    full_softmax,
+    shared_candidates,
+    shared_layout,
+    softmax_cross_entropy,
+)
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
@@ -94,6 +100,20 @@ def _run(tiny: Path, out: Path, backbone: str, *sets: str) -> dict:
         ("gru4rec", ["train.loss=sampled_softmax"]),
         ("din", ["train.loss=sampled_softmax", "num_negatives=7"]),
         ("bert4rec", ["loss=sampled_softmax", "num_negatives=5", "negative_sampling=popularity"]),
+        # Catalog-scale settings: shared and in-batch negatives, row-wise item optimizers.
+        (
+            "sasrec",
+            ["loss=sampled_softmax", "num_negatives=16", "shared_negatives=true"]
+            + ["in_batch_negatives=true", "item_optimizer=lazy_adam"],
+        ),
+        (
+            "din",
+            ["loss=sampled_softmax", "num_negatives=9", "shared_negatives=true"]
+            + ["in_batch_negatives=true", "item_optimizer=rowwise_adagrad", "item_lr=0.05"],
+        ),
+        ("gru4rec", ["loss=sampled_softmax", "num_negatives=8", "shared_negatives=true"]),
+        ("gru4rec", ["loss=softmax", "item_optimizer=lazy_adam"]),
+        ("bert4rec", ["item_optimizer=rowwise_adagrad", "item_lr=0.05"]),
     ],
 )
 def test_every_loss_trains_and_is_deterministic(
@@ -115,6 +135,11 @@ def test_every_loss_trains_and_is_deterministic(
         (["loss=sampled_softmax", "negative_sampling=popularity"], "num_negatives > 0"),
         (["loss=softmax", "label_smoothing=1"], "label_smoothing must be in [0, 1)"),
         (["weight_decay=-1"], "train.weight_decay must be >= 0"),
+        (["item_optimizer=sgd"], "train.item_optimizer must be one of"),
+        (["shared_negatives=true"], "sampled_softmax only"),
+        (["loss=sampled_softmax", "shared_negatives=true"], "set it > 0"),
+        (["loss=softmax", "in_batch_negatives=true"], "sampled_softmax only"),
+        (["item_lr=-0.1"], "train.item_lr must be >= 0"),
     ],
 )
 def test_bad_loss_settings_name_the_key(sets: list[str], message: str) -> None:
@@ -131,3 +156,77 @@ def test_softmax_with_din_is_refused() -> None:
     cfg.override(["backbone=din", "loss=softmax"])
     with pytest.raises(ValueError, match="use train.loss=sampled_softmax"):
         cfg.validate()
+
+
+def test_full_softmax_equals_the_materialised_logits() -> None:
+    """The fused loss over every item equals cross-entropy over forward(hist, None)'s
+    logits, loss and gradients, with side features on the item side too."""
+    torch.manual_seed(0)
+    sem = torch.randint(1, 4, (41,))
+    sem[0] = 0
+    cfg = ModelConfig(backbone="sasrec", generator="duet", item_features="id+category")
+    m = SolidModel(cfg, sem, 3, 5).double()
+    hist = torch.randint(0, 41, (6, 5))
+    hist[:, -1] = 2
+    pos = torch.randint(1, 41, (6,))
+    user, _ = m(hist, None, return_user=True)
+    got = full_softmax(user, m.item_table(), pos, 0.1)
+    g_got = torch.autograd.grad(got, [m.item_emb.weight, m.cat_feat.weight])
+    logits, _ = m(hist, None)
+    want = F.cross_entropy(logits[:, 1:], pos - 1, reduction="sum", label_smoothing=0.1)
+    g_want = torch.autograd.grad(want, [m.item_emb.weight, m.cat_feat.weight])
+    torch.testing.assert_close(got, want)
+    for a, b in zip(g_got, g_want, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("in_batch", [False, True])
+def test_shared_candidates_against_per_row_loops(in_batch: bool) -> None:
+    torch.manual_seed(1)
+    b, n, d = 5, 6, 4
+    user, pos_vec, neg_vec = torch.randn(b, d), torch.randn(b, d), torch.randn(n, d)
+    pos = torch.tensor([3, 7, 3, 9, 2])
+    neg = torch.tensor([7, 1, 3, 4, 8, 8])  # hits: 7 (row 1), 3 (rows 0, 2)
+    log_q = torch.randn(b + n)
+    logits, valid, target = shared_candidates(user, pos, pos_vec, neg, neg_vec, log_q, in_batch)
+    items = torch.cat([pos, neg])
+    vecs = torch.cat([pos_vec, neg_vec])
+    for r in range(b):
+        if in_batch:
+            cols = list(range(b + n))
+            t = r
+        else:
+            cols = [r] + list(range(b, b + n))  # own positive, then the negatives
+            t = 0
+        want = torch.stack([user[r] @ vecs[c] - log_q[c] for c in cols])
+        torch.testing.assert_close(logits[r], want)
+        ok = [c_i == t or items[c] != pos[r] for c_i, c in enumerate(cols)]
+        assert valid[r].tolist() == ok
+        assert int(target[r]) == t
+    # the layout's candidate matrix names the same items (DIN scores it pair by pair)
+    cand, q, valid2, target2 = shared_layout(pos, neg, log_q, in_batch)
+    assert torch.equal(valid2, valid) and torch.equal(target2, target)
+    assert cand.shape == logits.shape
+
+
+def test_row_optimizer_touches_only_the_rows_of_the_step(tiny: Path, tmp_path: Path) -> None:
+    """lazy_adam: a BCE step changes exactly the item rows its batch looked up."""
+    from solidrec.train.loop import Trainer
+
+    cfg = RunConfig(data=str(tiny), out=str(tmp_path / "r"))
+    cfg.override(["item_optimizer=lazy_adam", "generator=duet", "batch_size=64"])
+    tr = Trainer(cfg, quiet=True)
+    before = tr.model.item_emb.weight.detach().clone()
+    hist = torch.from_numpy(tr.data.train.hist[:4]).long()
+    item = torch.from_numpy(tr.data.train.item[:4]).long()
+    label = torch.from_numpy(tr.data.train.label[:4]).float()
+    loss, total, aux = tr._batch_loss(hist, item, label, 0)
+    tr.optimizer.zero_grad()
+    (loss / total + aux).backward()
+    assert tr.model.item_emb.weight.grad.is_sparse
+    tr.optimizer.step()
+    changed = (tr.model.item_emb.weight.detach() != before).any(1)
+    touched = torch.zeros_like(changed)
+    touched[torch.cat([hist.flatten(), item.flatten()])] = True
+    touched[0] = False  # padding
+    assert torch.equal(changed, touched)

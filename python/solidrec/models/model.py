@@ -281,11 +281,26 @@ class SolidModel(nn.Module):
         seq = seq + self._side_features(hist)
         return seq, hist > 0, trunk, branch, aux
 
-    def forward(self, hist: Tensor, items: Tensor | None) -> tuple[Tensor, Tensor]:
+    def item_table(self) -> Tensor:
+        """(N, D): what the backbone sees of items 1..N, row i - 1 for item i. The id
+        table's rows enter as a view of its weight, so a loss over every item (the full
+        softmax) gives it one dense gradient rather than N looked-up rows."""
+        table = self.item_emb.weight[1:]
+        if self.cat_feat is None and self.pretrained_proj is None:
+            return table
+        items = torch.arange(1, self.item_emb.num_embeddings, device=table.device)
+        return table + self._side_features(items)
+
+    def forward(
+        self, hist: Tensor, items: Tensor | None, return_user: bool = False
+    ) -> tuple[Tensor, Tensor]:
         """hist (B, L) int64 left-padded; items (B, C) int64 → logits (B, C), aux loss ().
 
         ``items=None`` scores every item: logits (B, num_items + 1), column i for item i
-        (column 0 is padding's; the caller drops it). Not for target-dependent backbones.
+        (column 0 is padding's; the caller drops it); with ``return_user`` it returns the
+        user vectors (B, D) instead, whose dot product with :meth:`item_vectors` is the
+        logit (how the softmax losses score many items without a (B, C, D) gather). Not
+        for target-dependent backbones.
         """
         seq, mask, trunk, branch, aux = self._user(hist)
         if items is None:
@@ -295,6 +310,8 @@ class SolidModel(nn.Module):
                     "scoring every item at once needs another backbone"
                 )
             user = self._head(self.backbone.encode(seq, mask, None), trunk, branch)
+            if return_user:
+                return user, aux
             return user @ self.item_vectors(self._all_items(hist.device)).T, aux
         b, c = items.shape
         tgt = self.item_vectors(items)  # (B, C, D)

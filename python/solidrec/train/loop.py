@@ -54,7 +54,14 @@ from solidrec.train.checkpoint import (
     save_checkpoint,
 )
 from solidrec.train.lock import RunLock, RunLockedError
-from solidrec.train.losses import NegativeSampler, softmax_cross_entropy
+from solidrec.train.losses import (
+    NegativeSampler,
+    full_softmax,
+    shared_candidates,
+    shared_layout,
+    softmax_cross_entropy,
+)
+from solidrec.train.optim import RunOptimizer
 
 
 class TrainingDivergedError(RuntimeError):
@@ -185,17 +192,59 @@ class Trainer:
         self.optimizer = self._optimizer()
         self.train_model: torch.nn.Module = self.model
         self.writer = None
-        self.sampler = NegativeSampler(
-            self.data.num_items, cfg.train.negative_sampling, self.data.train.item[:, 0]
-        )
+        positives = self.data.train.item[:, 0]
+        self.sampler = NegativeSampler(self.data.num_items, cfg.train.negative_sampling, positives)
+        # In-batch negatives arrive as often as items are positives: their logQ.
+        self.batch_sampler = NegativeSampler(self.data.num_items, "popularity", positives)
 
-    def _optimizer(self) -> torch.optim.Optimizer:
-        t = self.cfg.train
-        params = list(self.model.parameters())
-        # The fused kernel updates every parameter in one pass instead of a dozen ops per
-        # parameter list: about 1-2 ms of a 12-25 ms Scientific step (BENCHMARKS.md).
-        fused = all(p.device.type in ("cpu", "cuda") for p in params) or None
-        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, fused=fused)
+    def _optimizer(self) -> RunOptimizer:
+        if self.dist.world > 1 and self.cfg.train.item_optimizer != "dense":
+            raise ValueError(
+                f"train.item_optimizer={self.cfg.train.item_optimizer} is not supported "
+                "under torchrun yet (DDP would all-reduce the sparse table gradients "
+                "densely); use train.item_optimizer=dense or one process"
+            )
+        return RunOptimizer(self.model, self.cfg.train)
+
+    def _draw_negatives(self, rows: int, n: int, step: int) -> torch.Tensor:
+        """(rows, n) negatives of this step, seeded by its position in the schedule: a
+        resumed run draws the same ones."""
+        t, s, d = self.cfg.train, self.state, self.dist
+        g = torch.Generator().manual_seed(
+            hash((t.seed, s["stage"], s["epoch"], step, d.rank)) & 0x7FFF_FFFF_FFFF_FFFF
+        )
+        return self.sampler.draw(rows, n, g).to(d.device)
+
+    def _shared_loss(
+        self, hist: torch.Tensor, pos: torch.Tensor, step: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sampled softmax over negatives shared by the step's histories (and the other
+        histories' positives with in_batch_negatives): (summed loss, aux)."""
+        t, m = self.cfg.train, self.model
+        neg = self._draw_negatives(1, t.num_negatives, step)[0]
+        cols = torch.cat([pos, neg])
+        if t.in_batch_negatives:
+            # A mixture proposal: column item j is drawn as a shared negative with
+            # probability n q(j) and arrives in the batch with B q_pop(j).
+            shared = self.sampler.prob.to(pos.device)[cols]
+            in_batch = self.batch_sampler.prob.to(pos.device)[cols]
+            log_q = (len(neg) * shared + len(pos) * in_batch).clamp_min(1e-30).log().float()
+        else:
+            log_q = self.sampler.log_q(cols)
+        if m.backbone.target_dependent:
+            # DIN scores each (history, candidate) pair: the shared columns go through the
+            # model as a (B, C) candidate matrix (O(B x C) attention either way).
+            cand, q, valid, target = shared_layout(pos, neg, log_q, t.in_batch_negatives)
+            logits, aux = self.train_model(hist, cand)
+            logits = logits - q
+        else:
+            user, aux = self.train_model(hist, None, return_user=True)
+            vec = m.item_vectors(cols)
+            b = len(pos)
+            logits, valid, target = shared_candidates(
+                user, pos, vec[:b], neg, vec[b:], log_q, t.in_batch_negatives
+            )
+        return softmax_cross_entropy(logits, target, valid, t.label_smoothing), aux
 
     def _batch_loss(
         self, hist: torch.Tensor, item: torch.Tensor, label: torch.Tensor, step: int
@@ -210,16 +259,14 @@ class Trainer:
             return bce, logits.shape[1], aux
         pos = item[:, 0]
         if t.loss == "softmax":
-            logits, aux = self.train_model(hist, None)  # every item; column 0 is padding
-            ce = softmax_cross_entropy(logits[:, 1:], pos - 1, None, t.label_smoothing)
-            return ce, 1, aux
+            # Every item, through the fused op: no (B, N) logits.
+            user, aux = self.train_model(hist, None, return_user=True)
+            return full_softmax(user, self.model.item_table(), pos, t.label_smoothing), 1, aux
+        if t.shared_negatives or t.in_batch_negatives:
+            loss, aux = self._shared_loss(hist, pos, step)
+            return loss, 1, aux
         if t.num_negatives > 0:
-            # Seeded by position in the schedule: a resumed run draws the same negatives.
-            s = self.state
-            g = torch.Generator().manual_seed(
-                hash((t.seed, s["stage"], s["epoch"], step, d.rank)) & 0x7FFF_FFFF_FFFF_FFFF
-            )
-            neg = self.sampler.draw(len(hist), t.num_negatives, g).to(d.device)
+            neg = self._draw_negatives(len(hist), t.num_negatives, step)
         else:
             neg = item[:, 1:]
         cand = torch.cat([pos.unsqueeze(1), neg], 1)
@@ -240,7 +287,7 @@ class Trainer:
                 "config": self.cfg.to_dict(),
                 "data_fingerprint": self.data.manifest.get("fingerprint", ""),
                 "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
+                **self.optimizer.state_dict(),
                 "rng": torch.get_rng_state(),
                 "state": self.state,
             },
@@ -296,7 +343,8 @@ class Trainer:
             self.model.load_state_dict(ck["model"])
             self.optimizer = self._optimizer()
             self.optimizer.load_state_dict(
-                self.model.optimizer_state_for(ck["model"], ck["optimizer"])
+                self.model.optimizer_state_for(ck["model"], ck["optimizer"]),
+                ck.get("item_optimizer"),
             )
         except (RuntimeError, ValueError, KeyError) as e:
             raise CheckpointError(f"{used}: weights do not fit this model: {e}") from e
@@ -413,7 +461,7 @@ class Trainer:
                 # Sum over the local slice / the global batch's count x world: DDP's
                 # average of these gradients is the gradient of the global batch's mean.
                 loss = main / total * d.world + aux
-                self.optimizer.zero_grad(set_to_none=True)
+                self.optimizer.zero_grad()
                 loss.backward()
                 value, aux_value, finite = self._loss_value(loss, main, aux)
                 if finite:

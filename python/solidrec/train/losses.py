@@ -1,6 +1,12 @@
 """Training objectives (``train.loss``): the paper's BCE over each history's candidates,
 softmax cross-entropy over all items, and sampled softmax with the logQ correction.
 
+At catalog scale: the full softmax runs through ``solid_ext.ops.item_softmax_xent``
+(items in blocks, never the (B, N) logits); sampled softmax with
+``train.shared_negatives`` scores one set of negatives drawn per step against every
+history (and with ``train.in_batch_negatives`` the step's other positives too), so its
+cost is O(batch x negatives) whatever the catalog.
+
 Every objective scores a candidate as the model does (the dynamic head's output with the
 candidate's embedding), so each works with every backbone x generator x SOLID mode;
 ``softmax`` needs a backbone whose user side does not depend on the candidate (not DIN).
@@ -13,9 +19,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from solid_ext import ops
 from solidrec.config import LOSSES, NEGATIVE_SAMPLERS
 
-__all__ = ["LOSSES", "NEGATIVE_SAMPLERS", "NegativeSampler", "softmax_cross_entropy"]
+__all__ = [
+    "LOSSES",
+    "NEGATIVE_SAMPLERS",
+    "NegativeSampler",
+    "full_softmax",
+    "shared_candidates",
+    "shared_layout",
+    "softmax_cross_entropy",
+]
 
 
 def softmax_cross_entropy(
@@ -72,3 +87,65 @@ class NegativeSampler:
     def log_q(self, items: Tensor) -> Tensor:
         """log Q(item), same shape as ``items``."""
         return self.log_prob.to(items.device)[items]
+
+
+def full_softmax(user: Tensor, table: Tensor, pos: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Summed softmax cross-entropy of user vectors (B, D) over every item: ``table``
+    (N, D) holds items 1..N, ``pos`` (B,) the positives (1..N). Fused: peak memory is
+    O(B x block), not O(B x N); the table's gradient is dense."""
+    # float16/bfloat16 user vectors in float32, as softmax_cross_entropy does.
+    work = torch.promote_types(user.dtype, torch.float32)
+    loss = ops.item_softmax_xent(user.to(work), table.to(work), pos - 1, label_smoothing)
+    return loss.sum()
+
+
+def shared_layout(
+    pos: Tensor, neg: Tensor, log_q: Tensor, in_batch: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The columns of a sampled softmax over negatives shared by a step's histories.
+
+    Args:
+        pos: (B,) the histories' positives; neg (n,) the negatives drawn for the step.
+        log_q: (B + n,) log sampling probability of ``[pos, neg]``.
+        in_batch: the other histories' positives are negatives too.
+
+    Returns:
+        ``(cand, log_q, valid, target)``: cand (B, C) the item of each column, C = B + n
+        (in batch: ``[pos, neg]`` for every row) or 1 + n (each row's own positive, then
+        ``neg``); log_q (B, C) to subtract from the logits; valid (B, C) False where a
+        column is the row's own positive outside its target column (an accidental hit
+        is no negative); target (B,) the target column.
+    """
+    b, n = len(pos), len(neg)
+    rows = torch.arange(b, device=pos.device)
+    if in_batch:
+        cand = torch.cat([pos, neg]).expand(b, -1)
+        q = log_q.expand(b, -1)
+        target = rows
+    else:
+        cand = torch.cat([pos[:, None], neg.expand(b, -1)], 1)
+        q = torch.cat([log_q[:b, None], log_q[b:].expand(b, n)], 1)
+        target = torch.zeros(b, dtype=torch.long, device=pos.device)
+    valid = cand != pos.unsqueeze(1)
+    valid[rows, target] = True
+    return cand, q, valid, target
+
+
+def shared_candidates(
+    user: Tensor,
+    pos: Tensor,
+    pos_vec: Tensor,
+    neg: Tensor,
+    neg_vec: Tensor,
+    log_q: Tensor,
+    in_batch: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(logits (B, C), valid, target)`` of user vectors (B, D) against the columns of
+    :func:`shared_layout`, logQ-corrected: pos_vec (B, D) and neg_vec (n, D) are the
+    positives' and negatives' vectors. One (B, D) x (D, n) product for the negatives,
+    no (B, C, D) gather."""
+    _, q, valid, target = shared_layout(pos, neg, log_q, in_batch)
+    # In batch: (B, B), row b's target on the diagonal; else each row's own (B, 1).
+    first = user @ pos_vec.T if in_batch else (user * pos_vec).sum(1, keepdim=True)
+    logits = torch.cat([first, user @ neg_vec.T], 1) - q
+    return logits, valid, target
