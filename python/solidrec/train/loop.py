@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from solidrec.config import (
@@ -54,13 +53,7 @@ from solidrec.train.checkpoint import (
     save_checkpoint,
 )
 from solidrec.train.lock import RunLock, RunLockedError
-from solidrec.train.losses import (
-    NegativeSampler,
-    full_softmax,
-    shared_candidates,
-    shared_layout,
-    softmax_cross_entropy,
-)
+from solidrec.train.losses import Objective
 from solidrec.train.optim import RunOptimizer
 
 
@@ -192,10 +185,7 @@ class Trainer:
         self.optimizer = self._optimizer()
         self.train_model: torch.nn.Module = self.model
         self.writer = None
-        positives = self.data.train.item[:, 0]
-        self.sampler = NegativeSampler(self.data.num_items, cfg.train.negative_sampling, positives)
-        # In-batch negatives arrive as often as items are positives: their logQ.
-        self.batch_sampler = NegativeSampler(self.data.num_items, "popularity", positives)
+        self.objective = Objective(cfg.train, self.data.num_items, self.data.train.item[:, 0])
 
     def _optimizer(self) -> RunOptimizer:
         if self.dist.world > 1 and self.cfg.train.item_optimizer != "dense":
@@ -206,76 +196,22 @@ class Trainer:
             )
         return RunOptimizer(self.model, self.cfg.train)
 
-    def _draw_negatives(self, rows: int, n: int, step: int) -> torch.Tensor:
-        """(rows, n) negatives of this step, seeded by its position in the schedule: a
-        resumed run draws the same ones."""
+    def _step_generator(self, step: int) -> torch.Generator:
+        """The negatives' generator of this step, seeded by its position in the
+        schedule: a resumed run draws the same negatives."""
         t, s, d = self.cfg.train, self.state, self.dist
-        g = torch.Generator().manual_seed(
+        return torch.Generator().manual_seed(
             hash((t.seed, s["stage"], s["epoch"], step, d.rank)) & 0x7FFF_FFFF_FFFF_FFFF
         )
-        return self.sampler.draw(rows, n, g).to(d.device)
-
-    def _shared_loss(
-        self, hist: torch.Tensor, pos: torch.Tensor, step: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sampled softmax over negatives shared by the step's histories (and the other
-        histories' positives with in_batch_negatives): (summed loss, aux)."""
-        t, m = self.cfg.train, self.model
-        neg = self._draw_negatives(1, t.num_negatives, step)[0]
-        cols = torch.cat([pos, neg])
-        if t.in_batch_negatives:
-            # A mixture proposal: column item j is drawn as a shared negative with
-            # probability n q(j) and arrives in the batch with B q_pop(j).
-            shared = self.sampler.prob.to(pos.device)[cols]
-            in_batch = self.batch_sampler.prob.to(pos.device)[cols]
-            log_q = (len(neg) * shared + len(pos) * in_batch).clamp_min(1e-30).log().float()
-        else:
-            log_q = self.sampler.log_q(cols)
-        if m.backbone.target_dependent:
-            # DIN scores each (history, candidate) pair: the shared columns go through the
-            # model as a (B, C) candidate matrix (O(B x C) attention either way).
-            cand, q, valid, target = shared_layout(pos, neg, log_q, t.in_batch_negatives)
-            logits, aux = self.train_model(hist, cand)
-            logits = logits - q
-        else:
-            user, aux = self.train_model(hist, None, return_user=True)
-            vec = m.item_vectors(cols)
-            b = len(pos)
-            logits, valid, target = shared_candidates(
-                user, pos, vec[:b], neg, vec[b:], log_q, t.in_batch_negatives
-            )
-        return softmax_cross_entropy(logits, target, valid, t.label_smoothing), aux
 
     def _batch_loss(
         self, hist: torch.Tensor, item: torch.Tensor, label: torch.Tensor, step: int
     ) -> tuple[torch.Tensor, int, torch.Tensor]:
         """(summed objective, terms it sums per history, aux loss) of one local batch:
         histories (B, L) with their prepared candidates (B, C) and labels (B, C)."""
-        t, d = self.cfg.train, self.dist
-        if t.loss == "bce":
-            # Each history once, scored against all of its candidates (B, C).
-            logits, aux = self.train_model(hist, item)
-            bce = F.binary_cross_entropy_with_logits(logits, label, reduction="sum")
-            return bce, logits.shape[1], aux
-        pos = item[:, 0]
-        if t.loss == "softmax":
-            # Every item, through the fused op: no (B, N) logits.
-            user, aux = self.train_model(hist, None, return_user=True)
-            return full_softmax(user, self.model.item_table(), pos, t.label_smoothing), 1, aux
-        if t.shared_negatives or t.in_batch_negatives:
-            loss, aux = self._shared_loss(hist, pos, step)
-            return loss, 1, aux
-        if t.num_negatives > 0:
-            neg = self._draw_negatives(len(hist), t.num_negatives, step)
-        else:
-            neg = item[:, 1:]
-        cand = torch.cat([pos.unsqueeze(1), neg], 1)
-        logits, aux = self.train_model(hist, cand)
-        logits = logits - self.sampler.log_q(cand)  # logQ: unbiased under the sampler
-        valid = torch.ones_like(cand, dtype=torch.bool)
-        valid[:, 1:] = neg != pos.unsqueeze(1)  # an accidental hit is no negative
-        target = torch.zeros(len(hist), dtype=torch.long, device=d.device)
-        return softmax_cross_entropy(logits, target, valid, t.label_smoothing), 1, aux
+        return self.objective(
+            self.train_model, self.model, hist, item, label, lambda: self._step_generator(step)
+        )
 
     # -- checkpoints ---------------------------------------------------------------
     def _save_last(self) -> None:

@@ -14,18 +14,21 @@ candidate's embedding), so each works with every backbone x generator x SOLID mo
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from solid_ext import ops
-from solidrec.config import LOSSES, NEGATIVE_SAMPLERS
+from solidrec.config import LOSSES, NEGATIVE_SAMPLERS, TrainConfig
 
 __all__ = [
     "LOSSES",
     "NEGATIVE_SAMPLERS",
     "NegativeSampler",
+    "Objective",
     "full_softmax",
     "shared_candidates",
     "shared_layout",
@@ -149,3 +152,96 @@ def shared_candidates(
     first = user @ pos_vec.T if in_batch else (user * pos_vec).sum(1, keepdim=True)
     logits = torch.cat([first, user @ neg_vec.T], 1) - q
     return logits, valid, target
+
+
+class Objective:
+    """``train.loss`` (with its negatives) as one callable, for the trainer and the
+    benchmarks alike.
+
+    Args:
+        t: the training config (loss, negatives, label smoothing).
+        num_items: N; items are 1..N.
+        positives: item ids of the training positives (popularity sampling and the
+            in-batch negatives' proposal).
+    """
+
+    def __init__(self, t: TrainConfig, num_items: int, positives: np.ndarray | None) -> None:
+        self.t = t
+        self.sampler = NegativeSampler(num_items, t.negative_sampling, positives)
+        # In-batch negatives arrive as often as items are positives: their proposal.
+        self.batch_sampler = NegativeSampler(num_items, "popularity", positives)
+
+    def __call__(
+        self,
+        net: nn.Module,
+        model: nn.Module,
+        hist: Tensor,
+        item: Tensor,
+        label: Tensor,
+        generator: Callable[[], torch.Generator],
+    ) -> tuple[Tensor, int, Tensor]:
+        """(summed objective, terms it sums per history, aux loss) of one batch.
+
+        Args:
+            net: what runs the forward (the model, or its DDP wrapper).
+            model: the :class:`~solidrec.models.SolidModel` itself (item vectors).
+            hist: (B, L) histories; item (B, C) their prepared candidates, positive
+                first; label (B, C).
+            generator: called once if the loss draws negatives.
+        """
+        t = self.t
+        if t.loss == "bce":
+            # Each history once, scored against all of its candidates (B, C).
+            logits, aux = net(hist, item)
+            bce = F.binary_cross_entropy_with_logits(logits, label, reduction="sum")
+            return bce, logits.shape[1], aux
+        pos = item[:, 0]
+        if t.loss == "softmax":
+            # Every item, through the fused op: no (B, N) logits.
+            user, aux = net(hist, None, return_user=True)
+            return full_softmax(user, model.item_table(), pos, t.label_smoothing), 1, aux
+        if t.shared_negatives or t.in_batch_negatives:
+            loss, aux = self._shared(net, model, hist, pos, generator())
+            return loss, 1, aux
+        if t.num_negatives > 0:
+            neg = self.sampler.draw(len(hist), t.num_negatives, generator()).to(hist.device)
+        else:
+            neg = item[:, 1:]
+        cand = torch.cat([pos.unsqueeze(1), neg], 1)
+        logits, aux = net(hist, cand)
+        logits = logits - self.sampler.log_q(cand)  # logQ: unbiased under the sampler
+        valid = torch.ones_like(cand, dtype=torch.bool)
+        valid[:, 1:] = neg != pos.unsqueeze(1)  # an accidental hit is no negative
+        target = torch.zeros(len(hist), dtype=torch.long, device=hist.device)
+        return softmax_cross_entropy(logits, target, valid, t.label_smoothing), 1, aux
+
+    def _shared(
+        self, net: nn.Module, model: nn.Module, hist: Tensor, pos: Tensor, g: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        """Sampled softmax over negatives shared by the batch's histories (and the other
+        histories' positives with in_batch_negatives): (summed loss, aux)."""
+        t = self.t
+        neg = self.sampler.draw(1, t.num_negatives, g)[0].to(hist.device)
+        cols = torch.cat([pos, neg])
+        if t.in_batch_negatives:
+            # A mixture proposal: column item j is drawn as a shared negative with
+            # probability n q(j) and arrives in the batch with B q_pop(j).
+            shared = self.sampler.prob.to(pos.device)[cols]
+            in_batch = self.batch_sampler.prob.to(pos.device)[cols]
+            log_q = (len(neg) * shared + len(pos) * in_batch).clamp_min(1e-30).log().float()
+        else:
+            log_q = self.sampler.log_q(cols)
+        if model.backbone.target_dependent:
+            # DIN scores each (history, candidate) pair: the shared columns go through the
+            # model as a (B, C) candidate matrix (O(B x C) attention either way).
+            cand, q, valid, target = shared_layout(pos, neg, log_q, t.in_batch_negatives)
+            logits, aux = net(hist, cand)
+            logits = logits - q
+        else:
+            user, aux = net(hist, None, return_user=True)
+            vec = model.item_vectors(cols)
+            b = len(pos)
+            logits, valid, target = shared_candidates(
+                user, pos, vec[:b], neg, vec[b:], log_q, t.in_batch_negatives
+            )
+        return softmax_cross_entropy(logits, target, valid, t.label_smoothing), aux
