@@ -907,9 +907,36 @@ inline void su_row(const SUArgs<T>& a, int64_t u, T* __restrict acc) {
   }
 }
 
+inline void prefetch_bytes(const void* p, int64_t bytes) {
+  for (int64_t o = 0; o < bytes; o += 64)
+    __builtin_prefetch(static_cast<const char*>(p) + o, 1, 3);
+}
+
+// Rows are scattered over a table far larger than the caches: a row's three lines of
+// state would each be a DRAM round trip, one after the other. Prefetching the rows (and
+// the first gradient rows) a few distinct rows ahead keeps that many misses in flight.
 template <typename T>
 void su_rows(const SUArgs<T>& a, int64_t u0, int64_t u1, T* scratch) {
-  for (int64_t u = u0; u < u1; ++u) su_row(a, u, scratch);
+  constexpr int64_t ahead = 6;
+  const int64_t bytes = a.D * int64_t(sizeof(T));
+  for (int64_t u = u0; u < u1; ++u) {
+    const int64_t f = u + ahead;
+    if (f < u1) {
+      const int64_t r = a.rows ? a.rows[f] : f;
+      prefetch_bytes(a.w + r * a.D, bytes);
+      if (a.s2) {
+        prefetch_bytes(a.s1 + r * a.D, bytes);
+        prefetch_bytes(a.s2 + r * a.D, bytes);
+      } else {
+        prefetch_bytes(a.s1 + r, int64_t(sizeof(T)));
+      }
+      if (a.pos) {
+        const int64_t p1 = a.seg[f + 1] < a.seg[f] + 2 ? a.seg[f + 1] : a.seg[f] + 2;
+        for (int64_t p = a.seg[f]; p < p1; ++p) prefetch_bytes(a.g + a.pos[p] * a.D, bytes);
+      }
+    }
+    su_row(a, u, scratch);
+  }
 }
 
 // ---------------------------------------------------------------- FMA peak
