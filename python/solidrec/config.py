@@ -31,8 +31,22 @@ NEGATIVE_SAMPLERS = ("uniform", "popularity")
 #: ``train.item_optimizer`` values: how the item id table is updated. dense: with the rest
 #: of the model by Adam (every row, every step); lazy_adam / rowwise_adagrad: sparse
 #: gradients and the fused row-wise step of ``solid_ext.optim`` on the rows a step
-#: touched (docs/TRAINING.md, "Training at catalog scale").
-ITEM_OPTIMIZERS = ("dense", "lazy_adam", "rowwise_adagrad")
+#: touched; auto: dense below AUTO_SPARSE_ITEMS items, lazy_adam from there
+#: (docs/TRAINING.md, "Training at catalog scale").
+ITEM_OPTIMIZERS = ("auto", "dense", "lazy_adam", "rowwise_adagrad")
+#: Catalog size from which ``item_optimizer=auto`` takes lazy_adam (BENCHMARKS.md, "Item
+#: table": where the dense update's cost stops being negligible beside a step). Below it
+#: the paper's datasets keep dense Adam, and their results bit for bit.
+AUTO_SPARSE_ITEMS = 20_000
+
+
+def resolve_item_optimizer(name: str, num_items: int) -> str:
+    """``train.item_optimizer`` as a run uses it: ``auto`` resolved by the catalog size."""
+    if name != "auto":
+        return name
+    return "lazy_adam" if num_items >= AUTO_SPARSE_ITEMS else "dense"
+
+
 ITEM_FEATURES = ("id", "id+category", "id+embedding", "id+category+embedding")
 
 
@@ -154,7 +168,7 @@ class TrainConfig:
     # sampled_softmax: the other histories' positives of the step are negatives too.
     in_batch_negatives: bool = False
     # The item id table's optimizer (ITEM_OPTIMIZERS); item_lr 0 = train.lr.
-    item_optimizer: str = "dense"
+    item_optimizer: str = "auto"
     item_lr: float = 0.0
 
     def validate(self) -> None:

@@ -230,3 +230,20 @@ def test_row_optimizer_touches_only_the_rows_of_the_step(tiny: Path, tmp_path: P
     touched[torch.cat([hist.flatten(), item.flatten()])] = True
     touched[0] = False  # padding
     assert torch.equal(changed, touched)
+
+
+def test_item_optimizer_auto_follows_the_catalog_size() -> None:
+    from solidrec.config import AUTO_SPARSE_ITEMS, TrainConfig, resolve_item_optimizer
+    from solidrec.train.optim import RunOptimizer
+
+    assert resolve_item_optimizer("auto", AUTO_SPARSE_ITEMS - 1) == "dense"
+    assert resolve_item_optimizer("auto", AUTO_SPARSE_ITEMS) == "lazy_adam"
+    assert resolve_item_optimizer("rowwise_adagrad", 5) == "rowwise_adagrad"
+    for n, kind in ((50, "dense"), (AUTO_SPARSE_ITEMS, "lazy_adam")):
+        sem = torch.ones(n + 1, dtype=torch.long)
+        m = SolidModel(ModelConfig(generator="none"), sem, 1, 5)
+        opt = RunOptimizer(m, TrainConfig())
+        assert opt.kind == kind and m.item_emb.sparse == (kind != "dense")
+        assert (opt.item is None) == (kind == "dense")
+        ids = {id(p) for g in opt.main.param_groups for p in g["params"]}
+        assert (id(m.item_emb.weight) in ids) == (kind == "dense")

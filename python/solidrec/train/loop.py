@@ -37,6 +37,7 @@ from solidrec.config import (
     RunConfig,
     flat_config,
     resolve_device,
+    resolve_item_optimizer,
     resolved_config,
 )
 from solidrec.data.io import atomic_write, clean_stale_temps, write_json
@@ -187,14 +188,21 @@ class Trainer:
         self.writer = None
         self.objective = Objective(cfg.train, self.data.num_items, self.data.train.item[:, 0])
 
-    def _optimizer(self) -> RunOptimizer:
-        if self.dist.world > 1 and self.cfg.train.item_optimizer != "dense":
+    def _optimizer(self, kind: str | None = None) -> RunOptimizer:
+        """The run's optimizer; ``kind`` overrides the item optimizer (a resumed run keeps
+        the one its checkpoint was written with)."""
+        t = self.cfg.train
+        if kind is None:
+            kind = resolve_item_optimizer(t.item_optimizer, self.data.num_items)
+            if self.dist.world > 1 and t.item_optimizer == "auto":
+                kind = "dense"  # sparse table gradients are not for DDP (below)
+        if self.dist.world > 1 and kind != "dense":
             raise ValueError(
-                f"train.item_optimizer={self.cfg.train.item_optimizer} is not supported "
-                "under torchrun yet (DDP would all-reduce the sparse table gradients "
-                "densely); use train.item_optimizer=dense or one process"
+                f"train.item_optimizer={t.item_optimizer} is not supported under torchrun "
+                "yet (DDP would all-reduce the sparse table gradients densely); use "
+                "train.item_optimizer=dense or one process"
             )
-        return RunOptimizer(self.model, self.cfg.train)
+        return RunOptimizer(self.model, t, kind)
 
     def _step_generator(self, step: int) -> torch.Generator:
         """The negatives' generator of this step, seeded by its position in the
@@ -277,7 +285,11 @@ class Trainer:
         changed = _compatible(ck, self.cfg, self.data, self.allow_schedule_change)
         try:
             self.model.load_state_dict(ck["model"])
-            self.optimizer = self._optimizer()
+            # Checkpoints from before train.item_optimizer trained the table densely.
+            kind = None if "item_optimizer" in ck else "dense"
+            if kind is None and ck["item_optimizer"] is None:
+                kind = "dense"
+            self.optimizer = self._optimizer(kind)
             self.optimizer.load_state_dict(
                 self.model.optimizer_state_for(ck["model"], ck["optimizer"]),
                 ck.get("item_optimizer"),
@@ -348,7 +360,7 @@ class Trainer:
         fresh Adam."""
         self._load_best(1)
         self.model.set_stage(2, seed=self.cfg.train.seed)  # initialises the codebook
-        self.optimizer = self._optimizer()
+        self.optimizer = self._optimizer(self.optimizer.kind)  # the run keeps its kind
         s = self.state
         s.update(
             stage=2,

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from solid_ext.optim import LazyAdam, RowwiseAdagrad
-from solidrec.config import TrainConfig
+from solidrec.config import TrainConfig, resolve_item_optimizer
 
 #: ``train.item_optimizer`` -> the row-wise optimizer class (``dense``: none).
 ROW_OPTIMIZERS = {"lazy_adam": LazyAdam, "rowwise_adagrad": RowwiseAdagrad}
@@ -25,15 +25,17 @@ ROW_OPTIMIZERS = {"lazy_adam": LazyAdam, "rowwise_adagrad": RowwiseAdagrad}
 
 class RunOptimizer:
     """Adam over ``model``'s parameters, ``model.item_emb.weight`` excluded and given to
-    a row-wise optimizer unless ``t.item_optimizer`` is ``dense``.
+    a row-wise optimizer unless the item optimizer is ``dense``.
 
-    ``state_dict()`` is ``{"optimizer": Adam's, "item_optimizer": the row optimizer's
-    or None}``, the two checkpoint keys.
+    ``kind``: the item optimizer to use (default: ``t.item_optimizer``, ``auto`` resolved
+    by the catalog size). ``state_dict()`` is ``{"optimizer": Adam's, "item_optimizer":
+    the row optimizer's or None}``, the two checkpoint keys.
     """
 
-    def __init__(self, model: torch.nn.Module, t: TrainConfig) -> None:
+    def __init__(self, model: torch.nn.Module, t: TrainConfig, kind: str | None = None) -> None:
         table = model.item_emb.weight
-        row_cls = ROW_OPTIMIZERS.get(t.item_optimizer)
+        self.kind = kind or resolve_item_optimizer(t.item_optimizer, table.shape[0] - 1)
+        row_cls = ROW_OPTIMIZERS.get(self.kind)
         model.item_emb.sparse = row_cls is not None
         params = [p for p in model.parameters() if row_cls is None or p is not table]
         # The fused kernel updates every parameter in one pass instead of a dozen ops per
