@@ -104,7 +104,14 @@ def dram_gbs() -> float:
 
 
 def _child(part: str, *args: object) -> dict:
-    """Run ``part`` in a fresh process; its last stdout line is a JSON row."""
+    """Run ``part`` in a fresh process; its last stdout line is a JSON row. A smoke run
+    (``--target-s 0``) calls it in this process instead: it measures nothing."""
+    if TARGET_S == 0:
+        threads = torch.get_num_threads()
+        try:
+            return _run_child([f"_{part}", *map(str, args)])
+        finally:
+            torch.set_num_threads(threads)
     cmd = [sys.executable, "-m", "benchmarks.bench_item_table", f"_{part}", str(TARGET_S)]
     cmd += [str(a) for a in args]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -453,24 +460,26 @@ def scale_markdown(rows: list[dict], machine: str) -> str:
     return "\n".join(out)
 
 
+def _run_child(argv: list[str]) -> dict:
+    """A child's row: ``[_part, args...]`` as :func:`_child` passes them."""
+    part, args = argv[0], argv[1:]
+    if part == "_update":
+        n, t, rounds, lookups = map(int, args[:4])
+        return update_child(n, t, rounds, lookups)
+    if part == "_softmax":
+        impl, (n, b, d, t, reps) = args[0], map(int, args[1:6])
+        return softmax_child(impl, n, b, d, t, reps)
+    n, loss, threads, rounds, histories = args[:5]
+    th = [int(x) for x in threads.split(",")]
+    return scale_child(int(n), loss, th, int(rounds), int(histories))
+
+
 def main(argv: list[str] | None = None) -> int:
     global TARGET_S
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] and argv[0].startswith("_"):
         TARGET_S = float(argv[1])
-        argv = [argv[0], *argv[2:]]
-    if argv[:1] == ["_update"]:
-        n, t, rounds, lookups = map(int, argv[1:5])
-        print(json.dumps(update_child(n, t, rounds, lookups)))
-        return 0
-    if argv[:1] == ["_softmax"]:
-        impl, n, b, d, t, reps = argv[1], *map(int, argv[2:7])
-        print(json.dumps(softmax_child(impl, n, b, d, t, reps)))
-        return 0
-    if argv[:1] == ["_scale"]:
-        n, loss, threads, rounds, histories = argv[1:6]
-        th = [int(x) for x in threads.split(",")]
-        print(json.dumps(scale_child(int(n), loss, th, int(rounds), int(histories))))
+        print(json.dumps(_run_child([argv[0], *argv[2:]])))
         return 0
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -491,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
         p.add_argument("--rounds", type=int, default=5)
         p.add_argument("--out", type=Path, help="write OUT-<part>.json and OUT-<part>.md")
-        p.add_argument("--target-s", type=float, default=TARGET_S, help="seconds per case a round")
+        p.add_argument("--target-s", type=float, default=0.3, help="seconds per case a round")
     args = ap.parse_args(argv)
     TARGET_S = args.target_s
     from .run import machine_line

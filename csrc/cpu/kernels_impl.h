@@ -860,6 +860,15 @@ int64_t gl_scratch_elems(int64_t L, int64_t I, int64_t O) {
 
 // ---------------------------------------------------------------- sparse_row_update
 
+// sqrt in T's own precision (__builtin_sqrt of a float would round-trip through double).
+template <typename T>
+inline T vsqrt(T x) {
+  if constexpr (sizeof(T) == 4)
+    return __builtin_sqrtf(x);
+  else
+    return __builtin_sqrt(x);
+}
+
 // One distinct row: its gradient rows summed in order into acc, then the row-wise
 // optimizer step on w, s1 (and s2). Plain loops over D: the compiler vectorises them
 // with this variant's width (sqrt included: the kernels are built -fno-math-errno), and
@@ -889,7 +898,7 @@ inline void su_row(const SUArgs<T>& a, int64_t u, T* __restrict acc) {
     for (int64_t d = 0; d < D; ++d) ss += acc[d] * acc[d];
     const T s = a.s1[r] + (D > 0 ? ss / T(D) : T(0));
     a.s1[r] = s;
-    const T scale = a.lr / (__builtin_sqrt(s) + a.eps);
+    const T scale = a.lr / (vsqrt(s) + a.eps);
     for (int64_t d = 0; d < D; ++d) w[d] -= scale * acc[d];
     return;
   }
@@ -903,7 +912,7 @@ inline void su_row(const SUArgs<T>& a, int64_t u, T* __restrict acc) {
     const T vd = b2 * v[d] + c2 * gd * gd;
     m[d] = md;
     v[d] = vd;
-    w[d] -= step * md / (__builtin_sqrt(vd) * ib + eps);
+    w[d] -= step * md / (vsqrt(vd) * ib + eps);
   }
 }
 
@@ -917,7 +926,7 @@ inline void prefetch_bytes(const void* p, int64_t bytes) {
 // the first gradient rows) a few distinct rows ahead keeps that many misses in flight.
 template <typename T>
 void su_rows(const SUArgs<T>& a, int64_t u0, int64_t u1, T* scratch) {
-  constexpr int64_t ahead = 6;
+  constexpr int64_t ahead = 8;
   const int64_t bytes = a.D * int64_t(sizeof(T));
   for (int64_t u = u0; u < u1; ++u) {
     const int64_t f = u + ahead;

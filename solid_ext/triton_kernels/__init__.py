@@ -8,6 +8,11 @@ sq_dist, indices)`` have exactly the semantics of ``torch.ops.solid_ext.*`` as
 called by :mod:`solid_ext.ops` and are differentiable (registered as
 ``torch.library.custom_op`` ops ``solid_ext_triton::*`` with fake kernels and
 autograd formulas, so ``torch.compile`` traces through them).
+``item_softmax_xent(hidden, table, target, label_smoothing, chunk) -> (loss,
+lse)`` likewise (softmax cross-entropy over every item, no (B, N) logits).
+``sparse_row_update(weight, state1, state2, indices, grad, kind, lr, beta1, beta2,
+eps, weight_decay, step)`` updates weight and state in place (an optimizer step, not
+differentiable).
 
 Importing this package does not import Triton (it is imported at the first
 kernel launch), so ``TRITON_INTERPRET`` may still be set after ``import solid_ext``;
@@ -38,7 +43,9 @@ __all__ = [
     "generated_linear",
     "interpreter_usable",
     "is_available",
+    "item_softmax_xent",
     "kernel_launches",
+    "sparse_row_update",
 ]
 _AOT = ("compile_kernels", "kernel_launches")
 
@@ -58,13 +65,20 @@ def is_available() -> bool:
 
 
 if _HAS_TRITON:
-    from ._ops import codebook_quantize, dynamic_linear, generated_linear
+    from ._ops import (
+        codebook_quantize,
+        dynamic_linear,
+        generated_linear,
+        item_softmax_xent,
+        sparse_row_update,
+    )
 else:  # pragma: no cover
 
     def _no_triton(*args: object, **kwargs: object):
         raise RuntimeError("solid_ext.triton_kernels: triton is not installed")
 
     dynamic_linear = generated_linear = codebook_quantize = _no_triton
+    item_softmax_xent = sparse_row_update = _no_triton
 
 
 def __getattr__(name: str):

@@ -172,3 +172,89 @@ def codebook_quantize_backward(
 codebook_quantize_backward.register_fake(_opmeta.codebook_quantize_backward_fake)
 _backward, _setup = _opmeta.codebook_quantize_autograd(codebook_quantize_backward)
 codebook_quantize.register_autograd(_backward, setup_context=_setup)
+
+
+# --- sparse_row_update ------------------------------------------------------------
+
+__all__ += ["sparse_row_update"]
+
+
+@torch.library.custom_op(
+    "solid_ext_triton::sparse_row_update", mutates_args=("weight", "state1", "state2")
+)
+def sparse_row_update(
+    weight: Tensor,
+    state1: Tensor,
+    state2: Tensor,
+    indices: Tensor | None,
+    grad: Tensor,
+    kind: str,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    step: int,
+) -> None:
+    """Row-wise optimizer step in place on weight (N, D), state1 and state2 at the rows
+    indices (nnz,) names (duplicates summed), or every row when indices is None."""
+    args = (weight, state1, state2, indices, grad, kind, lr, beta1, beta2, eps, weight_decay)
+    _validate.check_sparse_row_update(*args, step)
+    _check_device(weight)
+    _kernels("_sparse_row_update").forward(*args, step)
+
+
+sparse_row_update.register_fake(_opmeta.sparse_row_update_fake)
+
+
+# --- item_softmax_xent ------------------------------------------------------------
+
+__all__ += ["item_softmax_xent", "item_softmax_xent_backward"]
+
+
+@torch.library.custom_op("solid_ext_triton::item_softmax_xent", mutates_args=())
+def item_softmax_xent(
+    hidden: Tensor, table: Tensor, target: Tensor, label_smoothing: float, chunk: int
+) -> tuple[Tensor, Tensor]:
+    """hidden (B, D), table (N, D), target (B,) int64 -> (loss (B,), lse (B,))."""
+    _validate.check_item_softmax(hidden, table, target, label_smoothing, chunk)
+    _check_device(hidden)
+    return _kernels("_item_softmax").forward(hidden, table, target, label_smoothing, chunk)
+
+
+item_softmax_xent.register_fake(_opmeta.item_softmax_xent_fake)
+
+
+def _check_item_softmax_backward(grad_loss: Tensor, hidden: Tensor, lse: Tensor) -> None:
+    b = hidden.shape[0]
+    for name, t in (("grad_loss", grad_loss), ("lse", lse)):
+        _validate._check_float(name, t)
+        _validate._check_same("hidden", hidden, name, t)
+        if tuple(t.shape) != (b,):
+            raise ValueError(f"{name} must be ({b},) to match hidden, got {_validate._desc(t)}")
+
+
+@torch.library.custom_op("solid_ext_triton::item_softmax_xent_backward", mutates_args=())
+def item_softmax_xent_backward(
+    grad_loss: Tensor,
+    hidden: Tensor,
+    table: Tensor,
+    target: Tensor,
+    lse: Tensor,
+    label_smoothing: float,
+    chunk: int,
+    need_dhidden: bool,
+    need_dtable: bool,
+) -> tuple[Tensor, Tensor]:
+    """``(dhidden (B, D), dtable (N, D))``; an unneeded one is 0-element."""
+    _validate.check_item_softmax(hidden, table, target, label_smoothing, chunk)
+    _check_item_softmax_backward(grad_loss, hidden, lse)
+    _check_device(hidden)
+    return _kernels("_item_softmax").backward(
+        grad_loss, hidden, table, target, lse, label_smoothing, chunk, need_dhidden, need_dtable
+    )
+
+
+item_softmax_xent_backward.register_fake(_opmeta.item_softmax_xent_backward_fake)
+_backward, _setup = _opmeta.item_softmax_xent_autograd(item_softmax_xent_backward)
+item_softmax_xent.register_autograd(_backward, setup_context=_setup)

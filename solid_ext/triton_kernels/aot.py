@@ -8,9 +8,11 @@ hook that lets a tool check the real compiler's verdict on a machine without a G
 - :func:`kernel_launches` runs the ops' host code on CPU tensors built by
   :mod:`solid_ext.testing`, over problems that reach every code path of the block
   heuristics (:data:`DYNAMIC_LINEAR_PROBLEMS`, :data:`GENERATED_LINEAR_PROBLEMS`,
-  :data:`CODEBOOK_QUANTIZE_PROBLEMS`, each dtype of :data:`DTYPES`, branch on and off,
-  tau set and None, straight-through on and off), with every kernel launch recorded
-  instead of run, and returns each distinct one.
+  :data:`CODEBOOK_QUANTIZE_PROBLEMS`, :data:`SPARSE_ROW_UPDATE_PROBLEMS`, each dtype of
+  :data:`DTYPES`, branch on and off, tau set and None, straight-through on and off, both
+  row optimizers sparse and dense; :data:`ITEM_SOFTMAX_PROBLEMS` with and without label
+  smoothing), with every kernel launch recorded instead of run, and returns each
+  distinct one.
 - :func:`compile_kernels` compiles those launches for ``sm_<arch>`` and returns, per
   launch, the PTX, the shared memory and the ``ptxas`` Triton bundles for that arch
   (to ask it for a register and spill report), or the compiler's error.
@@ -32,13 +34,22 @@ import triton
 import triton.language as tl
 
 from .. import testing
-from . import _codebook_quantize, _dynamic_linear, _generated_linear, _launch
+from . import (
+    _codebook_quantize,
+    _dynamic_linear,
+    _generated_linear,
+    _item_softmax,
+    _launch,
+    _sparse_row_update,
+)
 
 __all__ = [
     "CODEBOOK_QUANTIZE_PROBLEMS",
     "DTYPES",
     "DYNAMIC_LINEAR_PROBLEMS",
     "GENERATED_LINEAR_PROBLEMS",
+    "ITEM_SOFTMAX_PROBLEMS",
+    "SPARSE_ROW_UPDATE_PROBLEMS",
     "CompiledKernel",
     "KernelLaunch",
     "compile_kernels",
@@ -54,6 +65,14 @@ DYNAMIC_LINEAR_PROBLEMS = ((3, 1, 5, 7), (2, 10, 32, 64), (2, 70, 33, 65))
 GENERATED_LINEAR_PROBLEMS = ((3, 1, 5, 7, 3), (64, 1, 32, 64, 32), (40, 20, 33, 65, 40))
 # (M, K, D): D below the dot minimum, and the paper's D = 32 and 64 over several K tiles.
 CODEBOOK_QUANTIZE_PROBLEMS = ((37, 70, 5), (64, 256, 32), (64, 1024, 64))
+# (N, nnz, D): small D (64 rows per program), the paper's D = 64, a single row in one
+# widest float32 tile (two float64 tiles), and D past the widest tile in every dtype (the
+# D loop; rowwise_adagrad's two sweeps).
+SPARSE_ROW_UPDATE_PROBLEMS = ((40, 37, 5), (300, 200, 64), (20, 7, 1500), (20, 7, 3000))
+# (B, N, D) of item_softmax_xent: D below the dot minimum (broadcast tiles), the dot
+# path with D resident at 32 and 64 (the two forward item tiles), and D = 130 past
+# one chunk (the D loop and the backward's D slices; float64 takes it from D = 32).
+ITEM_SOFTMAX_PROBLEMS = ((37, 70, 5), (64, 300, 32), (64, 1000, 64), (17, 100, 130))
 _TAU = 0.01
 
 _TYPES = {
@@ -136,6 +155,7 @@ def _run_problems(
     dl_problems: Sequence[tuple],
     cq_problems: Sequence[tuple],
     gl_problems: Sequence[tuple] = (),
+    sru_problems: Sequence[tuple] = (),
 ) -> None:
     """The ops' host code over every problem (under :func:`_launch.recording`)."""
     for dtype in dtypes:
@@ -159,6 +179,38 @@ def _run_problems(
             idx = torch.zeros(M, dtype=torch.long)
             for st in (False, True):
                 _codebook_quantize.backward(torch.ones_like(z), z.new_ones(M), z, c, idx, st)
+        for N, nnz, D in sru_problems:
+            _sparse_row_update_launches(N, nnz, D, dtype)
+
+
+def _sparse_row_update_launches(N: int, nnz: int, D: int, dtype: torch.dtype) -> None:
+    """sparse_row_update's host code: both kinds, sparse with weight decay and dense
+    without (each a superset or the other branch of the kernel's HAS_WD/DENSE code)."""
+    g = torch.Generator().manual_seed(N + nnz + D)
+    w = torch.randn(N, D, generator=g).to(dtype)
+    idx = torch.randint(0, N, (nnz,), generator=g)
+    for kind in _sparse_row_update.KINDS:
+        adam = kind == "lazy_adam"
+        s1 = torch.ones((N, D) if adam else (N,), dtype=dtype)
+        s2 = torch.ones((N, D) if adam else (0,), dtype=dtype)
+        for rows, wd in ((idx, 0.01), (None, 0.0)):
+            grad = torch.ones(N if rows is None else nnz, D, dtype=dtype)
+            _sparse_row_update.forward(w, s1, s2, rows, grad, kind, 1e-3, 0.9, 0.999, 1e-8, wd, 1)
+
+
+def _item_softmax_launches(dtypes: Sequence[torch.dtype], problems: Sequence[tuple]) -> None:
+    """item_softmax_xent's host code: forward and backward (both gradients) with and
+    without label smoothing (the SMOOTH constexpr)."""
+    for dtype in dtypes:
+        for B, N, D in problems:
+            g = torch.Generator().manual_seed(B + N + D)
+            hidden = torch.randn(B, D, generator=g).to(dtype)
+            table = torch.randn(N, D, generator=g).to(dtype)
+            target = torch.randint(0, N, (B,), generator=g)
+            grad = torch.ones(B, dtype=dtype)
+            for ls in (0.0, 0.1):
+                _, lse = _item_softmax.forward(hidden, table, target, ls, 4096)
+                _item_softmax.backward(grad, hidden, table, target, lse, ls, 4096, True, True)
 
 
 def kernel_launches(
@@ -168,6 +220,8 @@ def kernel_launches(
     generated_linear_problems: Sequence[tuple[int, int, int, int, int]] = (
         GENERATED_LINEAR_PROBLEMS
     ),
+    sparse_row_update_problems: Sequence[tuple[int, int, int]] = SPARSE_ROW_UPDATE_PROBLEMS,
+    item_softmax_problems: Sequence[tuple[int, int, int]] = ITEM_SOFTMAX_PROBLEMS,
 ) -> list[KernelLaunch]:
     """Every distinct launch (kernel, argument types, constexprs, options) the ops make
     for these problems, found by running their host code on CPU tensors with the
@@ -179,8 +233,13 @@ def kernel_launches(
         )
     with _launch.recording() as recorded:
         _run_problems(
-            dtypes, dynamic_linear_problems, codebook_quantize_problems, generated_linear_problems
+            dtypes,
+            dynamic_linear_problems,
+            codebook_quantize_problems,
+            generated_linear_problems,
+            sparse_row_update_problems,
         )
+        _item_softmax_launches(dtypes, item_softmax_problems)
     unique: dict[str, KernelLaunch] = {}
     for rec in recorded:
         la = _describe(rec)

@@ -29,7 +29,8 @@ def test_every_triton_launch_compiles_for_sm80_sm90_without_spills(tmp_path, mon
     for arch in ("sm_80", "sm_90"):
         for name in ("_dl_fwd_kernel", "_dl_bwd_kernel", "_dl_bwd_dx_kernel",
                      "_gl_fwd_kernel", "_gl_bwd_gen_kernel", "_gl_bwd_cond_kernel",
-                     "_cq_fwd_kernel", "_cq_bwd_kernel"):  # fmt: skip
+                     "_cq_fwd_kernel", "_cq_bwd_kernel", "_sru_kernel", "_isx_fwd_kernel",
+                     "_isx_bwd_dh_kernel", "_isx_bwd_dt_kernel"):  # fmt: skip
             assert (arch, name) in kernels
     # Each dtype the ops accept was compiled.
     dtypes = {r["dtypes"] for r in rows}

@@ -142,3 +142,50 @@ def test_resume_accepts_checkpoint_from_before_a_new_config_field(tiny: Path, tm
     save_checkpoint(last, ck)
     with pytest.raises(CheckpointError, match="different model"):
         train(_cfg(tiny, run, solid="off", max_epochs=3), resume=True, allow_schedule_change=True)
+
+
+class _Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("item_optimizer", ["lazy_adam", "rowwise_adagrad"])
+def test_row_optimizer_crash_then_resume_matches_uninterrupted(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, item_optimizer: str
+) -> None:
+    """The row optimizer's state travels in checkpoints: a run that dies mid-epoch (after
+    a mid-epoch checkpoint) and resumes ends with the uninterrupted run's metrics, with
+    shared negatives drawn by schedule position."""
+    sets = dict(
+        item_optimizer=item_optimizer, item_lr=0.01, loss="sampled_softmax", num_negatives=8,
+        shared_negatives=True, max_epochs=2, ckpt_every_steps=2, max_steps_per_epoch=5,
+    )  # fmt: skip
+    want = train(_cfg(tiny, tmp_path / "ref", solid="off", **sets))
+    run = tmp_path / "run"
+    real_step = Trainer._train_epoch
+    calls = {"n": 0}
+
+    def step_then_crash(self):  # the second epoch dies part-way
+        calls["n"] += 1
+        if calls["n"] == 2:
+            monkeypatch.setattr(self.optimizer, "step", _die_after(self.optimizer.step, 3))
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", step_then_crash)
+    with pytest.raises(_Crash):
+        train(_cfg(tiny, run, solid="off", **sets))
+    monkeypatch.setattr(Trainer, "_train_epoch", real_step)
+    assert train(_cfg(tiny, run, solid="off", **sets), resume=True) == want
+    ck = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ck["item_optimizer"]["state"], "the row optimizer's state was checkpointed"
+
+
+def _die_after(step, n: int):
+    left = {"n": n}
+
+    def wrapped():
+        if left["n"] == 0:
+            raise _Crash
+        left["n"] -= 1
+        step()
+
+    return wrapped
