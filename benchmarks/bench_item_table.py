@@ -256,7 +256,7 @@ def softmax_child(impl: str, n: int, b: int, d: int, threads: int, reps: int) ->
             loss = ops.item_softmax_xent(hidden, table, target).mean()
         else:
             loss = F.cross_entropy(hidden @ table.T, target)
-        opt.zero_grad(set_to_none=False)
+        opt.zero_grad(set_to_none=True)  # as the trainer: the op's gradient becomes .grad
         loss.backward()
         opt.step()
 
