@@ -503,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--target-s", type=float, default=0.3, help="seconds per case a round")
     args = ap.parse_args(argv)
     TARGET_S = args.target_s
+    from .common import write_report
     from .run import machine_line
 
     machine = machine_line()
@@ -515,11 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rows = run_scale(args.scales, args.threads, args.rounds, args.losses, args.histories)
         md = scale_markdown(rows, machine)
-    print(md)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        Path(f"{args.out}-{args.part}.json").write_text(json.dumps(rows, indent=1) + "\n")
-        Path(f"{args.out}-{args.part}.md").write_text(md)
+    write_report(args.out, args.part, rows, md)
     return 0
 
 

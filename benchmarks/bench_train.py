@@ -491,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--reps", type=int, default=5, help="steps per round and case")
         p.add_argument("--out", type=Path, help="write OUT.json and OUT-<part>.md")
     args = ap.parse_args(argv)
+    from .common import write_report
     from .run import machine_line
 
     machine = machine_line()
@@ -512,11 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         args.workdir.mkdir(parents=True, exist_ok=True)
         rows = run_scale(args.scales, args.workdir, args.threads, args.rounds, args.reps)
         md = scale_markdown(rows, machine)
-    print(md)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        Path(f"{args.out}-{args.part}.json").write_text(json.dumps(rows, indent=1) + "\n")
-        Path(f"{args.out}-{args.part}.md").write_text(md)
+    write_report(args.out, args.part, rows, md)
     return 0
 
 

@@ -151,3 +151,15 @@ def peak_mib(fn: Callable[[], object]) -> float | None:
     except Exception:  # a measurement aid: never fail the benchmark over it
         return None
     return max((d["Total"] for d in snap.values()), default=0.0) / 2**20
+
+
+def write_report(out, part: str, rows: list, md: str) -> None:
+    """Print a part's markdown and, with ``out`` (a path prefix), write OUT-<part>.json
+    (its rows) and OUT-<part>.md beside it."""
+    from pathlib import Path
+
+    print(md)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(f"{out}-{part}.json").write_text(json.dumps(rows, indent=1) + "\n")
+        Path(f"{out}-{part}.md").write_text(md)

@@ -2,9 +2,9 @@
 Triton interpreter.
 
 As in test_triton.py: TRITON_INTERPRET=1 must be set before ``triton`` is imported,
-so in an ordinary run only ``test_interpreter_suite`` runs, and it runs this file again
-in a subprocess with TRITON_INTERPRET=1 (where every other case runs and the launcher
-skips). Inputs are fresh random values (never zeros: a zero moment or gradient would
+so an ordinary run deselects every case here and test_triton.py's
+``test_interpreter_suite`` runs this file with it in one TRITON_INTERPRET=1
+subprocess. Inputs are fresh random values (never zeros: a zero moment or gradient would
 hide a missed term); tables are small and D deliberately not a block multiple. Each
 case runs several optimizer steps in a row and checks, after every step, all of weight,
 state1 and state2 against the reference, and that the rows no index named are
@@ -14,10 +14,6 @@ bit-identical (state included).
 from __future__ import annotations
 
 import os
-import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -32,35 +28,13 @@ from .conftest import poisoned_empty  # noqa: E402
 
 IN_INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
 # Cases marked ``interp`` need the interpreter: an ordinary run deselects them (see
-# ``pytest_collection_modifyitems`` in conftest.py) and test_interpreter_suite runs them.
+# ``pytest_collection_modifyitems`` in conftest.py) and test_triton.py's
+# test_interpreter_suite runs them, with this file's, in one interpreter process.
 interp = pytest.mark.triton_interpreter
 
 KINDS = ("lazy_adam", "rowwise_adagrad")
 LR, BETA1, BETA2, EPS = 0.05, 0.9, 0.999, 1e-8
 WD = 0.1
-#: Cases the interpreter run must pass (guards against a vacuous pass).
-MIN_PASSED = 80
-
-
-@pytest.mark.skipif(IN_INTERPRETER, reason="this is the interpreter run itself")
-def test_interpreter_suite():
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    root = Path(__file__).resolve().parents[2]
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(Path(__file__))],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    tail = proc.stdout[-6000:] + proc.stderr[-2000:]
-    assert proc.returncode == 0, f"interpreter run failed:\n{tail}"
-    summary = proc.stdout.strip().splitlines()[-1]
-    passed = re.search(r"(\d+) passed", summary)
-    assert passed and int(passed.group(1)) >= MIN_PASSED, tail
-    assert re.search(r"\b1 skipped", summary), summary
-    print(summary)
 
 
 def _tol(dtype: torch.dtype) -> dict[str, float]:
