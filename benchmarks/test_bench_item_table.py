@@ -42,3 +42,13 @@ def test_scale_part(tmp_path):
         assert set(cells) == {f"{m[0]}|{o}" for m in b.MODELS for o in b.OPTIMIZERS}
     md = (tmp_path / "it-scale.md").read_text()
     assert "### sampled_softmax" in md and "| Ours(DUET) s2 |" in md
+
+
+def test_scale_part_one_optimizer_alone(tmp_path):
+    out = tmp_path / "it"
+    argv = ["scale", "--scales", "0.001", "--threads", "1", "--rounds", "1", "--target-s", "0"]
+    argv += ["--histories", "8", "--losses", "bce", "--optimizers", "lazy_adam"]
+    assert b.main([*argv, "--out", str(out)]) == 0
+    (r,) = json.loads((tmp_path / "it-scale.json").read_text())
+    assert set(r["ms"]["1"]) == {f"{m[0]}|lazy_adam" for m in b.MODELS}
+    assert "lazy_adam alone" in (tmp_path / "it-scale.md").read_text()
