@@ -41,7 +41,8 @@ ctest: setup
 	$(BIN)/cmake --build $(CMAKE_DIR) -j2
 	$(BIN)/ctest --test-dir $(CMAKE_DIR) --output-on-failure
 
-# Every C++ CPU source compiled for generic x86-64 and x86-64-v3 with warnings as
+# Every C++ CPU kernel source compiled for generic x86-64 and x86-64-v3 (torch-facing
+# sources for x86-64) with warnings as
 # errors, and the per-ISA kernel objects checked to export only their own namespace.
 check-build: setup
 	$(BIN)/python tools/check_cpu_build.py
