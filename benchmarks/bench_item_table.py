@@ -427,7 +427,7 @@ def scale_markdown(rows: list[dict], machine: str) -> str:
         f"optimizer); bce: 1 + {NEG_TRAIN} prepared candidates; "
         f"sampled: {SAMPLED} negatives shared by the step; softmax: every item, fused. "
         "dense = Adam on every row; lazy = `train.item_optimizer=lazy_adam`. `vs 0.01x` = "
-        "this step / the same case's step at 0.01x (the issue's target: within 1.3 for bce "
+        "this step / the same case's step at 0.01x (target: within 1.3 for bce "
         "and sampled at 1x and 10x). s/epoch = step x the steps of an epoch of "
         f"Electronics' training rows at that scale ({ELECTRONICS_TRAIN_ROWS:,} at 1x). Peak "
         "RSS: the child process of that scale and loss (six models with their optimizer "

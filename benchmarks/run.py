@@ -155,7 +155,8 @@ def render(
         "`default` = glibc defaults; `tuned` = MALLOC_MMAP_THRESHOLD_ and "
         "MALLOC_TRIM_THRESHOLD_ raised to 1 GiB (no page faults on large temporaries). "
         "With glibc's defaults every fresh output above the mmap threshold (the 8 MiB "
-        "weight gradients here) is page-faulted in on each call; on this VM that cost "
+        "weight gradients here) is page-faulted in on each call; on the measuring machine "
+        "(2 shared cores) that cost "
         "varies between runs, so `default` "
         "rows of memory-bound cases can move by 2-3x from one run to the next; the `tuned` "
         "rows are the kernels' own cost.",
@@ -277,7 +278,7 @@ written by hand):
   blends against the running best, a fixed share that is largest at D=32; two threads
   share the L3 and the codebook chunk stream.
 - dynamic_linear fwd+bwd L=10 >= 3x eager, `default` rows: every call page-faults its
-  fresh 8 MiB weight-gradient outputs, at a cost that varies between runs on this VM;
+  fresh 8 MiB weight-gradient outputs, at a cost that varies between runs on the measuring machine;
   the `tuned` rows (no re-faulting) are the kernels' own cost.
 - End to end: SOLID(DUET) runs two GRU sequence encoders (semantic trunk, item branch)
   where DUET runs one, and stage 2 adds the codebook search; the fused ops are a small

@@ -285,10 +285,9 @@ class Trainer:
         changed = _compatible(ck, self.cfg, self.data, self.allow_schedule_change)
         try:
             self.model.load_state_dict(ck["model"])
-            # Checkpoints from before train.item_optimizer trained the table densely.
-            kind = None if "item_optimizer" in ck else "dense"
-            if kind is None and ck["item_optimizer"] is None:
-                kind = "dense"
+            # No row-optimizer state (a dense run, or one from before train.item_optimizer):
+            # the run trains its table densely.
+            kind = None if ck.get("item_optimizer") is not None else "dense"
             self.optimizer = self._optimizer(kind)
             self.optimizer.load_state_dict(
                 self.model.optimizer_state_for(ck["model"], ck["optimizer"]),

@@ -169,7 +169,9 @@ class Objective:
         self.t = t
         self.sampler = NegativeSampler(num_items, t.negative_sampling, positives)
         # In-batch negatives arrive as often as items are positives: their proposal.
-        self.batch_sampler = NegativeSampler(num_items, "popularity", positives)
+        self.batch_sampler = (
+            NegativeSampler(num_items, "popularity", positives) if t.in_batch_negatives else None
+        )
 
     def __call__(
         self,
@@ -227,6 +229,7 @@ class Objective:
             # A mixture proposal: column item j is drawn as a shared negative with
             # probability n q(j) and arrives in the batch with B q_pop(j).
             shared = self.sampler.prob.to(pos.device)[cols]
+            assert self.batch_sampler is not None
             in_batch = self.batch_sampler.prob.to(pos.device)[cols]
             log_q = (len(neg) * shared + len(pos) * in_batch).clamp_min(1e-30).log().float()
         else:
