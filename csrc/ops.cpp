@@ -39,4 +39,7 @@ TORCH_LIBRARY(solid_ext, m) {
       "item_softmax_xent_backward(Tensor grad_loss, Tensor hidden, Tensor table, "
       "Tensor target, Tensor lse, float label_smoothing, int chunk, bool need_dhidden, "
       "bool need_dtable) -> (Tensor, Tensor)");
+  // Top-k retrieval: the k best items of each query by inner product, without the
+  // (B, N) score matrix.
+  m.def("topk_scores(Tensor queries, Tensor table, int k, Tensor? exclude) -> (Tensor, Tensor)");
 }

@@ -362,4 +362,35 @@ inline void item_softmax(const char* op, const at::Tensor& hidden, const at::Ten
   TORCH_CHECK(chunk >= 1, op, ": chunk must be >= 1 (items per block), got ", chunk);
 }
 
+// topk_scores: queries (B, D), table (N, D) with N >= 1, 1 <= k <= N, exclude absent or
+// (B, E) int64 with every entry in [-1, N) (-1: padding).
+inline void topk_scores(const char* op, const at::Tensor& queries, const at::Tensor& table,
+                        int64_t k, const at::Tensor* exclude, Impl impl) {
+  lead(op, "queries", queries, impl);
+  rank(op, "queries", queries, 2, "(B, D)");
+  like(op, "table", table, "queries", queries);
+  rank(op, "table", table, 2, "(N, D)");
+  TORCH_CHECK(table.size(1) == queries.size(1), op, ": table ", table.sizes(), " and queries ",
+              queries.sizes(), " must share D (their last dim)");
+  const int64_t N = table.size(0);
+  TORCH_CHECK(N >= 1, op, ": table must have at least one row (item)");
+  TORCH_CHECK(k >= 1 && k <= N, op, ": k must be in [1, N] = [1, ", N, "] for table ",
+              table.sizes(), ", got ", k);
+  if (!exclude) return;
+  TORCH_CHECK(exclude->scalar_type() == at::kLong && exclude->dim() == 2, op,
+              ": exclude must be a 2-d int64 tensor (B, E), got dtype ", exclude->scalar_type(),
+              " and shape ", exclude->sizes());
+  TORCH_CHECK(exclude->device() == queries.device(), op, ": exclude is on ", exclude->device(),
+              " but queries is on ", queries.device(), "; all tensors must be on one device");
+  TORCH_CHECK(exclude->size(0) == queries.size(0), op, ": exclude ", exclude->sizes(),
+              " must have B = ", queries.size(0), " rows (queries' rows)");
+  if (exclude->numel() > 0 && impl.device == c10::DeviceType::CPU) {
+    const at::Tensor ec = exclude->contiguous();
+    const int64_t* p = ec.data_ptr<int64_t>();
+    for (int64_t j = 0; j < ec.numel(); ++j)
+      TORCH_CHECK(p[j] >= -1 && p[j] < N, op, ": exclude must lie in [-1, N) = [-1, ", N,
+                  ") (-1 pads a row), got ", p[j], " at flat position ", j);
+  }
+}
+
 }  // namespace solid_ext::validate

@@ -173,3 +173,9 @@ def item_softmax_xent_autograd(backward_op: Callable[..., Any]) -> tuple[Callabl
         return (dh if need[0] else None, dt if need[1] else None, None, None, None)
 
     return backward, setup_context
+
+
+def topk_scores_fake(queries, table, k, exclude) -> tuple[Tensor, Tensor]:
+    """queries (B, D), table (N, D) -> (values (B, k), indices (B, k) int64)."""
+    b = queries.shape[0]
+    return queries.new_empty((b, k)), queries.new_empty((b, k), dtype=torch.int64)

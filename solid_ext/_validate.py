@@ -359,3 +359,42 @@ def check_item_softmax(
         raise ValueError(f"label_smoothing must be in [0, 1], got {ls}")
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be an int >= 1 (items per block), got {chunk!r}")
+
+
+def check_topk_scores(queries: Tensor, table: Tensor, k: object, exclude: Tensor | None) -> int:
+    """Validate ``topk_scores`` arguments; returns k as an int."""
+    _check_float("queries", queries)
+    _check_float("table", table)
+    if queries.dim() != 2:
+        raise ValueError(f"queries must be (B, D), got {_desc(queries)}")
+    if table.dim() != 2 or table.shape[1] != queries.shape[1]:
+        raise ValueError(
+            f"table must be (N, D) with D = {queries.shape[1]} (queries'), got {_desc(table)}"
+        )
+    _check_same("queries", queries, "table", table)
+    n = table.shape[0]
+    if n == 0:
+        raise ValueError("table must have at least one row (item)")
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"k must be an integer, got {type(k).__name__} {k!r}")
+    k = int(k)
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in [1, N] = [1, {n}] (table's rows), got {k}")
+    if exclude is not None:
+        if not isinstance(exclude, Tensor) or exclude.dtype != torch.int64 or exclude.dim() != 2:
+            got = _desc(exclude) if isinstance(exclude, Tensor) else type(exclude).__name__
+            raise ValueError(f"exclude must be a (B, E) int64 tensor (-1 pads a row), got {got}")
+        if exclude.shape[0] != queries.shape[0]:
+            raise ValueError(
+                f"exclude must have B = {queries.shape[0]} rows (queries'), got {exclude.shape[0]}"
+            )
+        if exclude.device != queries.device:
+            raise ValueError(f"exclude is on {exclude.device} but queries is on {queries.device}")
+        if exclude.numel() and not torch.compiler.is_compiling():
+            lo, hi = int(exclude.min()), int(exclude.max())
+            if lo < -1 or hi >= n:
+                raise IndexError(
+                    f"exclude must lie in [-1, {n}) (-1 pads a row; table has {n} rows), "
+                    f"got [{lo}, {hi}]"
+                )
+    return k

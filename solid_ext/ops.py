@@ -1,6 +1,7 @@
 """Public ops: ``dynamic_linear``, ``generated_linear`` and ``codebook_quantize``; for
 the item table, ``sparse_row_update`` (a fused row-wise optimizer step) and
-``item_softmax_xent`` (softmax cross-entropy over every item without the logits).
+``item_softmax_xent`` (softmax cross-entropy over every item without the logits); for
+retrieval and full-ranking evaluation, ``topk_scores``.
 
 Each call validates its arguments, picks a backend (see :mod:`solid_ext._backend`)
 and runs it. The compiled ops live under ``torch.ops.solid_ext``; their fake
@@ -21,6 +22,7 @@ from ._validate import (
     check_item_softmax,
     check_sparse_row_update,
     check_straight_through,
+    check_topk_scores,
 )
 from .reference import (
     as_rows,
@@ -29,6 +31,7 @@ from .reference import (
     generated_linear_ref,
     item_softmax_xent_ref,
     sparse_row_update_ref,
+    topk_scores_ref,
 )
 
 __all__ = [
@@ -37,6 +40,7 @@ __all__ = [
     "generated_linear",
     "item_softmax_xent",
     "sparse_row_update",
+    "topk_scores",
 ]
 
 #: Items per block of ``item_softmax_xent``: the (B, chunk) logits block is the op's
@@ -268,6 +272,42 @@ def item_softmax_xent(
     return fn(hidden, table, target, float(label_smoothing), int(chunk))[0]
 
 
+def topk_scores(
+    queries: Tensor, table: Tensor, k: int, exclude: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """The ``k`` rows of ``table`` with the largest inner product with each query
+    (maximum inner-product search), never holding the (B, N) score matrix.
+
+    Args:
+        queries: (B, D) float (user vectors).
+        table: (N, D) item rows, same dtype and device; 1 <= k <= N.
+        k: items per row.
+        exclude: optional (B, E) int64 items each row must skip (its history), -1 pads
+            a row; entries in [-1, N).
+
+    Returns:
+        (values (B, k), indices (B, k) int64), best first; equal scores go to the
+        lower index. Where fewer than k items are left after exclusion, the last slots
+        hold (-inf, -1). Not differentiable (inputs are detached). Raises ValueError
+        if queries or table hold NaN or infinity.
+    """
+    k = check_topk_scores(queries, table, k, exclude)
+    queries, table = queries.detach(), table.detach()
+    backend = _backend.resolve(queries.device, queries.dtype)
+    if backend == "cuda":
+        backend = "triton" if _backend.triton_usable() else "reference"
+    if backend == "reference":
+        return topk_scores_ref(queries, table, k, exclude)
+    if backend == "triton":
+        return _backend.triton_module().topk_scores(queries, table, k, exclude)
+    try:
+        return torch.ops.solid_ext.topk_scores(queries, table, k, exclude)
+    except RuntimeError as exc:  # the kernel's finiteness check, as the reference's error
+        if "NaN or infinity" in str(exc):
+            raise ValueError(str(exc).split("\n")[0]) from None
+        raise
+
+
 # --- registration of fake kernels and autograd for the compiled ops -------------
 
 
@@ -284,6 +324,7 @@ def _register() -> None:
         ("sparse_row_update", _opmeta.sparse_row_update_fake),
         ("item_softmax_xent", _opmeta.item_softmax_xent_fake),
         ("item_softmax_xent_backward", _opmeta.item_softmax_xent_backward_fake),
+        ("topk_scores", _opmeta.topk_scores_fake),
     ):
         torch.library.register_fake(f"solid_ext::{name}", fake)
     backward, setup = _opmeta.dynamic_linear_autograd(torch.ops.solid_ext.dynamic_linear_backward)

@@ -284,3 +284,47 @@ def item_softmax_xent_ref(
         logits, target, reduction="none", label_smoothing=label_smoothing
     )
     return out.to(hidden.dtype)
+
+
+def topk_scores_ref(
+    queries: Tensor,
+    table: Tensor,
+    k: int,
+    exclude: Tensor | None = None,
+    chunk: int = 65536,
+) -> tuple[Tensor, Tensor]:
+    """The ``k`` rows of ``table`` (N, D) of largest inner product with each row of
+    ``queries`` (B, D) -> (values (B, k), indices (B, k) int64), best first, ties to
+    the lowest index; ``exclude`` (B, E) int64 names items a row must skip (-1 pads).
+    Slots left when fewer than k items remain hold (-inf, -1).
+
+    The oracle and the fallback: items in chunks of ``chunk``, each chunk's (B, chunk)
+    scores merged into the running best by a stable sort (so equal scores keep the
+    lower index). Inputs must be finite (NaN has no place in an order).
+    """
+    for name, t in (("queries", queries), ("table", table)):
+        if not torch.compiler.is_compiling() and not bool(torch.isfinite(t).all()):
+            raise ValueError(
+                f"topk_scores: {name} holds NaN or infinity (no order of its scores is defined)"
+            )
+    wd = _work_dtype(queries.dtype)
+    q = queries.to(wd)
+    b, n = q.shape[0], table.shape[0]
+    best_v = q.new_empty((b, 0))
+    best_i = torch.empty((b, 0), dtype=torch.int64, device=q.device)
+    for c0 in range(0, n, chunk):
+        c1 = min(n, c0 + chunk)
+        s = q @ table[c0:c1].to(wd).T
+        if exclude is not None and exclude.numel():
+            ex = exclude - c0
+            inside = (ex >= 0) & (ex < c1 - c0)
+            # Out-of-chunk entries (and -1 padding) land in a spare column, dropped.
+            s = torch.cat([s, s.new_zeros(b, 1)], 1)
+            s.scatter_(1, torch.where(inside, ex, c1 - c0), -math.inf)
+            s = s[:, :-1]
+        idx = torch.arange(c0, c1, device=q.device).expand(b, -1)
+        v, i = torch.cat([best_v, s], 1), torch.cat([best_i, idx], 1)
+        order = torch.sort(v, dim=1, descending=True, stable=True).indices[:, :k]
+        best_v, best_i = v.gather(1, order), i.gather(1, order)
+    best_i = best_i.masked_fill(best_v == -math.inf, -1)
+    return best_v.to(queries.dtype), best_i

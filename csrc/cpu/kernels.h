@@ -89,6 +89,28 @@ struct SUArgs {
   T inv_bc2_sqrt;       // lazy_adam: 1 / sqrt(1 - beta2^step)
 };
 
+// topk_scores (see kernels_impl.h): the k largest q_b . t_n of query rows [r0, r1)
+// over items [n0, n1), each row's kept entries in a min-heap (worst at the root).
+template <typename T>
+struct TKArgs {
+  const T* q;           // (B, D) queries
+  const T* t;           // (N, D) table
+  const int64_t* excl;  // (B, E) items excluded per row, each row ascending; or null
+  int64_t D, E, k;
+  int64_t Kc;           // items per packed chunk (a multiple of cq_tile)
+};
+
+// One task's buffers; rows are counted from the task's first row r0.
+template <typename T>
+struct TKWork {
+  T* pack;       // (Kc * D) the chunk of items packed in panels of cq_tile
+  void* zb;      // cq_scratch_bytes(D) bytes (the baseline's broadcast rows)
+  T* thr;        // (r1 - r0) each row's threshold: its heap's root, or -inf
+  T* hv;         // (r1 - r0, k) heap values
+  int64_t* hi;   // (r1 - r0, k) heap item indices
+  int64_t* cnt;  // (r1 - r0) heap sizes, zero on entry
+};
+
 template <typename T>
 struct KernelOps {
   // Samples [b0, b1); scratch holds SOLID_EXT_DL_SCRATCH_ELEMS(I, O) elements.
@@ -106,6 +128,9 @@ struct KernelOps {
   int64_t (*cq_scratch_bytes)(int64_t D);
   // Distinct rows [u0, u1); scratch holds D elements.
   void (*su_rows)(const SUArgs<T>& a, int64_t u0, int64_t u1, T* scratch);
+  // Query rows [r0, r1) x items [n0, n1); false if a table row read holds NaN or inf.
+  bool (*tk_block)(const TKArgs<T>& a, int64_t r0, int64_t r1, int64_t n0, int64_t n1,
+                   const TKWork<T>& w);
 };
 
 struct Kernels {

@@ -621,6 +621,212 @@ int64_t cq_scratch_bytes(int64_t D) {
   return best + (SOLID_CQ_PREBCAST ? int64_t(CQ_ROWS) * D * lanes<T>() * int64_t(sizeof(T)) : 0);
 }
 
+// ---------------------------------------------------------------- top-k scores
+//
+// The k largest q_b . t_n of each query row, never storing a score matrix. A chunk of
+// items is packed into panels of one tile (the codebook search's layout and register
+// tile: CQ_ROWS rows x one panel of codes, accumulated in registers from zero); each
+// row keeps its best k in a min-heap whose root, the worst entry kept, is the row's
+// threshold. A tile's scores are compared with the thresholds in vectors, and only a
+// lane at or above its row's threshold takes the scalar path (exclusion lookup, heap
+// insertion). On data without structure that is O(k log(N / k)) insertions per row,
+// so the multiply-adds are the cost.
+//
+// The order is (value descending, index ascending), and tk_worse is its converse, so
+// what a heap keeps does not depend on the order items are visited in (how the items
+// are split over threads): ties go to the lowest index.
+
+template <typename T>
+inline bool tk_worse(T av, int64_t ai, T bv, int64_t bi) {
+  return av < bv || (av == bv && ai > bi);
+}
+
+template <typename T>
+inline void tk_sift_down(T* hv, int64_t* hi, int64_t n) {
+  const T v = hv[0];
+  const int64_t i = hi[0];
+  int64_t j = 0;
+  for (;;) {
+    int64_t c = 2 * j + 1;
+    if (c >= n) break;
+    if (c + 1 < n && tk_worse(hv[c + 1], hi[c + 1], hv[c], hi[c])) ++c;
+    if (!tk_worse(hv[c], hi[c], v, i)) break;
+    hv[j] = hv[c];
+    hi[j] = hi[c];
+    j = c;
+  }
+  hv[j] = v;
+  hi[j] = i;
+}
+
+template <typename T>
+inline void tk_sift_up(T* hv, int64_t* hi, int64_t j) {
+  const T v = hv[j];
+  const int64_t i = hi[j];
+  while (j > 0) {
+    const int64_t p = (j - 1) / 2;
+    if (!tk_worse(v, i, hv[p], hi[p])) break;
+    hv[j] = hv[p];
+    hi[j] = hi[p];
+    j = p;
+  }
+  hv[j] = v;
+  hi[j] = i;
+}
+
+// n among the E ascending entries of ex (binary search).
+inline bool tk_excluded(const int64_t* ex, int64_t E, int64_t n) {
+  int64_t lo = 0, hi = E;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi) / 2;
+    if (ex[mid] < n)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo < E && ex[lo] == n;
+}
+
+// Offer item n with score s to local row r (global row g).
+template <typename T>
+inline void tk_offer(const TKArgs<T>& a, const TKWork<T>& w, int64_t r, int64_t g, T s, int64_t n) {
+  T* hv = w.hv + r * a.k;
+  int64_t* hi = w.hi + r * a.k;
+  const int64_t c = w.cnt[r];
+  if (c == a.k && !tk_worse(hv[0], hi[0], s, n)) return;
+  if (a.excl && tk_excluded(a.excl + g * a.E, a.E, n)) return;
+  if (c < a.k) {
+    hv[c] = s;
+    hi[c] = n;
+    tk_sift_up(hv, hi, c);
+    w.cnt[r] = c + 1;
+  } else {
+    hv[0] = s;
+    hi[0] = n;
+    tk_sift_down(hv, hi, a.k);
+  }
+  w.thr[r] = w.cnt[r] == a.k ? hv[0] : -inf<T>();
+}
+
+// Pack items [c0, c0 + cn) as panels (D, NR), zero-padded to whole panels; false if
+// an element is NaN or infinite (x * 0 is then NaN; an OR of comparisons, no chain).
+template <typename T>
+inline bool tk_pack(const T* t, int64_t c0, int64_t cn, int64_t D, T* pack) {
+  constexpr int NR = cq_tile_codes<T>();
+  const int64_t panels = (cn + NR - 1) / NR;
+  bool bad = false;
+  for (int64_t n = 0; n < panels * NR; ++n) {
+    T* dst = pack + (n / NR) * D * NR + n % NR;
+    if (n < cn) {
+      const T* src = t + (c0 + n) * D;
+      for (int64_t d = 0; d < D; ++d) {
+        const T v = src[d];
+        bad |= !(v * T(0) == T(0));
+        dst[d * NR] = v;
+      }
+    } else {
+      for (int64_t d = 0; d < D; ++d) dst[d * NR] = T(0);
+    }
+  }
+  return !bad;
+}
+
+// One micro-tile: rows [m0, m0 + rows) (zr / zb) x the panel cp of items first...,
+// then each row's lanes at or above its threshold offered to its heap.
+template <typename T>
+inline void tk_tile(const TKArgs<T>& a, const TKWork<T>& w, const T* const* zr, const T* zb,
+                    const T* cp, int64_t m0, int64_t rows, int64_t r0, int64_t first,
+                    int64_t valid) {
+  constexpr int V = lanes<T>(), NR = cq_tile_codes<T>();
+  (void)zr;
+  (void)zb;
+  Vec<T> acc[CQ_ROWS][CQ_VECS];
+  SOLID_UNROLL
+  for (int r = 0; r < CQ_ROWS; ++r)
+    SOLID_UNROLL
+    for (int v = 0; v < CQ_VECS; ++v) acc[r][v] = splat<T>(0);
+  for (int64_t d = 0; d < a.D; ++d) {
+    Vec<T> cv[CQ_VECS];
+    SOLID_UNROLL
+    for (int v = 0; v < CQ_VECS; ++v) cv[v] = load(cp + d * NR + v * V);
+    SOLID_UNROLL
+    for (int r = 0; r < CQ_ROWS; ++r) {
+#if SOLID_CQ_PREBCAST
+      const Vec<T> zs = load(zb + (r * a.D + d) * V);
+#else
+      const Vec<T> zs = splat<T>(zr[r][d]);
+#endif
+      SOLID_UNROLL
+      for (int v = 0; v < CQ_VECS; ++v) acc[r][v] += cv[v] * zs;
+    }
+  }
+  T buf[NR];
+  SOLID_UNROLL
+  for (int r = 0; r < CQ_ROWS; ++r) {
+    if (r >= rows) break;
+    const int64_t lr = m0 - r0 + r;
+    const Vec<T> th = splat<T>(w.thr[lr]);
+    IVec<T> hit = acc[r][0] >= th;
+    SOLID_UNROLL
+    for (int v = 1; v < CQ_VECS; ++v) hit |= acc[r][v] >= th;
+    if (hmin<IElem<T>>(hit) == 0) continue;  // no lane reaches the threshold
+    SOLID_UNROLL
+    for (int v = 0; v < CQ_VECS; ++v) store(buf + v * V, acc[r][v]);
+    for (int64_t j = 0; j < valid; ++j)
+      if (buf[j] >= w.thr[lr]) tk_offer(a, w, lr, m0 + r, buf[j], first + j);
+  }
+}
+
+template <typename T>
+inline void tk_rows(const TKArgs<T>& a, int64_t m0, int64_t r1, const T* (&zr)[CQ_ROWS]) {
+  // Rows past r1 repeat the last row: wasted work, never offered.
+  SOLID_UNROLL
+  for (int r = 0; r < CQ_ROWS; ++r) zr[r] = a.q + min64(m0 + r, r1 - 1) * a.D;
+}
+
+template <typename T>
+bool tk_block(const TKArgs<T>& a, int64_t r0, int64_t r1, int64_t n0, int64_t n1,
+              const TKWork<T>& w) {
+  constexpr int NR = cq_tile_codes<T>();
+  const int64_t D = a.D;
+  T* zb = static_cast<T*>(w.zb);
+  (void)zb;
+  bool finite = true;
+  for (int64_t r = 0; r < r1 - r0; ++r) w.thr[r] = -inf<T>();
+  for (int64_t c0 = n0; c0 < n1; c0 += a.Kc) {
+    const int64_t cn = min64(a.Kc, n1 - c0);
+    finite &= tk_pack(a.t, c0, cn, D, w.pack);
+    const int64_t panels = (cn + NR - 1) / NR;
+    const T* zr[CQ_ROWS];
+#if SOLID_CQ_PREBCAST
+    // Rows outer: a row tile's broadcast values are written once per chunk.
+    for (int64_t m0 = r0; m0 < r1; m0 += CQ_ROWS) {
+      tk_rows(a, m0, r1, zr);
+      SOLID_UNROLL
+      for (int r = 0; r < CQ_ROWS; ++r)
+        for (int64_t d = 0; d < D; ++d) store(zb + (r * D + d) * lanes<T>(), splat<T>(zr[r][d]));
+      for (int64_t p = 0; p < panels; ++p) {
+        const int64_t first = c0 + p * NR;
+        tk_tile(a, w, zr, zb, w.pack + p * D * NR, m0, min64(CQ_ROWS, r1 - m0), r0, first,
+                min64(NR, c0 + cn - first));
+      }
+    }
+#else
+    // Panels outer: a panel (D x NR) stays in L1 while every row tile of the block
+    // reads it, rather than streaming the chunk from L2 once per row tile.
+    for (int64_t p = 0; p < panels; ++p) {
+      const int64_t first = c0 + p * NR;
+      const int64_t valid = min64(NR, c0 + cn - first);
+      for (int64_t m0 = r0; m0 < r1; m0 += CQ_ROWS) {
+        tk_rows(a, m0, r1, zr);
+        tk_tile(a, w, zr, zb, w.pack + p * D * NR, m0, min64(CQ_ROWS, r1 - m0), r0, first, valid);
+      }
+    }
+#endif
+  }
+  return finite;
+}
+
 // ---------------------------------------------------------------- generated_linear
 //
 // y_b = x_b @ f(P_b), P_b[i, :] = base[i, :] + sum_k c_b[k] gp[i, k, :], f = clip to
@@ -972,7 +1178,7 @@ constexpr KernelOps<T> ops_of() {
   return KernelOps<T>{&dl_forward<T>,     &dl_backward<T>,      &gl_forward<T>,
                       &gl_backward<T>,    &gl_scratch_elems<T>, lanes<T>(),
                       &cq_search<T>,      cq_tile_codes<T>(),   CQ_GROUP,
-                      &cq_scratch_bytes<T>, &su_rows<T>};
+                      &cq_scratch_bytes<T>, &su_rows<T>,      &tk_block<T>};
 }
 
 const Kernels table{SOLID_STR(SOLID_ISA), ops_of<float>(), ops_of<double>(), &fma_loop};
