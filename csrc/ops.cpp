@@ -42,4 +42,6 @@ TORCH_LIBRARY(solid_ext, m) {
   // Top-k retrieval: the k best items of each query by inner product, without the
   // (B, N) score matrix.
   m.def("topk_scores(Tensor queries, Tensor table, int k, Tensor? exclude) -> (Tensor, Tensor)");
+  // Full-ranking evaluation: each query's target's rank among all items, exactly.
+  m.def("score_ranks(Tensor queries, Tensor table, Tensor target, Tensor? exclude) -> Tensor");
 }

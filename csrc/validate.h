@@ -363,7 +363,7 @@ inline void item_softmax(const char* op, const at::Tensor& hidden, const at::Ten
 }
 
 // topk_scores: queries (B, D), table (N, D) with N >= 1, 1 <= k <= N, exclude absent or
-// (B, E) int64 with every entry in [-1, N) (-1: padding).
+// (B, E) int64 with every entry in [-1, N) (-1: padding). score_ranks passes k = 1.
 inline void topk_scores(const char* op, const at::Tensor& queries, const at::Tensor& table,
                         int64_t k, const at::Tensor* exclude, Impl impl) {
   lead(op, "queries", queries, impl);
@@ -390,6 +390,26 @@ inline void topk_scores(const char* op, const at::Tensor& queries, const at::Ten
     for (int64_t j = 0; j < ec.numel(); ++j)
       TORCH_CHECK(p[j] >= -1 && p[j] < N, op, ": exclude must lie in [-1, N) = [-1, ", N,
                   ") (-1 pads a row), got ", p[j], " at flat position ", j);
+  }
+}
+
+// score_ranks: as topk_scores, and target (B) int64 in [0, N).
+inline void score_ranks(const char* op, const at::Tensor& queries, const at::Tensor& table,
+                        const at::Tensor& target, const at::Tensor* exclude, Impl impl) {
+  topk_scores(op, queries, table, 1, exclude, impl);
+  TORCH_CHECK(target.scalar_type() == at::kLong && target.dim() == 1, op,
+              ": target must be a 1-d int64 tensor, got dtype ", target.scalar_type(),
+              " and shape ", target.sizes());
+  TORCH_CHECK(target.device() == queries.device(), op, ": target is on ", target.device(),
+              " but queries is on ", queries.device(), "; all tensors must be on one device");
+  shape(op, "target", target, {queries.size(0)}, "(B)", "queries");
+  if (target.numel() > 0 && impl.device == c10::DeviceType::CPU) {
+    const at::Tensor tc = target.contiguous();
+    const int64_t* p = tc.data_ptr<int64_t>();
+    const int64_t N = table.size(0);
+    for (int64_t j = 0; j < tc.numel(); ++j)
+      TORCH_CHECK(p[j] >= 0 && p[j] < N, op, ": target must lie in [0, N) = [0, ", N,
+                  ") for table ", table.sizes(), ", got ", p[j], " at position ", j);
   }
 }
 

@@ -398,3 +398,27 @@ def check_topk_scores(queries: Tensor, table: Tensor, k: object, exclude: Tensor
                     f"got [{lo}, {hi}]"
                 )
     return k
+
+
+def check_score_ranks(
+    queries: Tensor, table: Tensor, target: Tensor, exclude: Tensor | None
+) -> None:
+    """Validate ``score_ranks`` arguments (those of ``topk_scores`` with k = 1, and
+    target (B,) int64 in [0, N))."""
+    check_topk_scores(queries, table, 1, exclude)
+    if not isinstance(target, Tensor) or target.dtype != torch.int64 or target.dim() != 1:
+        got = _desc(target) if isinstance(target, Tensor) else type(target).__name__
+        raise ValueError(f"target must be a 1-d int64 tensor, got {got}")
+    if target.shape[0] != queries.shape[0]:
+        raise ValueError(
+            f"target must have B = {queries.shape[0]} entries (queries' rows), "
+            f"got {target.shape[0]}"
+        )
+    if target.device != queries.device:
+        raise ValueError(f"target is on {target.device} but queries is on {queries.device}")
+    if target.numel() and not torch.compiler.is_compiling():
+        lo, hi = int(target.min()), int(target.max())
+        if lo < 0 or hi >= table.shape[0]:
+            raise IndexError(
+                f"target must lie in [0, {table.shape[0]}) (table's rows), got [{lo}, {hi}]"
+            )

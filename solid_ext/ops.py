@@ -1,7 +1,7 @@
 """Public ops: ``dynamic_linear``, ``generated_linear`` and ``codebook_quantize``; for
 the item table, ``sparse_row_update`` (a fused row-wise optimizer step) and
 ``item_softmax_xent`` (softmax cross-entropy over every item without the logits); for
-retrieval and full-ranking evaluation, ``topk_scores``.
+retrieval and full-ranking evaluation, ``topk_scores`` and ``score_ranks``.
 
 Each call validates its arguments, picks a backend (see :mod:`solid_ext._backend`)
 and runs it. The compiled ops live under ``torch.ops.solid_ext``; their fake
@@ -20,6 +20,7 @@ from ._validate import (
     check_dynamic_linear,
     check_generated_linear,
     check_item_softmax,
+    check_score_ranks,
     check_sparse_row_update,
     check_straight_through,
     check_topk_scores,
@@ -30,6 +31,7 @@ from .reference import (
     dynamic_linear_ref,
     generated_linear_ref,
     item_softmax_xent_ref,
+    score_ranks_ref,
     sparse_row_update_ref,
     topk_scores_ref,
 )
@@ -39,6 +41,7 @@ __all__ = [
     "dynamic_linear",
     "generated_linear",
     "item_softmax_xent",
+    "score_ranks",
     "sparse_row_update",
     "topk_scores",
 ]
@@ -300,9 +303,47 @@ def topk_scores(
         return topk_scores_ref(queries, table, k, exclude)
     if backend == "triton":
         return _backend.triton_module().topk_scores(queries, table, k, exclude)
+    return _finite_or_value_error(torch.ops.solid_ext.topk_scores, queries, table, k, exclude)
+
+
+def score_ranks(
+    queries: Tensor, table: Tensor, target: Tensor, exclude: Tensor | None = None
+) -> Tensor:
+    """Each query's target's exact rank among the items by inner product, never holding
+    the (B, N) score matrix: full-ranking evaluation.
+
+    ``rank_b = 1 + #{n != target_b, n not in exclude_b : q_b . t_n >= q_b . t_target}``:
+    1 is best, and an item tied with the target counts against it (a constant scorer
+    ranks every target last, never first).
+
+    Args:
+        queries: (B, D) float (user vectors).
+        table: (N, D) item rows, same dtype and device.
+        target: (B,) int64 in [0, N), each row's held-out item.
+        exclude: optional (B, E) int64 items each row leaves out of the ranking (its
+            history), -1 pads; excluding the target itself has no effect.
+
+    Returns:
+        (B,) int64 ranks in [1, N]. Not differentiable. Raises ValueError if queries or
+        table hold NaN or infinity.
+    """
+    check_score_ranks(queries, table, target, exclude)
+    queries, table = queries.detach(), table.detach()
+    backend = _backend.resolve(queries.device, queries.dtype)
+    if backend == "cuda":
+        backend = "triton" if _backend.triton_usable() else "reference"
+    if backend == "reference":
+        return score_ranks_ref(queries, table, target, exclude)
+    if backend == "triton":
+        return _backend.triton_module().score_ranks(queries, table, target, exclude)
+    return _finite_or_value_error(torch.ops.solid_ext.score_ranks, queries, table, target, exclude)
+
+
+def _finite_or_value_error(op, *args):
+    """Run a compiled op; its finiteness check's error as the reference's ValueError."""
     try:
-        return torch.ops.solid_ext.topk_scores(queries, table, k, exclude)
-    except RuntimeError as exc:  # the kernel's finiteness check, as the reference's error
+        return op(*args)
+    except RuntimeError as exc:
         if "NaN or infinity" in str(exc):
             raise ValueError(str(exc).split("\n")[0]) from None
         raise
@@ -325,6 +366,7 @@ def _register() -> None:
         ("item_softmax_xent", _opmeta.item_softmax_xent_fake),
         ("item_softmax_xent_backward", _opmeta.item_softmax_xent_backward_fake),
         ("topk_scores", _opmeta.topk_scores_fake),
+        ("score_ranks", _opmeta.score_ranks_fake),
     ):
         torch.library.register_fake(f"solid_ext::{name}", fake)
     backward, setup = _opmeta.dynamic_linear_autograd(torch.ops.solid_ext.dynamic_linear_backward)

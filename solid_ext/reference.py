@@ -286,6 +286,14 @@ def item_softmax_xent_ref(
     return out.to(hidden.dtype)
 
 
+def _check_finite(op: str, **tensors: Tensor) -> None:
+    for name, t in tensors.items():
+        if not torch.compiler.is_compiling() and not bool(torch.isfinite(t).all()):
+            raise ValueError(
+                f"{op}: {name} holds NaN or infinity (no order of its scores is defined)"
+            )
+
+
 def topk_scores_ref(
     queries: Tensor,
     table: Tensor,
@@ -302,11 +310,7 @@ def topk_scores_ref(
     scores merged into the running best by a stable sort (so equal scores keep the
     lower index). Inputs must be finite (NaN has no place in an order).
     """
-    for name, t in (("queries", queries), ("table", table)):
-        if not torch.compiler.is_compiling() and not bool(torch.isfinite(t).all()):
-            raise ValueError(
-                f"topk_scores: {name} holds NaN or infinity (no order of its scores is defined)"
-            )
+    _check_finite("topk_scores", queries=queries, table=table)
     wd = _work_dtype(queries.dtype)
     q = queries.to(wd)
     b, n = q.shape[0], table.shape[0]
@@ -328,3 +332,50 @@ def topk_scores_ref(
         best_v, best_i = v.gather(1, order), i.gather(1, order)
     best_i = best_i.masked_fill(best_v == -math.inf, -1)
     return best_v.to(queries.dtype), best_i
+
+
+def ranks_from_scores(scores: Tensor, target: Tensor, exclude: Tensor | None = None) -> Tensor:
+    """The rank of each row's target among the columns of ``scores`` (B, N), 1 = best,
+    ties counted against the target, excluded columns (``exclude`` (B, E), -1 pads)
+    skipped: ``1 + #{n != target, n not excluded : s_n >= s_target}`` (B,) int64."""
+    b = scores.shape[0]
+    s = scores.clone()
+    st = s.gather(1, target[:, None])
+    ge = s >= st
+    if exclude is not None and exclude.numel():
+        keep = exclude >= 0
+        rows = torch.arange(b, device=s.device)[:, None].expand_as(exclude)
+        ge[rows[keep], exclude[keep]] = False
+    ge[torch.arange(b, device=s.device), target] = False
+    return 1 + ge.sum(1)
+
+
+def score_ranks_ref(
+    queries: Tensor,
+    table: Tensor,
+    target: Tensor,
+    exclude: Tensor | None = None,
+    chunk: int = 65536,
+) -> Tensor:
+    """Each row's target's rank among the rows of ``table`` (N, D) by inner product
+    with ``queries`` (B, D): ``1 + #{n != target, n not excluded : q . t_n >= q .
+    t_target}`` (B,) int64, ties counted against the target (a constant scorer ranks
+    every target last). ``exclude`` (B, E) as in :func:`topk_scores_ref`. Items in
+    chunks of ``chunk``; the oracle and the fallback."""
+    _check_finite("score_ranks", queries=queries, table=table)
+    wd = _work_dtype(queries.dtype)
+    q = queries.to(wd)
+    b, n = q.shape[0], table.shape[0]
+    st = (q * table[target].to(wd)).sum(1, keepdim=True)
+    rows = torch.arange(b, device=q.device)
+    count = torch.zeros(b, dtype=torch.int64, device=q.device)
+    for c0 in range(0, n, chunk):
+        c1 = min(n, c0 + chunk)
+        ge = q @ table[c0:c1].to(wd).T >= st
+        own = (target >= c0) & (target < c1)
+        ge[rows[own], target[own] - c0] = False
+        if exclude is not None and exclude.numel():
+            hit = (exclude >= c0) & (exclude < c1)
+            ge[rows[:, None].expand_as(exclude)[hit], exclude[hit] - c0] = False
+        count += ge.sum(1)
+    return 1 + count

@@ -111,6 +111,19 @@ struct TKWork {
   int64_t* cnt;  // (r1 - r0) heap sizes, zero on entry
 };
 
+// score_ranks (see kernels_impl.h): how many items score at least the target's score.
+template <typename T>
+struct RKArgs {
+  const T* q;             // (B, D) queries
+  const T* t;             // (N, D) table
+  const int64_t* target;  // (B) each row's target item
+  const int64_t* excl;    // (B, E) items excluded per row, each row ascending; or null
+  int64_t D, E;
+  int64_t Kc;             // items per packed chunk (a multiple of cq_tile)
+  T* ts;                  // (B) the target's score (written by rk_self)
+  int64_t* sub;           // (B) distinct excluded items, not the target, scoring >= ts (rk_self)
+};
+
 template <typename T>
 struct KernelOps {
   // Samples [b0, b1); scratch holds SOLID_EXT_DL_SCRATCH_ELEMS(I, O) elements.
@@ -130,6 +143,13 @@ struct KernelOps {
   void (*su_rows)(const SUArgs<T>& a, int64_t u0, int64_t u1, T* scratch);
   // Query rows [r0, r1) x items [n0, n1); false if a table row read holds NaN or inf.
   bool (*tk_block)(const TKArgs<T>& a, int64_t r0, int64_t r1, int64_t n0, int64_t n1,
+                   const TKWork<T>& w);
+  // Rows [b0, b1): ts and sub, with the arithmetic rk_block's tiles use; scratch holds
+  // D * cq_tile elements and then cq_scratch_bytes(D) bytes.
+  void (*rk_self)(const RKArgs<T>& a, int64_t b0, int64_t b1, void* scratch);
+  // Adds to w.cnt[b - r0] the items of [n0, n1) scoring >= ts[b] (pack, zb used);
+  // false if a table row read holds NaN or inf.
+  bool (*rk_block)(const RKArgs<T>& a, int64_t r0, int64_t r1, int64_t n0, int64_t n1,
                    const TKWork<T>& w);
 };
 

@@ -731,28 +731,27 @@ inline bool tk_pack(const T* t, int64_t c0, int64_t cn, int64_t D, T* pack) {
   return !bad;
 }
 
-// One micro-tile: rows [m0, m0 + rows) (zr / zb) x the panel cp of items first...,
-// then each row's lanes at or above its threshold offered to its heap.
+// acc[r][v] = scores of rows zr[r] (or their broadcasts zb) against the panel cp,
+// each lane one fused multiply-add per d in ascending order from zero: rk_self
+// reproduces exactly this arithmetic for single items.
 template <typename T>
-inline void tk_tile(const TKArgs<T>& a, const TKWork<T>& w, const T* const* zr, const T* zb,
-                    const T* cp, int64_t m0, int64_t rows, int64_t r0, int64_t first,
-                    int64_t valid) {
+inline void tk_acc(int64_t D, const T* const* zr, const T* zb, const T* cp,
+                   Vec<T> (&acc)[CQ_ROWS][CQ_VECS]) {
   constexpr int V = lanes<T>(), NR = cq_tile_codes<T>();
   (void)zr;
   (void)zb;
-  Vec<T> acc[CQ_ROWS][CQ_VECS];
   SOLID_UNROLL
   for (int r = 0; r < CQ_ROWS; ++r)
     SOLID_UNROLL
     for (int v = 0; v < CQ_VECS; ++v) acc[r][v] = splat<T>(0);
-  for (int64_t d = 0; d < a.D; ++d) {
+  for (int64_t d = 0; d < D; ++d) {
     Vec<T> cv[CQ_VECS];
     SOLID_UNROLL
     for (int v = 0; v < CQ_VECS; ++v) cv[v] = load(cp + d * NR + v * V);
     SOLID_UNROLL
     for (int r = 0; r < CQ_ROWS; ++r) {
 #if SOLID_CQ_PREBCAST
-      const Vec<T> zs = load(zb + (r * a.D + d) * V);
+      const Vec<T> zs = load(zb + (r * D + d) * V);
 #else
       const Vec<T> zs = splat<T>(zr[r][d]);
 #endif
@@ -760,6 +759,17 @@ inline void tk_tile(const TKArgs<T>& a, const TKWork<T>& w, const T* const* zr, 
       for (int v = 0; v < CQ_VECS; ++v) acc[r][v] += cv[v] * zs;
     }
   }
+}
+
+// One micro-tile: rows [m0, m0 + rows) (zr / zb) x the panel cp of items first...,
+// then each row's lanes at or above its threshold offered to its heap.
+template <typename T>
+inline void tk_tile(const TKArgs<T>& a, const TKWork<T>& w, const T* const* zr, const T* zb,
+                    const T* cp, int64_t m0, int64_t rows, int64_t r0, int64_t first,
+                    int64_t valid) {
+  constexpr int V = lanes<T>(), NR = cq_tile_codes<T>();
+  Vec<T> acc[CQ_ROWS][CQ_VECS];
+  tk_acc(a.D, zr, zb, cp, acc);
   T buf[NR];
   SOLID_UNROLL
   for (int r = 0; r < CQ_ROWS; ++r) {
@@ -822,6 +832,140 @@ bool tk_block(const TKArgs<T>& a, int64_t r0, int64_t r1, int64_t n0, int64_t n1
         tk_tile(a, w, zr, zb, w.pack + p * D * NR, m0, min64(CQ_ROWS, r1 - m0), r0, first, valid);
       }
     }
+#endif
+  }
+  return finite;
+}
+
+// ---------------------------------------------------------------- score ranks
+//
+// The exact rank of each row's target among all items, ties counted against it:
+// 1 + #{n != target, n not excluded : s_n >= s_target}. rk_block counts every item
+// scoring at least the target's score with the top-k tile (a compare and a lane count
+// per row and panel, no scalar path); rk_self scores the target and the excluded
+// items one by one with the same per-lane arithmetic (fused multiply-adds over d in
+// ascending order from zero), so an item tied with the target in rk_block is tied in
+// rk_self too, and the target and excluded items can be taken out of the count.
+
+// Scores of row z against up to NR items (panel packed from the item rows `items`,
+// n of them), through tk_acc itself: the same loads, broadcasts and multiply-adds as
+// the tiles, so equal inputs give bit-equal scores (a separate scalar loop may be
+// compiled differently, e.g. a multiply of two broadcasts folded to a scalar one and
+// not fused with the add).
+template <typename T>
+inline void rk_scores(const RKArgs<T>& a, const T* z, const int64_t* items, int64_t n, T* panel,
+                      T* zb, T* out) {
+  constexpr int V = lanes<T>(), NR = cq_tile_codes<T>();
+  const int64_t D = a.D;
+  for (int64_t d = 0; d < D; ++d)
+    for (int j = 0; j < NR; ++j) panel[d * NR + j] = j < n ? a.t[items[j] * D + d] : T(0);
+  const T* zr[CQ_ROWS];
+  SOLID_UNROLL
+  for (int r = 0; r < CQ_ROWS; ++r) zr[r] = z;
+#if SOLID_CQ_PREBCAST
+  SOLID_UNROLL
+  for (int r = 0; r < CQ_ROWS; ++r)
+    for (int64_t d = 0; d < D; ++d) store(zb + (r * D + d) * V, splat<T>(z[d]));
+#endif
+  Vec<T> acc[CQ_ROWS][CQ_VECS];
+  tk_acc(D, zr, zb, panel, acc);
+  SOLID_UNROLL
+  for (int v = 0; v < CQ_VECS; ++v) store(out + v * V, acc[0][v]);
+}
+
+// scratch: D * cq_tile elements (one panel) and then cq_scratch_bytes(D) bytes.
+template <typename T>
+void rk_self(const RKArgs<T>& a, int64_t b0, int64_t b1, void* scratch) {
+  constexpr int NR = cq_tile_codes<T>();
+  T* panel = static_cast<T*>(scratch);
+  T* zb = panel + a.D * NR;
+  int64_t items[NR];
+  T out[NR];
+  for (int64_t b = b0; b < b1; ++b) {
+    const T* z = a.q + b * a.D;
+    const int64_t tgt = a.target[b];
+    const int64_t* ex = a.excl ? a.excl + b * a.E : nullptr;
+    // Lane 0 of the first panel is the target; then the distinct excluded items.
+    items[0] = tgt;
+    int64_t n = 1, sub = 0, j = 0;
+    bool first = true;
+    T st = 0;
+    for (;;) {
+      for (; ex && j < a.E && n < NR; ++j) {
+        const int64_t e = ex[j];
+        if (e < 0 || e == tgt || (j > 0 && ex[j - 1] == e)) continue;
+        items[n++] = e;
+      }
+      rk_scores(a, z, items, n, panel, zb, out);
+      if (first) st = out[0];
+      for (int64_t k = first ? 1 : 0; k < n; ++k) sub += out[k] >= st;
+      first = false;
+      n = 0;
+      if (!ex || j >= a.E) break;
+    }
+    a.ts[b] = st;
+    a.sub[b] = sub;
+  }
+}
+
+template <typename T>
+inline void rk_tile(const RKArgs<T>& a, const TKWork<T>& w, const T* const* zr, const T* zb,
+                    const T* cp, int64_t m0, int64_t rows, int64_t r0, int64_t valid) {
+  constexpr int V = lanes<T>(), NR = cq_tile_codes<T>();
+  Vec<T> acc[CQ_ROWS][CQ_VECS];
+  tk_acc(a.D, zr, zb, cp, acc);
+  IVec<T> lane;
+  SOLID_UNROLL
+  for (int i = 0; i < V; ++i) lane[i] = static_cast<IElem<T>>(i);
+  SOLID_UNROLL
+  for (int r = 0; r < CQ_ROWS; ++r) {
+    if (r >= rows) break;
+    const Vec<T> th = splat<T>(a.ts[m0 + r]);
+    IVec<T> n = IVec<T>{};
+    SOLID_UNROLL
+    for (int v = 0; v < CQ_VECS; ++v) {
+      IVec<T> hit = acc[r][v] >= th;
+      if (valid < NR) hit &= (lane + static_cast<IElem<T>>(v * V)) < static_cast<IElem<T>>(valid);
+      n += hit;  // -1 per lane at or above the threshold
+    }
+    const auto f = fold16<IElem<T>, SOLID_VBYTES>(n, add_op);
+    int64_t s = 0;
+    for (int k = 0; k < int(16 / sizeof(IElem<T>)); ++k) s += f[k];
+    w.cnt[m0 - r0 + r] -= s;
+  }
+}
+
+template <typename T>
+bool rk_block(const RKArgs<T>& a, int64_t r0, int64_t r1, int64_t n0, int64_t n1,
+              const TKWork<T>& w) {
+  constexpr int NR = cq_tile_codes<T>();
+  const int64_t D = a.D;
+  T* zb = static_cast<T*>(w.zb);
+  (void)zb;
+  const TKArgs<T> ra{a.q, a.t, nullptr, D, 0, 1, a.Kc};
+  bool finite = true;
+  for (int64_t c0 = n0; c0 < n1; c0 += a.Kc) {
+    const int64_t cn = min64(a.Kc, n1 - c0);
+    finite &= tk_pack(a.t, c0, cn, D, w.pack);
+    const int64_t panels = (cn + NR - 1) / NR;
+    const T* zr[CQ_ROWS];
+#if SOLID_CQ_PREBCAST
+    for (int64_t m0 = r0; m0 < r1; m0 += CQ_ROWS) {
+      tk_rows(ra, m0, r1, zr);
+      SOLID_UNROLL
+      for (int r = 0; r < CQ_ROWS; ++r)
+        for (int64_t d = 0; d < D; ++d) store(zb + (r * D + d) * lanes<T>(), splat<T>(zr[r][d]));
+      for (int64_t p = 0; p < panels; ++p)
+        rk_tile(a, w, zr, zb, w.pack + p * D * NR, m0, min64(CQ_ROWS, r1 - m0), r0,
+                min64(NR, cn - p * NR));
+    }
+#else
+    for (int64_t p = 0; p < panels; ++p)
+      for (int64_t m0 = r0; m0 < r1; m0 += CQ_ROWS) {
+        tk_rows(ra, m0, r1, zr);
+        rk_tile(a, w, zr, zb, w.pack + p * D * NR, m0, min64(CQ_ROWS, r1 - m0), r0,
+                min64(NR, cn - p * NR));
+      }
 #endif
   }
   return finite;
@@ -1178,7 +1322,8 @@ constexpr KernelOps<T> ops_of() {
   return KernelOps<T>{&dl_forward<T>,     &dl_backward<T>,      &gl_forward<T>,
                       &gl_backward<T>,    &gl_scratch_elems<T>, lanes<T>(),
                       &cq_search<T>,      cq_tile_codes<T>(),   CQ_GROUP,
-                      &cq_scratch_bytes<T>, &su_rows<T>,      &tk_block<T>};
+                      &cq_scratch_bytes<T>, &su_rows<T>,      &tk_block<T>,
+                      &rk_self<T>,        &rk_block<T>};
 }
 
 const Kernels table{SOLID_STR(SOLID_ISA), ops_of<float>(), ops_of<double>(), &fma_loop};

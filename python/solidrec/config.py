@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from solidrec.metrics import METRIC_KEYS
+from solidrec.metrics import (
+    FULL_METRIC_KEYS,
+    METRIC_KEYS,
+    PROTOCOL_CHOICES,
+    metric_keys,
+    protocol_of_key,
+)
 from solidrec.modes import CODEBOOK_INITS, SOLID_MODES, SolidMode, effective_model, get_mode
 
 if TYPE_CHECKING:
@@ -143,8 +149,12 @@ class TrainConfig:
     eval_batch_size: int = 512  # users per evaluation batch (x100 candidates)
     max_epochs: int = 30  # per stage
     patience: int = 3  # epochs without improvement of select_metric before stopping
-    # Validation metric that selects the best epoch and stops early (metrics.METRIC_KEYS).
+    # Validation metric that selects the best epoch and stops early: one of the keys of
+    # eval_protocol (metrics.METRIC_KEYS sampled, metrics.FULL_METRIC_KEYS full).
     select_metric: str = "auc"
+    # What validation and the test split report (metrics.PROTOCOL_CHOICES): sampled (the
+    # paper's 1 + 99 candidates) | full (rank among all items, seen ones left out) | both.
+    eval_protocol: str = "sampled"
     stage2_max_epochs: int = 0  # 0 = same as max_epochs
     min_delta: float = 1e-4
     seed: int = 2024
@@ -190,9 +200,19 @@ class TrainConfig:
             ),
         )
         parse_device(self.device, "train.device")
-        if self.select_metric not in METRIC_KEYS:
+        if self.eval_protocol not in PROTOCOL_CHOICES:
             raise ValueError(
-                f"train.select_metric must be one of {METRIC_KEYS}, got {self.select_metric!r}"
+                f"train.eval_protocol must be one of {PROTOCOL_CHOICES}, got {self.eval_protocol!r}"
+            )
+        keys = metric_keys(self.eval_protocol)
+        if self.select_metric not in keys:
+            hint = ""
+            if self.select_metric in METRIC_KEYS + FULL_METRIC_KEYS:
+                p = protocol_of_key(self.select_metric)
+                hint = f" (a {p} metric: set train.eval_protocol={p} or both)"
+            raise ValueError(
+                f"train.select_metric must be one of train.eval_protocol={self.eval_protocol}'s "
+                f"metrics {keys}, got {self.select_metric!r}{hint}"
             )
         for name, allowed in (
             ("loss", LOSSES),

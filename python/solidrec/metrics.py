@@ -1,6 +1,12 @@
-"""CTR and ranking metrics over each user's candidate list (paper §4.1.3).
+"""Ranking metrics under two protocols, and the one list of their names.
 
-Conventions (documented, tested):
+- ``sampled`` (the paper's, §4.1.3): each user's held-out item among 1 + 99 sampled
+  negatives (the prepared split's candidates).
+- ``full`` (the field's today, e.g. RecBole's default): the held-out item's exact rank
+  among every item, the user's seen items left out (:func:`full_ranking_metrics`; keys
+  prefixed ``full_``).
+
+Conventions of the sampled protocol (documented, tested):
 - ``auc``: pooled over every (user, candidate) score; ties count 1/2.
 - ``uauc``: mean over users of the per-user AUC; a user whose candidates are all one
   class has no AUC and is skipped (the count is reported as ``uauc_users``).
@@ -13,9 +19,64 @@ from __future__ import annotations
 
 import numpy as np
 
-#: The metrics of every evaluation (training log, metrics.json, ``solidrec evaluate``,
-#: ``solidrec report``), in the column order of the paper's Table 1.
+#: The metrics of the sampled protocol (training log, metrics.json, ``solidrec
+#: evaluate``, ``solidrec report``), in the column order of the paper's Table 1.
 METRIC_KEYS = ("auc", "uauc", "ndcg@10", "recall@10", "ndcg@20", "recall@20")
+#: Cut-offs of the full-ranking protocol.
+FULL_KS = (5, 10, 20)
+#: The metrics of the full-ranking protocol: Recall@K (= HR@K: one held-out item),
+#: NDCG@K and MRR@K for K in FULL_KS.
+FULL_METRIC_KEYS = tuple(f"full_{m}@{k}" for k in FULL_KS for m in ("recall", "ndcg", "mrr"))
+#: Each protocol's metric keys, and what its numbers are computed over (said wherever
+#: they are shown).
+PROTOCOL_KEYS = {"sampled": METRIC_KEYS, "full": FULL_METRIC_KEYS}
+PROTOCOLS = {
+    "sampled": "the held-out item among 1 + the split's sampled negatives (the paper's protocol)",
+    "full": "the held-out item's rank among all items, the user's earlier items left out, "
+    "ties counted against it",
+}
+#: ``train.eval_protocol`` / ``evaluate --protocol`` values.
+PROTOCOL_CHOICES = ("sampled", "full", "both")
+
+
+def protocols_of(choice: str) -> tuple[str, ...]:
+    """The protocols a PROTOCOL_CHOICES value evaluates."""
+    if choice not in PROTOCOL_CHOICES:
+        raise ValueError(f"protocol must be one of {PROTOCOL_CHOICES}, got {choice!r}")
+    return ("sampled", "full") if choice == "both" else (choice,)
+
+
+def metric_keys(choice: str) -> tuple[str, ...]:
+    """Metric keys a PROTOCOL_CHOICES value reports, sampled first."""
+    return tuple(k for p in protocols_of(choice) for k in PROTOCOL_KEYS[p])
+
+
+def protocol_of_key(key: str) -> str:
+    """The protocol a metric key belongs to; ValueError for an unknown key."""
+    for p, keys in PROTOCOL_KEYS.items():
+        if key in keys:
+            return p
+    known = ", ".join(k for keys in PROTOCOL_KEYS.values() for k in keys)
+    raise ValueError(f"unknown metric {key!r}; known: {known}")
+
+
+def full_ranking_metrics(ranks: np.ndarray) -> dict[str, float]:
+    """Recall@K, NDCG@K and MRR@K (K in FULL_KS) of each user's held-out item at
+    ``ranks`` (U,) (1 = first; one relevant item per user, so the ideal DCG is 1):
+    Recall@K = [r <= K], NDCG@K = [r <= K] / log2(r + 1), MRR@K = [r <= K] / r, each
+    averaged over users. Also ``full_users`` (U)."""
+    r = np.asarray(ranks, np.float64).ravel()
+    if r.size and (np.isnan(r).any() or r.min() < 1):
+        raise ValueError("ranks must be >= 1 (1 = the first place)")
+    out: dict[str, float] = {}
+    for k in FULL_KS:
+        hit = r <= k
+        mean = (lambda x: float(x.mean())) if r.size else (lambda x: float("nan"))
+        out[f"full_recall@{k}"] = mean(hit.astype(np.float64))
+        out[f"full_ndcg@{k}"] = mean(np.where(hit, 1.0 / np.log2(r + 1.0), 0.0))
+        out[f"full_mrr@{k}"] = mean(np.where(hit, 1.0 / r, 0.0))
+    out["full_users"] = int(r.size)
+    return out
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:

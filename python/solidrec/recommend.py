@@ -28,6 +28,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from solid_ext.ops import topk_scores
 from solidrec.config import RunConfig, resolve_device
 from solidrec.data.io import atomic_directory, sha256_file, write_json
 from solidrec.models import SolidModel
@@ -250,20 +251,58 @@ class Recommender:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         out: list[list[tuple[str, float]]] = []
+        k = min(k, self.num_items)
         for start in range(0, len(histories), batch_size):
             chunk = histories[start : start + batch_size]
-            s = self._scores(chunk, unknown, start)
-            if exclude_seen:
-                for row, h in enumerate(chunk):
-                    # Already warned about unknown ids by scores().
-                    seen = [self.index[str(x)] for x in h if str(x) in self.index]
-                    s[row, seen] = -torch.inf
-            top = s.topk(min(k, self.num_items), dim=1)
-            for vals, idx in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+            vals, idx = self._top(chunk, k, exclude_seen, unknown, start)
+            for v_row, i_row in zip(vals.tolist(), idx.tolist(), strict=True):
+                # (-inf, -1) slots: fewer unseen items than k.
                 out.append(
-                    [(self.item_ids[i], v) for v, i in zip(vals, idx, strict=True) if v > -1e38]
+                    [(self.item_ids[i], v) for v, i in zip(v_row, i_row, strict=True) if i > 0]
                 )
         return out
+
+    def _top(
+        self,
+        histories: Sequence[Sequence[str | int]],
+        k: int,
+        exclude_seen: bool,
+        unknown: Unknown,
+        first: int,
+    ) -> tuple[Tensor, Tensor]:
+        """(values, model item ids) (B, k) of the best items after each history: the
+        fused ``solid_ext.ops.topk_scores`` over the item table (no (B, N) score
+        matrix); a target-dependent backbone (DIN) scores every item, then top-k."""
+        encoded = [self.encode(h, unknown) for h in histories]
+        empty = [i for i, h in enumerate(encoded) if not h]
+        if empty:
+            raise ValueError(
+                f"history {first + empty[0]} (counting from 0) has no item the model knows: "
+                "nothing to recommend from"
+            )
+        hist = self._tensor(encoded).to(self.device)
+        exclude = None
+        if exclude_seen:
+            e = max(len(h) for h in encoded)
+            exclude = torch.full((len(encoded), e), -1, dtype=torch.long)
+            for row, h in enumerate(encoded):
+                exclude[row, : len(h)] = torch.tensor(h) - 1  # table row = item id - 1
+            exclude = exclude.to(self.device)
+        model = self.model
+        if model.backbone.target_dependent:
+            s = model.score_all(hist)[:, 1:].float()
+            if exclude is not None:
+                keep = exclude >= 0
+                rows = torch.arange(len(encoded), device=s.device)[:, None].expand_as(exclude)
+                s[rows[keep], exclude[keep]] = -torch.inf
+            top = s.topk(k, dim=1)
+            vals, idx = top.values, top.indices.masked_fill(top.values == -torch.inf, -1)
+        else:
+            with torch.no_grad():
+                user = model(hist, None, return_user=True)[0]
+                table = model.item_table()
+            vals, idx = topk_scores(user.to(table.dtype), table, k, exclude)
+        return vals.float().cpu(), (idx + (idx >= 0).long()).cpu()
 
     def recommend(
         self,

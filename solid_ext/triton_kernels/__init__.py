@@ -12,7 +12,10 @@ autograd formulas, so ``torch.compile`` traces through them).
 lse)`` likewise (softmax cross-entropy over every item, no (B, N) logits).
 ``sparse_row_update(weight, state1, state2, indices, grad, kind, lr, beta1, beta2,
 eps, weight_decay, step)`` updates weight and state in place (an optimizer step, not
-differentiable).
+differentiable). ``topk_scores(queries, table, k, exclude) -> (values, indices)`` and
+``score_ranks(queries, table, target, exclude) -> ranks`` (maximum inner-product top-k
+and a target's exact rank, no (B, N) scores) are not differentiable either; all three
+are ``custom_op`` ops with fake kernels too.
 
 Importing this package does not import Triton (it is imported at the first
 kernel launch), so ``TRITON_INTERPRET`` may still be set after ``import solid_ext``;
@@ -45,7 +48,9 @@ __all__ = [
     "is_available",
     "item_softmax_xent",
     "kernel_launches",
+    "score_ranks",
     "sparse_row_update",
+    "topk_scores",
 ]
 _AOT = ("compile_kernels", "kernel_launches")
 
@@ -70,7 +75,9 @@ if _HAS_TRITON:
         dynamic_linear,
         generated_linear,
         item_softmax_xent,
+        score_ranks,
         sparse_row_update,
+        topk_scores,
     )
 else:  # pragma: no cover
 
@@ -79,6 +86,7 @@ else:  # pragma: no cover
 
     dynamic_linear = generated_linear = codebook_quantize = _no_triton
     item_softmax_xent = sparse_row_update = _no_triton
+    topk_scores = score_ranks = _no_triton
 
 
 def __getattr__(name: str):

@@ -258,3 +258,34 @@ def item_softmax_xent_backward(
 item_softmax_xent_backward.register_fake(_opmeta.item_softmax_xent_backward_fake)
 _backward, _setup = _opmeta.item_softmax_xent_autograd(item_softmax_xent_backward)
 item_softmax_xent.register_autograd(_backward, setup_context=_setup)
+
+
+# --- topk_scores / score_ranks ----------------------------------------------------
+
+__all__ += ["score_ranks", "topk_scores"]
+
+
+@torch.library.custom_op("solid_ext_triton::topk_scores", mutates_args=())
+def topk_scores(
+    queries: Tensor, table: Tensor, k: int, exclude: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """queries (B, D), table (N, D), exclude (B, E) int64 or None -> (values (B, k),
+    indices (B, k) int64), best first, ties to the lower index (not differentiable)."""
+    k = _validate.check_topk_scores(queries, table, k, exclude)
+    _check_device(queries)
+    return _kernels("_item_scores").topk_scores(queries, table, k, exclude)
+
+
+topk_scores.register_fake(_opmeta.topk_scores_fake)
+
+
+@torch.library.custom_op("solid_ext_triton::score_ranks", mutates_args=())
+def score_ranks(queries: Tensor, table: Tensor, target: Tensor, exclude: Tensor | None) -> Tensor:
+    """queries (B, D), table (N, D), target (B,) int64, exclude (B, E) int64 or None ->
+    ranks (B,) int64, ties counted against the target (not differentiable)."""
+    _validate.check_score_ranks(queries, table, target, exclude)
+    _check_device(queries)
+    return _kernels("_item_scores").score_ranks(queries, table, target, exclude)
+
+
+score_ranks.register_fake(_opmeta.score_ranks_fake)

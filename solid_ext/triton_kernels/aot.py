@@ -11,8 +11,9 @@ hook that lets a tool check the real compiler's verdict on a machine without a G
   :data:`CODEBOOK_QUANTIZE_PROBLEMS`, :data:`SPARSE_ROW_UPDATE_PROBLEMS`, each dtype of
   :data:`DTYPES`, branch on and off, tau set and None, straight-through on and off, both
   row optimizers sparse and dense; :data:`ITEM_SOFTMAX_PROBLEMS` with and without label
-  smoothing), with every kernel launch recorded instead of run, and returns each
-  distinct one.
+  smoothing; :data:`TOPK_SCORES_PROBLEMS` and :data:`SCORE_RANKS_PROBLEMS` with and
+  without exclusions), with every kernel launch recorded instead of run, and returns
+  each distinct one.
 - :func:`compile_kernels` compiles those launches for ``sm_<arch>`` and returns, per
   launch, the PTX, the shared memory and the ``ptxas`` Triton bundles for that arch
   (to ask it for a register and spill report), or the compiler's error.
@@ -38,6 +39,7 @@ from . import (
     _codebook_quantize,
     _dynamic_linear,
     _generated_linear,
+    _item_scores,
     _item_softmax,
     _launch,
     _sparse_row_update,
@@ -49,7 +51,9 @@ __all__ = [
     "DYNAMIC_LINEAR_PROBLEMS",
     "GENERATED_LINEAR_PROBLEMS",
     "ITEM_SOFTMAX_PROBLEMS",
+    "SCORE_RANKS_PROBLEMS",
     "SPARSE_ROW_UPDATE_PROBLEMS",
+    "TOPK_SCORES_PROBLEMS",
     "CompiledKernel",
     "KernelLaunch",
     "compile_kernels",
@@ -73,6 +77,21 @@ SPARSE_ROW_UPDATE_PROBLEMS = ((40, 37, 5), (300, 200, 64), (20, 7, 1500), (20, 7
 # path with D resident at 32 and 64 (the two forward item tiles), and D = 130 past
 # one chunk (the D loop and the backward's D slices; float64 takes it from D = 32).
 ITEM_SOFTMAX_PROBLEMS = ((37, 70, 5), (64, 300, 32), (64, 1000, 64), (17, 100, 130))
+# (B, N, D, k) of topk_scores: D below the dot minimum with the 32-row tile (k <= 32);
+# the 16-row tiles with k = 64, 128 (128-item tiles) and 256 (the largest k, 256-item
+# tiles), D resident at 32 and 64; few rows over many items (item splits and the merge
+# kernel) for k = 256 and for k = 1 with D = 130 past one chunk. float64 runs the
+# reference (no launch).
+TOPK_SCORES_PROBLEMS = (
+    (37, 70, 5, 10),
+    (64, 300, 64, 64),
+    (64, 1000, 32, 100),
+    (3, 20000, 64, 256),
+    (5, 5000, 130, 1),
+)
+# (B, N, D) of score_ranks: D below the dot minimum, resident at 32 and 64 (64- and
+# 32-item tiles), and D = 130 past one chunk over many items (item splits).
+SCORE_RANKS_PROBLEMS = ((37, 70, 5), (64, 1000, 32), (64, 1000, 64), (3, 20000, 130))
 _TAU = 0.01
 
 _TYPES = {
@@ -213,6 +232,28 @@ def _item_softmax_launches(dtypes: Sequence[torch.dtype], problems: Sequence[tup
                 _item_softmax.backward(grad, hidden, table, target, lse, ls, 4096, True, True)
 
 
+def _item_scores_launches(
+    dtypes: Sequence[torch.dtype], topk_problems: Sequence[tuple], rank_problems: Sequence[tuple]
+) -> None:
+    """topk_scores' and score_ranks' host code, each with and without exclusions (the
+    HAS_EX constexpr; -1 padding included)."""
+    for dtype in dtypes:
+        if dtype == torch.float64:
+            continue  # the reference: no launch
+        for problem in (*topk_problems, *rank_problems):
+            B, N, D = problem[:3]
+            g = torch.Generator().manual_seed(B + N + D)
+            queries = torch.randn(B, D, generator=g).to(dtype)
+            table = torch.randn(N, D, generator=g).to(dtype)
+            exclude = torch.randint(-1, N, (B, 5), generator=g)
+            target = torch.randint(0, N, (B,), generator=g)
+            for ex in (None, exclude):
+                if len(problem) == 4:
+                    _item_scores.topk_scores(queries, table, problem[3], ex)
+                else:
+                    _item_scores.score_ranks(queries, table, target, ex)
+
+
 def kernel_launches(
     dtypes: Sequence[torch.dtype] = DTYPES,
     dynamic_linear_problems: Sequence[tuple[int, int, int, int]] = DYNAMIC_LINEAR_PROBLEMS,
@@ -222,6 +263,8 @@ def kernel_launches(
     ),
     sparse_row_update_problems: Sequence[tuple[int, int, int]] = SPARSE_ROW_UPDATE_PROBLEMS,
     item_softmax_problems: Sequence[tuple[int, int, int]] = ITEM_SOFTMAX_PROBLEMS,
+    topk_scores_problems: Sequence[tuple[int, int, int, int]] = TOPK_SCORES_PROBLEMS,
+    score_ranks_problems: Sequence[tuple[int, int, int]] = SCORE_RANKS_PROBLEMS,
 ) -> list[KernelLaunch]:
     """Every distinct launch (kernel, argument types, constexprs, options) the ops make
     for these problems, found by running their host code on CPU tensors with the
@@ -240,6 +283,7 @@ def kernel_launches(
             sparse_row_update_problems,
         )
         _item_softmax_launches(dtypes, item_softmax_problems)
+        _item_scores_launches(dtypes, topk_scores_problems, score_ranks_problems)
     unique: dict[str, KernelLaunch] = {}
     for rec in recorded:
         la = _describe(rec)

@@ -42,8 +42,14 @@ from solidrec.config import (
 )
 from solidrec.data.io import atomic_write, clean_stale_temps, write_json
 from solidrec.data.prepared import SEMANTIC_WARNING, PreparedDataset
-from solidrec.evaluate import evaluate_split, evaluate_with_cost
-from solidrec.metrics import METRIC_KEYS
+from solidrec.evaluate import (
+    RANKS_FILE,
+    evaluate_split,
+    evaluate_with_cost,
+    seen_items,
+    write_ranks,
+)
+from solidrec.metrics import PROTOCOLS, metric_keys, protocols_of
 from solidrec.models import build_model, run_dataset
 from solidrec.recommend import MODEL_DIR, save_model_dir
 from solidrec.train.checkpoint import (
@@ -339,7 +345,12 @@ class Trainer:
             if k not in RESUME_FREE_KEYS and isinstance(v, (int, float, str, bool))
         }
         self.writer.add_hparams(
-            hp, {f"hparam/test_{k}": float(metrics[k]) for k in METRIC_KEYS}, run_name="."
+            hp,
+            {
+                f"hparam/test_{k}": float(metrics[k])
+                for k in metric_keys(self.cfg.train.eval_protocol)
+            },
+            run_name=".",
         )
 
     # -- the loop ----------------------------------------------------------------------
@@ -459,9 +470,27 @@ class Trainer:
                 "is kept; lower train.lr and train into a new --out"
             )
 
+    def _seen(self, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """What full ranking leaves out on ``split`` (computed once), or None when the
+        run evaluates the sampled protocol only."""
+        if "full" not in protocols_of(self.cfg.train.eval_protocol):
+            return None
+        cache = self.__dict__.setdefault("_seen_cache", {})
+        if split not in cache:
+            cache[split] = seen_items(self.data, split)
+        return cache[split]
+
     def _end_epoch(self) -> None:
         t, s = self.cfg.train, self.state
-        val = evaluate_split(self.model, self.data.valid, t.eval_batch_size, self.dist.device)
+        keys = metric_keys(t.eval_protocol)
+        val = evaluate_split(
+            self.model,
+            self.data.valid,
+            t.eval_batch_size,
+            self.dist.device,
+            t.eval_protocol,
+            self._seen("valid"),
+        )
         score = float(val[t.select_metric])
         if score > s["best"] + t.min_delta:
             s.update(best=score, best_epoch=s["epoch"], bad=0)
@@ -474,14 +503,14 @@ class Trainer:
             "step": s["global_step"],
             "train_loss": s["loss_sum"] / max(s["loss_n"], 1),
             "train_codebook_loss": s["aux_sum"] / max(s["loss_n"], 1),
-            **{f"valid_{k}": float(val[k]) for k in METRIC_KEYS},
+            **{f"valid_{k}": float(val[k]) for k in keys},
             "seconds": s["epoch_seconds"][-1] if s["epoch_seconds"] else float("nan"),
         }
         s["log"].append(row)
         s.update(epoch=s["epoch"] + 1, step=0, loss_sum=0.0, aux_sum=0.0, loss_n=0)
         self._save_last()
         self._write_log()
-        scalars = {f"valid/{k}": float(val[k]) for k in METRIC_KEYS}
+        scalars = {f"valid/{k}": float(val[k]) for k in keys}
         scalars.update({"epoch/train_loss": row["train_loss"], "epoch/seconds": row["seconds"]})
         if self.model.codebook is not None:
             scalars["epoch/train_codebook_loss"] = row["train_codebook_loss"]
@@ -489,10 +518,14 @@ class Trainer:
         if not self.quiet and self.dist.main:
             # Always one line per epoch (piped or not, bars or not), on stderr: stdout
             # carries the command's result.
+            shown = " ".join(
+                f"{k} {row['valid_' + k]:.4f}"
+                for k in ("auc", "uauc", "ndcg@10", "full_ndcg@10")
+                if k in keys
+            )
             tqdm.write(
                 f"stage {row['stage']} epoch {row['epoch']}: loss {row['train_loss']:.4f} "
-                f"valid auc {row['valid_auc']:.4f} uauc {row['valid_uauc']:.4f} "
-                f"ndcg@10 {row['valid_ndcg@10']:.4f} ({row['seconds']:.1f} s)",
+                f"valid {shown} ({row['seconds']:.1f} s)",
                 file=sys.stderr,
             )
 
@@ -596,13 +629,25 @@ class Trainer:
     def _finish(self) -> dict[str, Any]:
         s, t = self.state, self.cfg.train
         self._load_best(s["stage"])
-        test, test_cost = evaluate_with_cost(
-            self.model, self.data.test, t.eval_batch_size, self.dist.device
+        test, test_cost, ranks = evaluate_with_cost(
+            self.model,
+            self.data.test,
+            t.eval_batch_size,
+            self.dist.device,
+            t.eval_protocol,
+            self._seen("test"),
         )
-        metrics = {k: float(test[k]) for k in METRIC_KEYS}
+        metrics: dict[str, Any] = {k: float(test[k]) for k in metric_keys(t.eval_protocol)}
+        metrics.update(
+            {
+                f"{k}_users": int(test[f"{k}_users"])
+                for k in ("uauc", "full")
+                if f"{k}_users" in test
+            }
+        )
         metrics.update(
             split="test",
-            uauc_users=int(test["uauc_users"]),
+            protocols={p: PROTOCOLS[p] for p in protocols_of(t.eval_protocol)},
             best_epoch=int(s["best_epoch"]),
             stage=int(s["stage"]),
             **{f"best_valid_{t.select_metric}": float(s["best"])},
@@ -630,6 +675,7 @@ class Trainer:
                 dataset=str(d.manifest.get("name", "")),
                 fingerprint=str(d.manifest.get("fingerprint", "")),
             )
+            write_ranks(self.out / RANKS_FILE, self.data, self.data.test, ranks)
             write_json(self.out / "metrics.json", metrics)
             write_json(self.out / "cost.json", cost)
             s["finished"] = True

@@ -1,4 +1,5 @@
-"""``topk_scores`` (maximum inner-product top-k with exclusions) on every CPU backend
+"""``topk_scores`` (maximum inner-product top-k with exclusions) and ``score_ranks`` (exact
+rank of a target among all items) on every CPU backend
 and kernel variant: against the reference, the reference against a brute-force sort,
 ties, exclusions, threads, bad inputs, opcheck and memory."""
 
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 import solid_ext
 from solid_ext import ops
-from solid_ext.reference import topk_scores_ref
+from solid_ext.reference import score_ranks_ref, topk_scores_ref
 
 HAS_CPU = "cpu" in solid_ext.available_backends()
 
@@ -271,3 +272,155 @@ def test_never_holds_the_score_matrix():
     grown_mb = float(out.stdout.split()[-1])
     # Heaps (1024 x 100 x 12 B ~ 1.2 MB), outputs and one packed chunk.
     assert grown_mb < 40, f"peak memory grew by {grown_mb:.0f} MB"
+
+
+# --- score_ranks ------------------------------------------------------------------
+
+
+def brute_ranks(q, t, target, exclude=None):
+    """1 + items (not the target, not excluded) scoring >= the target, in float64."""
+    s = (q.double() @ t.double().T).tolist()
+    out = []
+    for b, row in enumerate(s):
+        skip = set(exclude[b].tolist()) if exclude is not None else set()
+        tg = int(target[b])
+        out.append(
+            1 + sum(1 for n, v in enumerate(row) if n != tg and n not in skip and v >= row[tg])
+        )
+    return torch.tensor(out)
+
+
+def targets(b, n, seed=2):
+    return torch.randint(0, n, (b,), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(
+    "b,n,d", [(1, 1, 1), (3, 7, 5), (7, 300, 33), (13, 2000, 64), (64, 1500, 8)]
+)
+@pytest.mark.parametrize("excluded", [0, 5])
+def test_ranks_exact_on_integer_scores(backend, dtype, b, n, d, excluded):
+    q, t = int_case(b, n, d, dtype)
+    y = targets(b, n)
+    ex = history(b, n, excluded) if excluded else None
+    if ex is not None:
+        ex[0, 0] = y[0]  # excluding the target changes nothing
+    r = ops.score_ranks(q, t, y, ex)
+    assert r.dtype == torch.int64 and r.shape == (b,)
+    assert torch.equal(r, brute_ranks(q, t, y, ex))
+
+
+def test_ranks_ties_count_against_the_target(backend):
+    """A constant scorer ranks each target last among the items it ranks."""
+    q = torch.ones(4, 3, dtype=torch.float64)
+    t = torch.ones(50, 3, dtype=torch.float64)
+    ex = torch.tensor([[1, 2, -1], [1, 1, 1], [-1, -1, -1], [0, 49, 3]])
+    r = ops.score_ranks(q, t, torch.tensor([0, 10, 20, 30]), ex)
+    assert r.tolist() == [48, 49, 50, 47]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_ranks_random_scores_match_reference(backend, dtype):
+    q, t = rand_case(40, 3000, 32, dtype)
+    y = targets(40, 3000)
+    ex = history(40, 3000, 10)
+    r = ops.score_ranks(q, t, y, ex)
+    ref = score_ranks_ref(q.double(), t.double(), y, ex)
+    if dtype == torch.float64:
+        assert torch.equal(r, ref)
+    else:  # float32 rounding may move a near-tie by one place
+        assert (r - ref).abs().max() <= 1
+
+
+def test_ranks_agree_with_topk(backend):
+    """A target ranked r <= k sits at position r - 1 of topk_scores' list (no ties)."""
+    q, t = rand_case(30, 800, 16, torch.float64)
+    v, i = ops.topk_scores(q, t, 20)
+    y = i[:, 7]
+    assert (ops.score_ranks(q, t, y) == 8).all()
+
+
+@pytest.mark.skipif(not HAS_CPU, reason="no compiled kernels")
+@pytest.mark.parametrize("b", [1, 700])
+def test_ranks_threads_do_not_change_the_answer(b):
+    q, t = int_case(b, 7000, 16, torch.float32, span=2)
+    y, ex = targets(b, 7000), history(b, 7000, 3)
+    prev = torch.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            outs.append(ops.score_ranks(q, t, y, ex))
+    finally:
+        torch.set_num_threads(prev)
+    assert all(torch.equal(o, outs[0]) for o in outs)
+    assert torch.equal(outs[0], score_ranks_ref(q, t, y, ex))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    b=st.integers(1, 9),
+    n=st.integers(1, 400),
+    d=st.integers(1, 40),
+    e=st.integers(0, 6),
+    span=st.integers(0, 3),
+    seed=st.integers(0, 2**16),
+    name=st.sampled_from(["reference", *[f"cpu:{x}" for x in solid_ext.cpu_isas()]]),
+)
+def test_ranks_fuzz_against_brute_force(b, n, d, e, span, seed, name):
+    from .conftest import cpu_backend
+
+    q, t = int_case(b, n, d, torch.float32, seed, span)
+    y = targets(b, n, seed)
+    ex = history(b, n, e, seed) if e else None
+    with cpu_backend(name):
+        r = ops.score_ranks(q, t, y, ex)
+    assert torch.equal(r, brute_ranks(q, t, y, ex))
+
+
+@pytest.mark.parametrize("what", ["queries", "table"])
+def test_ranks_non_finite_inputs_raise(backend, what):
+    q, t = rand_case(3, 50, 4, torch.float32)
+    (q if what == "queries" else t)[1, 2] = float("nan")
+    with pytest.raises(ValueError, match=f"{what} holds NaN or infinity"):
+        ops.score_ranks(q, t, targets(3, 50))
+
+
+BAD_RANKS = [
+    (dict(queries=torch.randn(3)), ValueError, "queries"),
+    (dict(table=torch.randn(9, 5)), ValueError, "table"),
+    (dict(target=torch.tensor([0, 1, 9])), IndexError, "target"),
+    (dict(target=torch.tensor([0, 1])), ValueError, "target"),
+    (dict(target=torch.tensor([0.0, 1, 2])), ValueError, "target"),
+    (dict(exclude=torch.tensor([[0], [1], [9]])), IndexError, "exclude"),
+]
+
+
+@pytest.mark.parametrize("change,exc,name", BAD_RANKS)
+def test_ranks_bad_input_names_argument(change, exc, name):
+    a = dict(queries=torch.randn(3, 4), table=torch.randn(9, 4), target=torch.tensor([0, 1, 8]))
+    a.update(change)
+    with pytest.raises(exc, match=name):
+        ops.score_ranks(**a)
+
+
+@pytest.mark.skipif(not HAS_CPU, reason="no compiled kernels")
+@pytest.mark.parametrize(
+    "change,name",
+    [
+        (dict(target=torch.tensor([0, 1, 9])), "target must lie"),
+        (dict(target=torch.tensor([0])), "target"),
+    ],
+)
+def test_raw_ranks_check_their_arguments(change, name):
+    a = dict(queries=torch.randn(3, 4), table=torch.randn(9, 4), target=torch.tensor([0, 1, 8]))
+    a.update(change)
+    with pytest.raises(RuntimeError, match=name):
+        torch.ops.solid_ext.score_ranks(a["queries"], a["table"], a["target"], None)
+
+
+@pytest.mark.skipif(not HAS_CPU, reason="no compiled kernels")
+def test_ranks_opcheck():
+    q, t = rand_case(5, 40, 6, torch.float32)
+    for ex in (None, history(5, 40, 3)):
+        torch.library.opcheck(torch.ops.solid_ext.score_ranks.default, (q, t, targets(5, 40), ex))
