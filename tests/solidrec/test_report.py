@@ -14,7 +14,7 @@ import pytest
 from solidrec.cli import main as cli_main
 from solidrec.commands.report import collect, format_runs
 from solidrec.config import RunConfig
-from solidrec.metrics import METRIC_KEYS
+from solidrec.metrics import FULL_METRIC_KEYS, METRIC_KEYS
 from solidrec.paper import PAPER_PROTOCOL, SCIENTIFIC_COUNTS, SCIENTIFIC_TABLE1, is_paper_dataset
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -145,11 +145,22 @@ def test_codebook_init_of_the_mode_is_no_column(tmp_path: Path, capsys) -> None:
     data = _data(tmp_path, "d")
     off = _run(tmp_path / "runs", "off", data, _metrics(0.7))
     full = _run(tmp_path / "runs", "full", data, _metrics(0.7), solid="full")
-    assert (
-        format_runs([off, full], paper=False)
-        .splitlines()[2]
-        .startswith("| SR Model | DSR Model | n |")
-    )
+    lines = format_runs([off, full], paper=False).splitlines()
+    assert lines[2].startswith("AUC to Recall@20: the held-out item among 1 + the split's")
+    assert lines[4].startswith("| SR Model | DSR Model | n |")
+    assert "full" not in lines[4]  # no run evaluated the full-ranking protocol
+
+
+def test_full_ranking_columns_shown_when_runs_have_them(tmp_path: Path) -> None:
+    data = _data(tmp_path, "d")
+    full = {"full_recall@10": 0.25, "full_ndcg@10": 0.125, "full_recall@20": 0.5}
+    run = _run(tmp_path / "runs", "off", data, {**_metrics(0.7), **full})
+    lines = format_runs([run], paper=False).splitlines()
+    assert "Columns *full …*: the held-out item's rank among all items" in lines[2]
+    head = lines[4].split(" | ")
+    # Only the full-ranking columns some run has (no full_ndcg@20 here).
+    assert head[-5:-2] == ["full Recall@10", "full NDCG@10", "full Recall@20"]
+    assert lines[6].split(" | ")[-5:-2] == ["0.2500", "0.1250", "0.5000"]
 
 
 def test_missing_path_or_no_finished_run_exits_2(tmp_path: Path, capsys) -> None:
@@ -208,7 +219,8 @@ def test_csv_and_json(tmp_path: Path, capsys) -> None:
     with open(out / "t.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     doc = json.loads((out / "t.json").read_text())
-    assert doc["metrics"] == list(METRIC_KEYS) and len(doc["rows"]) == len(rows) == 2
+    assert doc["metrics"] == list(METRIC_KEYS + FULL_METRIC_KEYS)
+    assert set(doc["protocols"]) == {"sampled", "full"} and len(doc["rows"]) == len(rows) == 2
     for r in (rows[0], doc["rows"][0]):
         assert r["dataset"] == "scientific" and r["dataset_fingerprint"] == "scientific-fingerprint"
         assert (r["backbone"], r["generator"], r["solid"]) == ("sasrec", "duet", "off")

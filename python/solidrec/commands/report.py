@@ -28,7 +28,7 @@ import yaml
 from solidrec.config import RESUME_FREE_KEYS, resolved_config
 from solidrec.data.io import atomic_write, write_json
 from solidrec.data.prepared import MANIFEST
-from solidrec.metrics import METRIC_KEYS
+from solidrec.metrics import FULL_METRIC_KEYS, METRIC_KEYS, PROTOCOLS
 from solidrec.modes import MODES
 from solidrec.paper import (
     BACKBONE_NAMES,
@@ -46,6 +46,14 @@ _METRIC_HEAD = [
     c.upper() if c in ("auc", "uauc") else c.replace("ndcg", "NDCG").replace("recall", "Recall")
     for c in METRIC_KEYS
 ]
+#: Full-ranking columns a table shows when its runs evaluated that protocol.
+_FULL_SHOWN = ("full_recall@10", "full_ndcg@10", "full_recall@20", "full_ndcg@20")
+
+
+def _head(key: str) -> str:
+    if key in METRIC_KEYS:
+        return _METRIC_HEAD[METRIC_KEYS.index(key)]
+    return "full " + key.removeprefix("full_").replace("ndcg", "NDCG").replace("recall", "Recall")
 
 
 class ReportError(Exception):
@@ -147,7 +155,7 @@ class Group:
     def stats(self) -> dict[str, tuple[float, float | None]]:
         """Metric -> (mean, sample std; None for a single run)."""
         out = {}
-        for m in METRIC_KEYS:
+        for m in METRIC_KEYS + FULL_METRIC_KEYS:
             v = np.array([float(r.metrics.get(m, math.nan)) for r in self.runs])
             out[m] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else None)
         return out
@@ -409,10 +417,17 @@ def format_tables(tables: list[Table], paper: bool = True) -> str:
         selects = {g.select_metric() for g in t.groups}
         only = selects.pop() if len(selects) == 1 else None
         valid_head = "valid"
-        if only in METRIC_KEYS:
-            valid_head += " " + _METRIC_HEAD[METRIC_KEYS.index(only)]
-        head = ["SR Model", "DSR Model", *t.columns, "n", *_METRIC_HEAD, valid_head, "epochs"]
+        if only in METRIC_KEYS + FULL_METRIC_KEYS:
+            valid_head += " " + _head(only)
+        full = [k for k in _FULL_SHOWN if any(k in r.metrics for g in t.groups for r in g.runs)]
+        shown = [*METRIC_KEYS, *full]
+        head = ["SR Model", "DSR Model", *t.columns, "n", *map(_head, shown), valid_head, "epochs"]
         lines = [_heading(t), ""]
+        lines += [
+            f"AUC to Recall@20: {PROTOCOLS['sampled']}."
+            + (f" Columns *full …*: {PROTOCOLS['full']}." if full else ""),
+            "",
+        ]
         if t.common:
             same = ", ".join(f"{k} = {_fmt(v)}" for k, v in t.common.items())
             lines += [f"Every row here: {same}.", ""]
@@ -422,7 +437,7 @@ def format_tables(tables: list[Table], paper: bool = True) -> str:
             stats = g.stats()
             extra = [_fmt(g.config.get(c)) for c in t.columns]
             cells = [BACKBONE_NAMES.get(g.backbone, g.backbone), g.dsr, *extra, str(len(g.runs))]
-            cells += [_cell(*stats[m]) for m in METRIC_KEYS]
+            cells += [_cell(*stats[m]) for m in shown]
             valid = g.valid()
             vcell = "–" if valid is None else _cell(*valid)
             if valid is not None and only is None:
@@ -430,7 +445,7 @@ def format_tables(tables: list[Table], paper: bool = True) -> str:
             lines.append(_md_row([*cells, vcell, _fmt_epochs(g.epochs())]))
             ref = t.paper_row(g) if paper else None
             if ref:
-                vals = [f"*{v:.4f}*" for v in ref] + ["–"] * (len(METRIC_KEYS) - len(ref))
+                vals = [f"*{v:.4f}*" for v in ref] + ["–"] * (len(shown) - len(ref))
                 lines.append(_md_row(["", "*paper*", *[""] * (len(t.columns) + 1), *vals, "", ""]))
             elif paper and t.dataset.paper and (g.backbone, g.dsr) in SCIENTIFIC_TABLE1:
                 off.update(settings_off_paper(g.config))
@@ -512,7 +527,7 @@ def to_csv(table_rows: list[dict[str, Any]]) -> str:
 def to_json(table_rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The JSON document of :func:`rows`: ``{"metrics": [...], "rows": [...]}``."""
     clean = [{k: _finite(v) for k, v in r.items()} for r in table_rows]
-    return {"metrics": list(METRIC_KEYS), "rows": clean}
+    return {"metrics": list(METRIC_KEYS + FULL_METRIC_KEYS), "protocols": PROTOCOLS, "rows": clean}
 
 
 # --------------------------------------------------------------------------- curves

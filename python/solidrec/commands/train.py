@@ -205,6 +205,7 @@ def run_quickstart(args: argparse.Namespace) -> int:
             device=args.device,
             progress=not args.no_progress,
         )
+        cfg.train.eval_protocol = "both"  # the paper's sampled metrics and full ranking
         if not args.quiet:
             print(f"quickstart: training {name} into {run}", file=sys.stderr)
         # resume=True: restore() starts afresh where there is no checkpoint at all.
@@ -216,4 +217,9 @@ def run_quickstart(args: argparse.Namespace) -> int:
         runs.append(run)
     print(format_runs(runs, paper=False))  # synthetic data: no paper row applies
     print(f"\nquickstart finished in {time.perf_counter() - t0:.0f} s; runs in {out / 'runs'}")
+    print(
+        "Next: `solidrec evaluate RUN --protocol full --ranks ranks.npz` (per-user ranks for "
+        "significance tests), `solidrec recommend RUN --history ID ...`, or your own "
+        "data with `solidrec prepare` (docs/DATA.md)."
+    )
     return 0
