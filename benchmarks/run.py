@@ -94,8 +94,27 @@ def machine_line() -> str:
     return (
         f"CPU: {_cpu_model()} ({os.cpu_count()} logical cores); CPU kernel variants it runs: "
         f"{', '.join(isas) or 'none (extension not built)'}; default: {solid_ext.cpu_isa()}; "
-        f"torch {torch.__version__}."
+        f"torch {torch.__version__}; {provenance()}."
     )
+
+
+def provenance() -> str:
+    """The date and the commit a report was measured at (``+ changes`` when the working
+    tree differs from it)."""
+    import datetime
+
+    day = datetime.date.today().isoformat()
+    try:
+        git = ["git", "-C", str(Path(__file__).resolve().parent.parent)]
+        head = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return f"measured {day} (commit unknown: not a git checkout)"
+    return f"measured {day} at commit {head}{' + changes' if dirty else ''}"
 
 
 def _ceil_line(c: Ceilings) -> str:
