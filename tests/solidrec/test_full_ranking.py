@@ -141,6 +141,29 @@ def test_training_selects_on_a_full_ranking_metric(tiny: Path, tmp_path: Path) -
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["protocols"]
 
 
+def test_evaluate_command_reports_both_protocols(tiny: Path, tmp_path: Path, capsys) -> None:
+    from solidrec.cli import main
+
+    cfg = RunConfig(data=str(tiny), out=str(tmp_path / "run"))
+    cfg.model.solid = "off"
+    cfg.train.max_epochs, cfg.train.batch_size, cfg.train.progress = 1, 64, False
+    train(cfg)  # the sampled protocol only
+    capsys.readouterr()
+    argv = ["evaluate", str(tmp_path / "run"), "--ranks", str(tmp_path / "r.npz")]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(METRIC_KEYS + FULL_METRIC_KEYS) <= set(out)
+    assert "all items" in out["protocols"]["full"] and "sampled" in out["protocols"]["sampled"]
+    ranks = np.load(tmp_path / "r.npz")
+    assert full_ranking_metrics(ranks["full"])["full_mrr@10"] == pytest.approx(out["full_mrr@10"])
+    assert main([*argv[:2], "--protocol", "full", "--keep-seen"]) == 0
+    kept = json.loads(capsys.readouterr().out)
+    assert set(kept) - {"split", "protocols"} == set(FULL_METRIC_KEYS)
+    assert "included" in kept["protocols"]["full"]
+    # Keeping the user's earlier items can only push the held-out item down.
+    assert kept["full_recall@20"] <= out["full_recall@20"]
+
+
 def test_select_metric_must_belong_to_the_protocol() -> None:
     cfg = RunConfig()
     cfg.train.select_metric = "full_ndcg@10"
