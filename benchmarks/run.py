@@ -501,12 +501,15 @@ def training_sections(out: Path) -> str:
     """The reports of benchmarks/bench_train.py saved in ``out`` (train-epoch.md,
     train-ablate.md, train-scale.md), of bench_generated_linear.py (generated_linear.md)
     and of bench_item_table.py (item_table-{update,softmax,scale}.md and
-    item_table-lazy-scale.md), each with its own machine line: they run on their own
-    schedule."""
+    item_table-lazy-scale.md), of bench_item_scores.py (item_scores-{topk,eval}.md) and
+    of recbole_compare.py (recbole_scientific.md), each with its own machine line: they
+    run on their own schedule."""
     parts = [(out / f"train-{p}.md") for p in ("epoch", "ablate", "scale")]
     parts.append(out / "generated_linear.md")
     parts += [(out / f"item_table-{p}.md") for p in ("update", "softmax", "scale")]
     parts.append(out / "item_table-lazy-scale.md")
+    parts += [(out / f"item_scores-{p}.md") for p in ("topk", "eval")]
+    parts.append(out / "recbole_scientific.md")
     return "".join("\n" + p.read_text() for p in parts if p.exists())
 
 
