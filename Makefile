@@ -9,7 +9,7 @@ BUILD_STAMP := $(VENV)/.build-stamp
 KERNEL_SOURCES := setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
 CMAKE_DIR := build/cmake
 
-.PHONY: setup demo test lint ctest check-build pytest bench bench-quick reproduce table1-sasrec figure5 table3 strong \
+.PHONY: setup demo test lint ctest check-build pytest bench bench-quick reproduce table1-sasrec figure5 table3 strong full-ranking \
 	strong-ml history clean
 
 setup: $(BUILD_STAMP)
@@ -215,5 +215,47 @@ history: setup
 		--out docs/results_history.md
 	$(BIN)/solidrec report runs/hist-sci --no-paper --out docs/results_history_seeds.md
 
+# Full ranking beside the sampled protocol (docs/RESULTS.md, "Full ranking"): the strong
+# SASRec and GRU4Rec rows (none / DUET / Ours(DUET), three seeds) with the settings
+# `make strong`'s studies chose (written out here: the studies' folders are not needed),
+# every run evaluated under both protocols. About 1.5 hours on 2 cores; resumable.
+FULL_SET = train.loss=softmax train.select_metric=ndcg@10 train.eval_protocol=both \
+	train.weight_decay=0.001 train.threads=1
+FULL_RUN = $(BIN)/solidrec reproduce --data $(SCI) --epochs 60 --patience 5 --workers 2 \
+	--out runs/full-sci --combos none:off duet:off duet:full --seeds 2024 2025 2026
+full-ranking: setup
+	$(BIN)/solidrec prepare --format atomic --input ../shared/data/amazon-scientific --out $(SCI)
+	$(FULL_RUN) --backbones sasrec --set $(FULL_SET) train.lr=0.009697483955413217 \
+		model.dropout=0.0 train.batch_size=1024
+	$(FULL_RUN) --backbones gru4rec --set $(FULL_SET) train.lr=0.010229186121747325 \
+		model.dropout=0.1 train.batch_size=2048
+	$(BIN)/solidrec report runs/full-sci --no-paper --out docs/results_full_ranking.md
+
 clean:
 	rm -rf build $(CMAKE_DIR) *.egg-info $(BUILD_STAMP)
+
+# RecBole beside ours on the same split (benchmarks/recbole_compare.py, whose docstring
+# has every step, setting and remaining protocol difference): RecBole 1.2.1's SASRec and
+# GRU4Rec with full softmax, and ours with the strong settings, on Scientific's split
+# exported to RecBole's atomic format (checked row by row from both sides); full and
+# sampled metrics, seconds per epoch. RecBole gets its own virtualenv (.venv-recbole:
+# the project's torch 2.13.0 CPU build, numpy<2, recbole --no-deps with only the
+# packages it imports for training and evaluation); it is never a dependency of the
+# package. About 30-40 minutes at one thread. Not in CI.
+RB_VENV ?= .venv-recbole
+RB_BIN := $(RB_VENV)/bin
+RB_STAMP := $(RB_VENV)/.setup-stamp
+RB_DEPS = torch==2.13.0 "numpy<2" "pandas<3" scipy scikit-learn pyyaml tqdm colorlog==4.7.2 \
+	colorama==0.4.4 texttable tabulate
+.PHONY: recbole
+$(RB_STAMP):
+	test -x $(RB_BIN)/python || $(PY) -m venv $(RB_VENV)
+	$(RB_BIN)/python -m pip install -q --upgrade pip
+	$(RB_BIN)/python -m pip install -q torch==2.13.0
+	$(RB_BIN)/python -m pip install -q $(RB_DEPS)
+	$(RB_BIN)/python -m pip install -q --no-deps recbole==1.2.1
+	touch $@
+recbole: setup $(RB_STAMP)
+	$(BIN)/solidrec prepare --format atomic --input ../shared/data/amazon-scientific --out $(SCI)
+	$(BIN)/python benchmarks/recbole_compare.py --data $(SCI) --recbole-python $(RB_BIN)/python \
+		--out benchmarks/results/recbole_scientific
