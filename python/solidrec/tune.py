@@ -33,7 +33,10 @@ import yaml
 
 from solidrec.config import RESUME_FREE_KEYS, SECTIONS, RunConfig
 from solidrec.data.io import atomic_write, write_json
-from solidrec.metrics import METRIC_KEYS
+from solidrec.metrics import FULL_METRIC_KEYS, METRIC_KEYS, protocol_of_key
+
+#: Metrics a study may maximise (either protocol).
+STUDY_METRICS = METRIC_KEYS + FULL_METRIC_KEYS
 
 if TYPE_CHECKING:
     import optuna
@@ -450,8 +453,8 @@ def run_study(
     from solidrec.train.lock import RunLock
 
     say = log or (lambda _line: None)
-    if metric not in METRIC_KEYS:
-        raise ValueError(f"--metric must be one of {', '.join(METRIC_KEYS)}, got {metric!r}")
+    if metric not in STUDY_METRICS:
+        raise ValueError(f"--metric must be one of {', '.join(STUDY_METRICS)}, got {metric!r}")
     if sampler not in SAMPLERS:
         raise ValueError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     if trials is not None and trials < 1:
@@ -587,10 +590,12 @@ def _optimize(
             say(f"solidrec tune: trial {trial.number}: cannot resume ({e}); from scratch")
             shutil.rmtree(run_dir, ignore_errors=True)
             test = train(cfg, quiet=quiet)
-        valid = evaluate_run(run_dir, split="valid", device=cfg.train.device)
+        # A full-ranking metric is evaluated with the sampled ones beside it.
+        protocol = "both" if protocol_of_key(metric) == "full" else "sampled"
+        valid = evaluate_run(run_dir, split="valid", device=cfg.train.device, protocol=protocol)
         trial.set_user_attr("valid", valid)
         # Recorded for reporting only: selection never looks at the test split.
-        trial.set_user_attr("test", {k: float(test[k]) for k in METRIC_KEYS})
+        trial.set_user_attr("test", {k: float(test[k]) for k in STUDY_METRICS if k in test})
         if not math.isfinite(valid[metric]):
             raise ValueError(f"validation {metric} is {valid[metric]}")
         return valid[metric]
@@ -660,13 +665,17 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """One flat row per trial: number, state, params, valid_* and test_* metrics,
     run_dir, retry_of, error, seconds."""
     keys = list(study_settings(study).get("space", {}))
+    trials = study.get_trials(deepcopy=False)
+    # Full-ranking columns only in a study that evaluated them (every row the same keys).
+    full = any(k in (t.user_attrs.get("valid") or {}) for t in trials for k in FULL_METRIC_KEYS)
+    metrics = STUDY_METRICS if full else METRIC_KEYS
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         row: dict[str, Any] = {"number": t.number, "state": t.state.name}
         row.update({k: t.params.get(k) for k in keys})
         for split in ("valid", "test"):
             m = t.user_attrs.get(split) or {}
-            row.update({f"{split}_{k}": m.get(k) for k in METRIC_KEYS})
+            row.update({f"{split}_{k}": m.get(k) for k in metrics})
         row["run_dir"] = t.user_attrs.get("run_dir")
         row["retry_of"] = t.user_attrs.get("retry_of")
         row["error"] = t.user_attrs.get("error")

@@ -10,7 +10,7 @@ from pathlib import Path
 from solidrec.metrics import METRIC_KEYS
 
 # optuna itself is imported only when a study runs
-from solidrec.tune import GRID_PLOT_METRICS, SAMPLERS
+from solidrec.tune import GRID_PLOT_METRICS, SAMPLERS, STUDY_METRICS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +40,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0, metavar="N", help="random/tpe sampler seed")
     p.add_argument(
-        "--metric", choices=METRIC_KEYS, default="auc", help="validation metric to maximise"
+        "--metric",
+        choices=STUDY_METRICS,
+        default="auc",
+        help="validation metric to maximise (full_* keys: full ranking, README)",
     )
     p.add_argument(
         "--set",
