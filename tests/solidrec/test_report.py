@@ -348,3 +348,13 @@ def test_validation_value_of_the_selection_metric(tmp_path: Path, capsys) -> Non
         "–",
         "auc 0.7000",
     ]
+
+
+def test_heading_shows_data_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _data(tmp_path, "d")
+    run = _run(tmp_path / "runs", "off", data, _metrics(0.7))
+    monkeypatch.chdir(tmp_path)
+    heading = format_runs([run], paper=False).splitlines()[0]
+    assert str(tmp_path) not in heading and f", {data.relative_to(tmp_path)})" in heading

@@ -352,8 +352,20 @@ def _table(dataset: Dataset, runs: list[Run], free: frozenset[str], warn: Warn) 
             *(_value_order(g.config.get(c)) for c in columns),
         )
 
-    paths = sorted({str(r.config.get("data", "")) for r in runs})
+    paths = sorted({_shown_path(str(r.config.get("data", ""))) for r in runs})
     return Table(dataset, paths, sorted(groups.values(), key=order), columns)
+
+
+def _shown_path(path: str) -> str:
+    """A data path as a report shows it: relative to the working directory when it lies
+    under it (a committed report must not carry one machine's absolute paths)."""
+    p = Path(path)
+    if p.is_absolute():
+        try:
+            return str(p.relative_to(Path.cwd()))
+        except ValueError:
+            return path
+    return path
 
 
 def collect(paths: Iterable[Path], warn: Warn = _warn) -> list[Table]:
