@@ -4,72 +4,74 @@
 ``scores = queries @ table.T`` (B, N) is never written to memory: each program holds
 one (BLOCK_B, BLOCK_N) tile of it in registers at a time, as in ``item_softmax_xent``.
 
-Scores: ``tl.dot`` of a block of query rows with a tile of items (float32 with
-``input_precision="ieee"``, not TF32; float16/bfloat16 multiplied natively with
-float32 accumulation, i.e. exact products summed in float32, like the reference's
-float32 matmul up to summation order). D up to 64 is one chunk (BLOCK_K =
-next_pow2(D), at least 16, padded with zeros) and the query tile stays in registers
-for the whole sweep; a larger D is contracted in 32-chunks. float64 has no ``tl.dot``
-and no 32-bit key (below): float64 inputs are computed by the reference
-(:func:`solid_ext.reference.topk_scores_ref` / ``score_ranks_ref``).
+Scores: ``tl.dot`` of a block of query rows with a tile of items, accumulated in
+float32: float32 operands in IEEE precision (not TF32), float16/bfloat16 multiplied
+natively (exact products summed in float32, like the reference's float32 matmul up to
+summation order). D is contracted in chunks (BLOCK_K, at least 16 for the dot, padded
+with zeros), or for float16/bfloat16 with a small D held as one resident query tile.
+Under the interpreter, bfloat16 tiles are upcast to float32 before the dot (its
+``tl.dot`` of bfloat16 operands is wrong in Triton 3.9; the products are the same).
+float64 has no ``tl.dot`` and no room in the 64-bit key (below): float64 inputs are
+computed by the reference (:func:`solid_ext.reference.topk_scores_ref` /
+``score_ranks_ref``), as is any ``k`` above :data:`MAX_K`.
 
-Item splits: a program sweeps one split of the items (a multiple of BLOCK_N). When B
+Item splits: a program sweeps one split of the items (whole BLOCK_N tiles). When B
 gives fewer row blocks than about four programs per SM, the items are cut into up to
 ``N / (MIN_SPLIT_TILES * BLOCK_N)`` splits, program grid (row blocks, splits), and a
-second step combines the splits' results (both exact: results never depend on the
+second step combines the splits' results (exactly: results never depend on the
 split).
 
 Exclusions: ``exclude`` (B, E) is sorted per row on the host (-1 padding mapped to a
-sentinel past every item, one sentinel column appended), and ``torch.searchsorted``
-gives each (row, split) the position of its first entry at or past the split's start.
-A program then keeps one cursor per row: for each item tile, while some row's next
-excluded item lies in the tile, that item's column is masked for that row and the
-row's cursor advances. Work per tile is one masked compare per excluded item that
-falls in it (duplicates included), not E per tile. No device sync on the host.
+sentinel past every item, one sentinel column appended) and ``torch.searchsorted``
+gives each (row, split) the position of its first entry at or past the split's start;
+no device sync. A program keeps one cursor per row: for each item tile, while some
+row's next excluded item lies in the tile, that column is masked for that row and the
+row's cursor advances, so a tile costs one masked compare per excluded item falling
+in it (duplicates included), not E per tile.
 
 ``topk_scores``: each (value, index) pair travels as one int64 key: the float32 score
-mapped to an order-preserving int32 in the high half (-0.0 first made +0.0, so it
-ties with +0.0), ``0x7fffffff - index`` in the low half, so the larger key is the
-larger score and, among equal scores, the lower index: "best first, ties to the lower
-index" is the descending order of the keys, all distinct. Excluded items and the
-columns past N score -inf. A program keeps its rows' best ``KP = next_pow2(k)`` keys
-in registers, sorted ascending, from a sentinel (-inf). Per item tile (BLOCK_N >= KP
-items): if no key of the tile beats its row's KP-th best, the tile is skipped (after
-the first tiles, almost all are); otherwise ``tl.topk`` takes the tile's best KP
-(descending), the elementwise maximum with the running list (ascending) is a bitonic
-sequence holding exactly the best KP of both, and ``tl.bitonic_merge`` sorts it. With
-splits, each program writes its KP keys (B, S, KP) and a merge kernel folds the S
-lists per row the same way. The first k keys are decoded: the float32 value
-(rounded to the input dtype), and the index, -1 where the value is -inf (an excluded
-or missing item: fewer than k left). ``k`` is supported up to :data:`MAX_K` (above it
-the reference runs): the running list and the tile's keys must stay in registers.
-The tile's keys are compared and sorted as exact integers, so the order is exactly
-that of the float32 scores the kernel computed.
+mapped to an order-preserving int32 in the high half (-0.0 made +0.0 first, so the
+two tie), ``0x7fffffff - index`` in the low half. The larger key is the larger score
+and, among equal scores, the lower index, so "best first, ties to the lower index" is
+the descending order of the keys, all distinct, compared as exact integers. Excluded
+items and columns past N score -inf. A program keeps its rows' best ``KP =
+next_pow2(k)`` keys in registers, ascending, from a -inf sentinel. Per item tile
+(BLOCK_N >= KP items): if no key of the tile beats its row's KP-th best the tile is
+skipped (after the first tiles almost all are, so the sorting cost fades); otherwise
+a bitonic top-k takes the tile's best KP (descending), the elementwise maximum with
+the running list is a bitonic sequence holding exactly the best KP of both, and one
+bitonic merge sorts it. With splits, each program writes its KP keys (B, S, KP) and a
+merge kernel folds the S lists per row the same way. The first k keys are decoded:
+the float32 value (rounded to the input dtype) and the index, -1 where the value is
+-inf (an excluded or missing item: fewer than k left). The sorting networks are
+Triton's own (``tl.topk``, ``tl.bitonic_merge``) with one change, see
+:func:`_compare_and_swap`.
 
-``score_ranks``: ``rank_b = 1 + #{n != t_b, n not excluded : s_bn >= s_bt}``. The
-target's score ``s_bt`` is computed by a small kernel that, for each row of a block,
-recomputes the very (BLOCK_B, BLOCK_N) tile holding its target (same query block,
-same BLOCK_N-aligned items, same code) and picks the target's element, so the
-threshold is the same float32 number the counting sweep computes for that column
-(the sweep never counts the target's column itself, and excluded columns are masked
-in-kernel). Ties between the target and other items are therefore decided on the
-kernel's own scores, consistently. Those scores are float32 sums in the dot's order,
-which differs from the reference's matmul: on float inputs an item within rounding
-of the target's score may be counted differently than by
-:func:`solid_ext.reference.score_ranks_ref` (rank off by the number of such items);
-exact ties, and so exact agreement, are only guaranteed on inputs whose scores are
-exact in float32 (e.g. small integer values). On a GPU the consistency of the two
-kernels' tiles relies on the compiler lowering the two identical dots identically.
-Per-split counts (B, S) are summed on the host.
+``score_ranks``: ``rank_b = 1 + #{n != t_b, n not excluded : s_bn >= s_bt}``, counted
+per (row block, split) and summed on the host. The target's score ``s_bt`` comes from
+a small kernel that, for each row of a block, recomputes the very (BLOCK_B, BLOCK_N)
+tile holding its target (same query block, same BLOCK_N-aligned items, same code) and
+picks its element: the threshold is the float32 number the counting sweep computes in
+that column (which it never counts; excluded columns are masked in-kernel). Ties
+between the target and other items are therefore decided consistently, on the
+kernel's own scores. Those are float32 sums in the dot's order, not the reference
+matmul's: on float inputs an item within rounding of the target's score may be
+counted differently from :func:`solid_ext.reference.score_ranks_ref` (rank off by the
+number of such items), so exact ties, and exact agreement, are only guaranteed on
+inputs whose scores are exact in float32 (e.g. small integers). On a GPU the
+consistency relies on the compiler lowering the two kernels' identical dots alike (a
+recomputed target score in another summation order could differ in the last bit).
 
 Inputs must be finite: both ops raise ``ValueError`` (the reference's check, one
-device sync) otherwise. Scores that overflow float32 (finite inputs of huge magnitude)
-are not supported. N must be below 2**31 - 2**16 (index in the key's low half).
+device sync) otherwise. Scores that overflow float32 (finite inputs of huge
+magnitude) are not supported; N must be below 2**31 - 2**16 (else the reference).
 
-Block heuristics (no autotune: it fails in the interpreter): the largest tiles that
-compile without register spills for sm_80 and sm_90 in float32, float16 and bfloat16
-among the few tried (``tools/check_triton.py``): see :func:`topk_blocks` and
-:func:`rank_blocks`.
+Block heuristics (no autotune: it fails in the interpreter; see :func:`topk_blocks`
+and :func:`rank_blocks`): the few tried that compile without register spills for
+sm_80 and sm_90 in float32, float16 and bfloat16 on the problems of
+:mod:`solid_ext.triton_kernels.aot` (``tools/check_triton.py``). ptxas spills a few
+bytes around the loops of many near variants (8 warps capped at 128 registers,
+deeper software pipelining): warps and stages differ by dtype and k for that reason.
 """
 
 from __future__ import annotations
@@ -83,8 +85,9 @@ import triton.language as tl
 from ..reference import _check_finite, score_ranks_ref, topk_scores_ref
 from ._launch import launch
 
-#: The largest k the kernels take (a power of two); above it the reference runs.
-MAX_K = 256
+#: The largest k the kernels take (a power of two); above it the reference runs (k =
+#: 256 kept the running list, tile keys and sort in registers only with spills).
+MAX_K = 128
 #: Item tiles per split at least (tests lower it to reach the split path).
 MIN_SPLIT_TILES = 16
 #: Programs to aim for per SM when choosing the item splits.
@@ -100,8 +103,11 @@ _BIG = 2**62  # exclusion sentinel: past every item (and every tile end)
 
 @triton.jit
 def _dot_nt(a, b, acc, F32: tl.constexpr):
-    """acc + a @ b^T (float32 accumulation; float32 inputs in IEEE precision)."""
+    """acc + a @ b^T, accumulated in float32; F32: operands (upcast to) float32,
+    multiplied in IEEE precision, else float16/bfloat16 multiplied natively."""
     if F32:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
         acc = tl.dot(a, tl.trans(b), acc, input_precision="ieee")
     else:
         acc = tl.dot(a, tl.trans(b), acc)
@@ -217,10 +223,7 @@ def _compare_and_swap(h, flip, i: tl.constexpr):
 def _bitonic_stage(h, stage: tl.constexpr, order: tl.constexpr):
     """Merge bitonic runs of 2**stage (order 0 ascending, 1 descending, 2 alternating
     with a period of 2**stage)."""
-    if order == 2:
-        flip = _indicator(_log2(h.numel), stage)
-    else:
-        flip = order
+    flip = _indicator(_log2(h.numel), stage) if order == 2 else order
     for i in tl.static_range(stage):
         h = _compare_and_swap(h, flip, stage - 1 - i)
     return h
@@ -303,7 +306,7 @@ def _topk_kernel(
             q, q_ptr, t_ptr, offs_b, offs_n, b_mask, n_mask, D,
             RESIDENT, F32, BLOCK_B, BLOCK_N, BLOCK_K,
         )  # fmt: skip
-        keep = n_mask[None, :] & b_mask[:, None]
+        keep = n_mask[None, :] & b_mask[:, None]  # rows past B too: no spurious merges
         if HAS_EX:
             keep, cur, nxt = _drop_excluded(
                 keep, offs_n, n0 + BLOCK_N, ex_ptr, row_base, b_mask, cur, nxt
@@ -419,31 +422,42 @@ def _np2(n: int) -> int:
     return 1 if n <= 1 else triton.next_power_of_2(n)
 
 
-def _chunk(D: int) -> tuple[int, bool]:
-    """``(BLOCK_K, resident)``: D up to 64 in one zero-padded chunk, else 32-chunks."""
-    if D <= 64:
-        return max(16, _np2(D)), True
-    return 32, False
+def _chunk(dim: int, max_resident: int, chunk: int) -> tuple[int, bool]:
+    """``(BLOCK_K, resident)``: D up to ``max_resident`` in one zero-padded chunk of at
+    least 16 (the dot minimum), else chunks of ``chunk``."""
+    if dim <= max_resident:
+        return max(16, _np2(dim)), True
+    return chunk, False
 
 
-def topk_blocks(D: int, k: int) -> dict[str, int | bool]:
+def topk_blocks(D: int, k: int, dtype: torch.dtype) -> dict[str, int | bool]:
     """Launch constexprs of the top-k kernels: ``b``/``n`` (rows x items tile), ``kp``,
-    ``k`` (BLOCK_K), ``resident``, ``warps``, and the merge kernel's ``merge_b``."""
+    ``k`` (BLOCK_K), ``resident``, ``warps``, ``stages``, and the merge kernel's
+    ``merge_b`` rows (see the module doc)."""
     kp = _np2(k)
-    bk, resident = _chunk(D)
-    bb = 32 if kp <= 32 else 16
-    bn = max(64, kp)
+    if dtype == torch.float32:
+        # D in 16-chunks (a resident float32 tile spills); one stage for the 32-row tile.
+        bk, resident = _chunk(D, 0, 16)
+        warps, stages = 8, 1 if kp <= 32 else 2
+    else:
+        bk, resident = _chunk(D, 32, 32)
+        warps, stages = (16, 2) if kp <= 64 or resident else (8, 1)
     return {
-        "b": bb, "n": bn, "kp": kp, "k": bk, "resident": resident, "warps": 8,
+        "b": 32 if kp <= 32 else 16, "n": max(64, kp), "kp": kp, "k": bk,
+        "resident": resident, "warps": warps, "stages": stages,
         "merge_b": max(1, min(64, 2048 // kp)),
     }  # fmt: skip
 
 
-def rank_blocks(D: int) -> dict[str, int | bool]:
-    """Launch constexprs of the rank kernels (the target kernel uses the same tile)."""
-    bk, resident = _chunk(D)
-    bn = 64 if bk <= 32 else 32
-    return {"b": 64, "n": bn, "k": bk, "resident": resident, "warps": 8}
+def rank_blocks(D: int, dtype: torch.dtype) -> dict[str, int | bool]:
+    """Launch constexprs of the rank kernels (the target kernel uses the same tile):
+    64 x 64 tiles, float32 in 16-chunks of D with 16 warps and no pipelining,
+    float16/bfloat16 with D up to 64 resident (64 x 32 tiles at 64)."""
+    if dtype == torch.float32:
+        return {"b": 64, "n": 64, "k": 16, "resident": False, "warps": 16, "stages": 1}
+    bk, resident = _chunk(D, 64, 32)
+    bn = 32 if resident and bk == 64 else 64
+    return {"b": 64, "n": bn, "k": bk, "resident": resident, "warps": 8, "stages": 2}
 
 
 @functools.cache
@@ -479,8 +493,15 @@ def sorted_exclusions(
     return ex, cur
 
 
-def _f32(dtype: torch.dtype) -> bool:
-    return dtype == torch.float32
+def _f32(t: torch.Tensor) -> bool:
+    """The F32 constexpr: float32 tiles, or bfloat16 ones upcast under the interpreter,
+    whose ``tl.dot`` of bfloat16 operands is wrong (Triton 3.9; exactly the same
+    products either way)."""
+    if t.dtype == torch.bfloat16:
+        from . import interpreter_usable
+
+        return t.device.type == "cpu" and interpreter_usable()
+    return t.dtype == torch.float32
 
 
 def topk_scores(
@@ -499,7 +520,7 @@ def topk_scores(
     indices = torch.empty((B, k), dtype=torch.int64, device=queries.device)
     if B == 0:
         return values, indices
-    bl = topk_blocks(D, k)
+    bl = topk_blocks(D, k, queries.dtype)
     bb, kp = bl["b"], bl["kp"]
     S, split_len = splits(B, N, bb, bl["n"], queries.device)
     exs = sorted_exclusions(exclude, S, split_len)
@@ -510,8 +531,9 @@ def topk_scores(
         _topk_kernel, (triton.cdiv(B, bb), S),
         queries, table, ex, cur, values, indices, keys,
         B, N, D, ex.shape[1] if exs is not None else 0, k, S, split_len,
-        HAS_EX=exs is not None, FINAL=final, RESIDENT=bl["resident"], F32=_f32(queries.dtype),
+        HAS_EX=exs is not None, FINAL=final, RESIDENT=bl["resident"], F32=_f32(queries),
         BLOCK_B=bb, BLOCK_N=bl["n"], BLOCK_K=bl["k"], KP=kp, num_warps=bl["warps"],
+        num_stages=bl["stages"],
     )  # fmt: skip
     if not final:
         mb = bl["merge_b"]
@@ -539,11 +561,12 @@ def score_ranks(
     N = table.shape[0]
     if B == 0:
         return torch.empty((0,), dtype=torch.int64, device=queries.device)
-    bl = rank_blocks(D)
+    bl = rank_blocks(D, queries.dtype)
     bb, bn = bl["b"], bl["n"]
     common = dict(
-        RESIDENT=bl["resident"], F32=_f32(queries.dtype),
+        RESIDENT=bl["resident"], F32=_f32(queries),
         BLOCK_B=bb, BLOCK_N=bn, BLOCK_K=bl["k"], num_warps=bl["warps"],
+        num_stages=bl["stages"],
     )  # fmt: skip
     st = torch.empty((B,), dtype=torch.float32, device=queries.device)
     launch(

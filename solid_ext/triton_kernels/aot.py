@@ -78,19 +78,18 @@ SPARSE_ROW_UPDATE_PROBLEMS = ((40, 37, 5), (300, 200, 64), (20, 7, 1500), (20, 7
 # one chunk (the D loop and the backward's D slices; float64 takes it from D = 32).
 ITEM_SOFTMAX_PROBLEMS = ((37, 70, 5), (64, 300, 32), (64, 1000, 64), (17, 100, 130))
 # (B, N, D, k) of topk_scores: D below the dot minimum with the 32-row tile (k <= 32);
-# the 16-row tiles with k = 64, 128 (128-item tiles) and 256 (the largest k, 256-item
-# tiles), D resident at 32 and 64; few rows over many items (item splits and the merge
-# kernel) for k = 256 and for k = 1 with D = 130 past one chunk. float64 runs the
-# reference (no launch).
+# the 16-row tiles with k = 64 and 100 (the largest, 128-item tiles), D at 32 (resident
+# for float16/bfloat16) and 64; few rows over many items (item splits and the merge
+# kernel) for k = 128 and for k = 1 with D = 130. float64 runs the reference (no launch).
 TOPK_SCORES_PROBLEMS = (
     (37, 70, 5, 10),
     (64, 300, 64, 64),
     (64, 1000, 32, 100),
-    (3, 20000, 64, 256),
+    (3, 20000, 64, 128),
     (5, 5000, 130, 1),
 )
 # (B, N, D) of score_ranks: D below the dot minimum, resident at 32 and 64 (64- and
-# 32-item tiles), and D = 130 past one chunk over many items (item splits).
+# 32-item tiles) for float16/bfloat16, and D = 130 over many items (item splits).
 SCORE_RANKS_PROBLEMS = ((37, 70, 5), (64, 1000, 32), (64, 1000, 64), (3, 20000, 130))
 _TAU = 0.01
 
