@@ -47,26 +47,6 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _rounds(fns: dict, rounds: int, target_s: float) -> dict[str, list[float]]:
-    """Seconds per call of each case in ``rounds`` interleaved rounds (a slow spell of
-    the shared machine falls on every case); a round calls a case as often as fits
-    ``target_s`` (at least once)."""
-    reps = {}
-    for name, fn in fns.items():
-        fn()
-        t = time.perf_counter()
-        fn()
-        reps[name] = max(1, int(target_s / max(time.perf_counter() - t, 1e-6)))
-    out: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            for _ in range(reps[name]):
-                fn()
-            out[name].append((time.perf_counter() - t) / reps[name])
-    return out
-
-
 # -- topk ------------------------------------------------------------------------------
 
 
@@ -75,6 +55,7 @@ def topk_child(n: int, d: int, threads: int, rounds: int, target_s: float) -> li
     import solid_ext
     from solid_ext import ops
 
+    from .bench_item_table import timed
     from .common import fma_peaks
 
     torch.set_num_threads(threads)
@@ -108,7 +89,7 @@ def topk_child(n: int, d: int, threads: int, rounds: int, target_s: float) -> li
             fns[(k, "faiss")] = lambda k=k: faiss_index.search(q.numpy(), k)
     except ImportError:
         pass
-    times = _rounds(fns, rounds, target_s)
+    times = timed(fns, rounds, target_s)
     peaks = fma_peaks(3)
     flops = 2.0 * B * n * d
     rows = []

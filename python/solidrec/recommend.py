@@ -225,9 +225,11 @@ class Recommender:
         item i, ``item_ids[i]``; column 0 is -inf)."""
         return self._scores(histories, unknown, 0)
 
-    def _scores(
+    def _encode_all(
         self, histories: Sequence[Sequence[str | int]], unknown: Unknown, first: int
-    ) -> Tensor:
+    ) -> list[list[int]]:
+        """Model item ids of each history; ValueError naming the first (counting from
+        ``first``) that has no item the model knows."""
         encoded = [self.encode(h, unknown) for h in histories]
         empty = [i for i, h in enumerate(encoded) if not h]
         if empty:
@@ -235,6 +237,12 @@ class Recommender:
                 f"history {first + empty[0]} (counting from 0) has no item the model knows: "
                 "nothing to recommend from"
             )
+        return encoded
+
+    def _scores(
+        self, histories: Sequence[Sequence[str | int]], unknown: Unknown, first: int
+    ) -> Tensor:
+        encoded = self._encode_all(histories, unknown, first)
         return self.model.score_all(self._tensor(encoded).to(self.device)).float().cpu()
 
     def recommend_batch(
@@ -273,13 +281,7 @@ class Recommender:
         """(values, model item ids) (B, k) of the best items after each history: the
         fused ``solid_ext.ops.topk_scores`` over the item table (no (B, N) score
         matrix); a target-dependent backbone (DIN) scores every item, then top-k."""
-        encoded = [self.encode(h, unknown) for h in histories]
-        empty = [i for i, h in enumerate(encoded) if not h]
-        if empty:
-            raise ValueError(
-                f"history {first + empty[0]} (counting from 0) has no item the model knows: "
-                "nothing to recommend from"
-            )
+        encoded = self._encode_all(histories, unknown, first)
         hist = self._tensor(encoded).to(self.device)
         exclude = None
         if exclude_seen:
