@@ -547,13 +547,13 @@ def run_ours(
 
 
 def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """benchmarks.run's CPU name (the header of every report); only this side, our venv,
+    imports it, never the RecBole child."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from benchmarks.run import _cpu_model as cpu_model
+
+    return cpu_model()
 
 
 def _commit() -> str:

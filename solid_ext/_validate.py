@@ -324,6 +324,24 @@ def check_sparse_row_update(
         raise ValueError(f"step must be an int >= 1 (Adam's bias correction), got {step!r}")
 
 
+def _check_target(target: object, lead_name: str, lead: Tensor, n: int) -> None:
+    """target: (B,) int64 on ``lead``'s device, B = ``lead``'s rows, entries in [0, n)."""
+    if not isinstance(target, Tensor) or target.dtype != torch.int64 or target.dim() != 1:
+        got = _desc(target) if isinstance(target, Tensor) else type(target).__name__
+        raise ValueError(f"target must be a 1-d int64 tensor, got {got}")
+    whose = f"{lead_name}'" if lead_name.endswith("s") else f"{lead_name}'s"
+    if target.shape[0] != lead.shape[0]:
+        raise ValueError(
+            f"target must have B = {lead.shape[0]} entries ({whose} rows), got {target.shape[0]}"
+        )
+    if target.device != lead.device:
+        raise ValueError(f"target is on {target.device} but {lead_name} is on {lead.device}")
+    if target.numel() and not torch.compiler.is_compiling():
+        lo, hi = int(target.min()), int(target.max())
+        if lo < 0 or hi >= n:
+            raise IndexError(f"target must lie in [0, {n}) (table's rows), got [{lo}, {hi}]")
+
+
 def check_item_softmax(
     hidden: Tensor, table: Tensor, target: Tensor, label_smoothing: float, chunk: int
 ) -> None:
@@ -339,21 +357,7 @@ def check_item_softmax(
     if table.shape[0] == 0:
         raise ValueError("table must have at least one row (item)")
     _check_same("hidden", hidden, "table", table)
-    if not isinstance(target, Tensor) or target.dtype != torch.int64 or target.dim() != 1:
-        got = _desc(target) if isinstance(target, Tensor) else type(target).__name__
-        raise ValueError(f"target must be a 1-d int64 tensor, got {got}")
-    if target.shape[0] != hidden.shape[0]:
-        raise ValueError(
-            f"target must have B = {hidden.shape[0]} entries (hidden's rows), got {target.shape[0]}"
-        )
-    if target.device != hidden.device:
-        raise ValueError(f"target is on {target.device} but hidden is on {hidden.device}")
-    if target.numel() and not torch.compiler.is_compiling():
-        lo, hi = int(target.min()), int(target.max())
-        if lo < 0 or hi >= table.shape[0]:
-            raise IndexError(
-                f"target must lie in [0, {table.shape[0]}) (table's rows), got [{lo}, {hi}]"
-            )
+    _check_target(target, "hidden", hidden, table.shape[0])
     ls = _check_real("label_smoothing", label_smoothing)
     if ls > 1:
         raise ValueError(f"label_smoothing must be in [0, 1], got {ls}")
@@ -406,19 +410,4 @@ def check_score_ranks(
     """Validate ``score_ranks`` arguments (those of ``topk_scores`` with k = 1, and
     target (B,) int64 in [0, N))."""
     check_topk_scores(queries, table, 1, exclude)
-    if not isinstance(target, Tensor) or target.dtype != torch.int64 or target.dim() != 1:
-        got = _desc(target) if isinstance(target, Tensor) else type(target).__name__
-        raise ValueError(f"target must be a 1-d int64 tensor, got {got}")
-    if target.shape[0] != queries.shape[0]:
-        raise ValueError(
-            f"target must have B = {queries.shape[0]} entries (queries' rows), "
-            f"got {target.shape[0]}"
-        )
-    if target.device != queries.device:
-        raise ValueError(f"target is on {target.device} but queries is on {queries.device}")
-    if target.numel() and not torch.compiler.is_compiling():
-        lo, hi = int(target.min()), int(target.max())
-        if lo < 0 or hi >= table.shape[0]:
-            raise IndexError(
-                f"target must lie in [0, {table.shape[0]}) (table's rows), got [{lo}, {hi}]"
-            )
+    _check_target(target, "queries", queries, table.shape[0])

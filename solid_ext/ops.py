@@ -125,9 +125,7 @@ def generated_linear(
         are computed in float32 and rounded back.
     """
     tau = check_generated_linear(x, cond, gen_weight, base, tau)
-    backend = _backend.resolve(x.device, x.dtype)
-    if backend == "cuda":
-        backend = "triton" if _backend.triton_usable() else "reference"
+    backend = _without_cuda_kernel(_backend.resolve(x.device, x.dtype))
     if backend == "reference":
         return generated_linear_ref(x, cond, gen_weight, base, tau)
     x3 = x.unsqueeze(1) if x.dim() == 2 else x
@@ -222,9 +220,7 @@ def sparse_row_update(
     check_sparse_row_update(
         weight, state1, state2, indices, grad, kind, lr, beta1, beta2, eps, weight_decay, step
     )
-    backend = _backend.resolve(weight.device, weight.dtype)
-    if backend == "cuda":
-        backend = "triton" if _backend.triton_usable() else "reference"
+    backend = _without_cuda_kernel(_backend.resolve(weight.device, weight.dtype))
     args = (weight, state1, state2, indices, grad.contiguous(), kind, float(lr), float(beta1))
     args = (*args, float(beta2), float(eps), float(weight_decay), int(step))
     if backend == "reference":
@@ -263,9 +259,7 @@ def item_softmax_xent(
         dense (every item's logit enters every row's normaliser).
     """
     check_item_softmax(hidden, table, target, label_smoothing, chunk)
-    backend = _backend.resolve(hidden.device, hidden.dtype)
-    if backend == "cuda":
-        backend = "triton" if _backend.triton_usable() else "reference"
+    backend = _without_cuda_kernel(_backend.resolve(hidden.device, hidden.dtype))
     if backend == "reference":
         return item_softmax_xent_ref(hidden, table, target, label_smoothing)
     if backend == "triton":
@@ -296,9 +290,7 @@ def topk_scores(
     """
     k = check_topk_scores(queries, table, k, exclude)
     queries, table = queries.detach(), table.detach()
-    backend = _backend.resolve(queries.device, queries.dtype)
-    if backend == "cuda":
-        backend = "triton" if _backend.triton_usable() else "reference"
+    backend = _without_cuda_kernel(_backend.resolve(queries.device, queries.dtype))
     if backend == "reference":
         return topk_scores_ref(queries, table, k, exclude)
     if backend == "triton":
@@ -329,14 +321,20 @@ def score_ranks(
     """
     check_score_ranks(queries, table, target, exclude)
     queries, table = queries.detach(), table.detach()
-    backend = _backend.resolve(queries.device, queries.dtype)
-    if backend == "cuda":
-        backend = "triton" if _backend.triton_usable() else "reference"
+    backend = _without_cuda_kernel(_backend.resolve(queries.device, queries.dtype))
     if backend == "reference":
         return score_ranks_ref(queries, table, target, exclude)
     if backend == "triton":
         return _backend.triton_module().score_ranks(queries, table, target, exclude)
     return _finite_or_value_error(torch.ops.solid_ext.score_ranks, queries, table, target, exclude)
+
+
+def _without_cuda_kernel(backend: str) -> str:
+    """The backend for an op with no CUDA C++ kernel: ``cuda`` becomes Triton (or the
+    reference without it)."""
+    if backend == "cuda":
+        return "triton" if _backend.triton_usable() else "reference"
+    return backend
 
 
 def _finite_or_value_error(op, *args):

@@ -179,6 +179,8 @@ class Trainer:
     ) -> None:
         self.cfg, self.resume, self.allow_schedule_change = cfg, resume, allow_schedule_change
         self.quiet = quiet
+        # What full ranking leaves out, per split (_seen): computed once, on first use.
+        self._seen_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.dist = setup_distributed(cfg.train.device)
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
@@ -475,10 +477,9 @@ class Trainer:
         run evaluates the sampled protocol only."""
         if "full" not in protocols_of(self.cfg.train.eval_protocol):
             return None
-        cache = self.__dict__.setdefault("_seen_cache", {})
-        if split not in cache:
-            cache[split] = seen_items(self.data, split)
-        return cache[split]
+        if split not in self._seen_cache:
+            self._seen_cache[split] = seen_items(self.data, split)
+        return self._seen_cache[split]
 
     def _end_epoch(self) -> None:
         t, s = self.cfg.train, self.state
