@@ -10,7 +10,10 @@ here ``ptxas -v`` on the PTX reports registers, shared memory and spills.
 
 Exit status is non-zero if any launch fails to compile or spills.
 
-Usage: python tools/check_triton.py [--arch 80 --arch 90] [--out DIR]
+Usage: python tools/check_triton.py [--arch 80 --arch 90] [--out DIR] [--jobs N]
+
+Each compile is ~0.5 s of single-threaded Python and MLIR: ``--jobs`` processes (default:
+the CPU count, at most 4) each compile every N-th (arch, launch) pair.
 """
 
 from __future__ import annotations
@@ -52,17 +55,19 @@ def report(compiled: CompiledKernel) -> dict:
         return {**row, "ok": False, "error": compiled.error}
     row["shared"] = compiled.shared
     gpu = compiled.gpu_name
-    with tempfile.TemporaryDirectory() as tmp:
-        ptx = Path(tmp) / "k.ptx"
-        ptx.write_text(compiled.ptx)
-        proc = subprocess.run(
-            [compiled.ptxas, "-v", f"--gpu-name={gpu}", str(ptx), "-o", str(Path(tmp) / "k.cubin")],
-            capture_output=True,
-            text=True,
-        )
-    parsed = _check_cuda().parse_ptxas(proc.stdout + proc.stderr, gpu, "triton")
-    if proc.returncode != 0 or not parsed:
-        return {**row, "ok": False, "error": (proc.stdout + proc.stderr)[-300:]}
+    text, rc = compiled.ptxas_log, 0
+    if not text:  # Triton's cache had the cubin: ask ptxas for the report
+        with tempfile.TemporaryDirectory() as tmp:
+            ptx = Path(tmp) / "k.ptx"
+            ptx.write_text(compiled.ptx)
+            cmd = [compiled.ptxas, "-v", f"--gpu-name={gpu}", str(ptx)]
+            proc = subprocess.run(
+                [*cmd, "-o", str(Path(tmp) / "k.cubin")], capture_output=True, text=True
+            )
+        text, rc = proc.stdout + proc.stderr, proc.returncode
+    parsed = _check_cuda().parse_ptxas(text, gpu, "triton")
+    if rc != 0 or not parsed:
+        return {**row, "ok": False, "error": text[-300:]}
     p = parsed[0]
     row.update(
         ok=p.get("spill_stores", 0) == 0 and p.get("spill_loads", 0) == 0,
@@ -101,20 +106,57 @@ def markdown(rows: list[dict]) -> str:
     return _check_cuda().md_table(columns, cells, left=4)
 
 
+def _rows(archs: list[int], shard: int = 0, shards: int = 1) -> list[dict]:
+    """Rows of every ``shards``-th (arch, launch) pair from ``shard`` on, in pair order
+    (arch-major, as the pairs are numbered)."""
+    from solid_ext.triton_kernels import compile_kernels, kernel_launches
+
+    launches = kernel_launches()  # deterministic: every shard numbers them alike
+    mine = [(a, la) for a in archs for la in launches][shard::shards]
+    return [
+        report(k) for a in archs for k in compile_kernels(a, [la for b, la in mine if b == a])
+    ]
+
+
+def _parallel_rows(archs: list[int], jobs: int) -> list[dict]:
+    """:func:`_rows` split over ``jobs`` child processes, merged back in pair order."""
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = []
+        for i in range(jobs):
+            out = Path(tmp) / f"rows{i}.json"
+            cmd = [sys.executable, __file__, "--shard", f"{i}/{jobs}", "--rows-out", str(out)]
+            cmd += [f"--arch={a}" for a in archs]
+            procs.append((subprocess.Popen(cmd), out))
+        parts = []
+        for proc, out in procs:
+            if proc.wait() != 0:
+                raise RuntimeError(f"check_triton shard failed with exit code {proc.returncode}")
+            parts.append(json.loads(out.read_text()))
+    # Shard i holds pairs i, i + jobs, ...: interleave them back.
+    rows = []
+    for k in range(max(map(len, parts), default=0)):
+        rows += [p[k] for p in parts if k < len(p)]
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", type=int, action="append", help="SM version, e.g. 90 (repeatable)")
     ap.add_argument("--out", default=str(ROOT / "build" / "triton_check"), help="output dir")
+    ap.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 4))
+    ap.add_argument("--shard", help=argparse.SUPPRESS)  # I/N: a child of --jobs
+    ap.add_argument("--rows-out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     os.environ.pop("TRITON_INTERPRET", None)
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # the default; silences a notice
     import triton
 
-    from solid_ext.triton_kernels import compile_kernels, kernel_launches
-
-    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # the default; silences a notice
     archs = args.arch or [80, 90]
-    launches = kernel_launches()
-    rows = [report(k) for a in archs for k in compile_kernels(a, launches)]
+    if args.shard:
+        shard, shards = map(int, args.shard.split("/"))
+        Path(args.rows_out).write_text(json.dumps(_rows(archs, shard, shards)))
+        return 0
+    rows = _parallel_rows(archs, args.jobs) if args.jobs > 1 else _rows(archs)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "triton_ptxas.json").write_text(json.dumps(rows, indent=1))
@@ -132,4 +174,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
     sys.exit(main())

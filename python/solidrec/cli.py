@@ -60,6 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        # Ctrl-C outside a training step (which saves and says how to resume itself).
+        print(f"\nsolidrec {args.command}: interrupted", file=sys.stderr)
+        return 130
     except OSError as e:
         # Disk full, read-only or forbidden output: one line naming the path, no traceback.
         text = e.strerror if isinstance(e, OutputError) else str(e)

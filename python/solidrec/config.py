@@ -17,6 +17,7 @@ from solidrec.metrics import (
     PROTOCOL_CHOICES,
     metric_keys,
     protocol_of_key,
+    protocols_of,
 )
 from solidrec.modes import CODEBOOK_INITS, SOLID_MODES, SolidMode, effective_model, get_mode
 
@@ -56,9 +57,38 @@ def resolve_item_optimizer(name: str, num_items: int) -> str:
 ITEM_FEATURES = ("id", "id+category", "id+embedding", "id+category+embedding")
 
 
+#: ``train.recipe`` values: settings a run takes for every key of the recipe the user did
+#: not set (flag, ``--set`` or YAML). paper: the paper's (the dataclass defaults: Adam
+#: 1e-3, no weight decay, selection on AUC); strong: what the TPE studies of SASRec with
+#: softmax CE chose on Scientific (docs/RESULTS.md, "Tuned per backbone"); auto: strong
+#: for the softmax losses, paper for bce.
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "strong": {
+        "train.lr": 9.7e-3,
+        "model.dropout": 0.0,
+        "train.weight_decay": 1e-3,
+        "train.select_metric": "ndcg@10",
+        "train.max_epochs": 60,
+        "train.patience": 5,
+    },
+}
+RECIPE_CHOICES = ("auto", *RECIPES)
+#: What ``train.recipe=auto`` means per ``train.loss``.
+LOSS_RECIPE = {"bce": "paper", "softmax": "strong", "sampled_softmax": "strong"}
+
 #: Config keys that never change what a run computes: a resume may differ in them.
 RESUME_FREE_KEYS = frozenset(
-    {"data", "out", "train.threads", "train.progress", "train.ckpt_every_steps", "train.device"}
+    {
+        "data",
+        "out",
+        "train.threads",
+        "train.progress",
+        "train.ckpt_every_steps",
+        "train.device",
+        # its effect is in the keys it set, which are compared
+        "train.recipe",
+    }
 )
 #: Keys a resume may change only with ``allow_schedule_change`` (``--allow-schedule-change``):
 #: they extend or shorten the schedule (or the selection) but not the optimisation itself.
@@ -180,6 +210,9 @@ class TrainConfig:
     # The item id table's optimizer (ITEM_OPTIMIZERS); item_lr 0 = train.lr.
     item_optimizer: str = "auto"
     item_lr: float = 0.0
+    # RECIPE_CHOICES: defaults for the keys of RECIPES[...] the user did not set; written
+    # resolved (paper or strong) to config.yaml with the values it chose.
+    recipe: str = "auto"
 
     def validate(self) -> None:
         """Raise ValueError naming the key on a value no run can use."""
@@ -216,6 +249,7 @@ class TrainConfig:
             )
         for name, allowed in (
             ("loss", LOSSES),
+            ("recipe", RECIPE_CHOICES),
             ("negative_sampling", NEGATIVE_SAMPLERS),
             ("item_optimizer", ITEM_OPTIMIZERS),
         ):
@@ -326,8 +360,33 @@ class RunConfig:
 
         atomic_write(path, self.to_yaml())
 
-    def override(self, items: list[str]) -> None:
-        """Apply ``section.key=value`` (or bare ``key=value``, searched in model then train)."""
+    def apply_recipe(self, given: set[str] | None = None) -> dict[str, Any]:
+        """Resolve ``train.recipe=auto`` by ``train.loss`` (:data:`LOSS_RECIPE`) and set
+        every key of the recipe that is not in ``given`` (full keys, ``train.lr``; None:
+        the keys whose value differs from the default, for configs built in Python).
+        Returns ``{key: value}`` of the recipe as the run uses it; idempotent."""
+        if self.train.recipe == "auto":
+            self.train.recipe = LOSS_RECIPE.get(self.train.loss, "paper")
+        recipe = RECIPES.get(self.train.recipe, {})
+        if given is None:
+            default = flat_config(RunConfig().to_dict())
+            now = flat_config(self.to_dict())
+            given = {k for k, v in now.items() if v != default.get(k)}
+        for key, value in recipe.items():
+            if key == "train.select_metric" and "sampled" not in protocols_of(
+                self.train.eval_protocol
+            ):
+                value = f"full_{value}"
+            if key not in given:
+                section, name = key.split(".")
+                setattr(getattr(self, section), name, value)
+        return {key: self._value_of(key) for key in recipe}
+
+    def override(self, items: Sequence[str]) -> set[str]:
+        """Apply ``section.key=value`` (or bare ``key=value``, searched in model then
+        train); returns the full keys set. A key given twice with different values is an
+        error naming both."""
+        given: dict[str, tuple[str, Any]] = {}  # full key -> (the item, its typed value)
         for item in items:
             if "=" not in item:
                 raise ValueError(f"override must be key=value, got {item!r}")
@@ -336,28 +395,47 @@ class RunConfig:
                 value = yaml.safe_load(raw)
             except yaml.YAMLError:
                 value = raw  # typed (or refused) by _set, which names the key
-            if "." in key:
-                section, k = key.split(".", 1)
-                if section not in SECTIONS:
-                    raise ValueError(
-                        f"unknown config section {section!r} in {item!r}"
-                        f"{_did_you_mean(section, SECTIONS)}; sections: {', '.join(SECTIONS)}"
-                    )
-                _set(getattr(self, section), k, value, section)
-            elif any(f.name == key for f in fields(ModelConfig)):
-                _set(self.model, key, value, "model")
-            elif any(f.name == key for f in fields(TrainConfig)):
-                _set(self.train, key, value, "train")
-            else:
-                names = [f.name for f in fields(self) if f.name not in SECTIONS]
-                names += [f"model.{f.name}" for f in fields(ModelConfig)]
-                names += [f"train.{f.name}" for f in fields(TrainConfig)]
-                if key not in names:
-                    raise ValueError(
-                        f"unknown config key {key!r}{_did_you_mean(key, names)}; "
-                        f"valid keys: {', '.join(names)}"
-                    )
-                _set(self, key, value)
+            full = self._override_one(key, value, item)
+            typed = self._value_of(full)
+            if full in given and given[full][1] != typed:
+                raise ValueError(f"{full} given twice: {given[full][0]!r} and {item!r}; keep one")
+            given[full] = (item, typed)
+        return set(given)
+
+    def _value_of(self, full: str) -> Any:
+        obj: Any = self
+        for part in full.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    def _override_one(self, key: str, value: Any, item: str) -> str:
+        """Set one override; return its full key (``section.key`` or ``data``/``out``)."""
+        if "." in key:
+            section, k = key.split(".", 1)
+            if section not in SECTIONS:
+                raise ValueError(
+                    f"unknown config section {section!r} in {item!r}"
+                    f"{_did_you_mean(section, SECTIONS)}; sections: {', '.join(SECTIONS)}"
+                )
+            _set(getattr(self, section), k, value, section)
+            return f"{section}.{k}"
+        for section, cls in (("model", ModelConfig), ("train", TrainConfig)):
+            if any(f.name == key for f in fields(cls)):
+                _set(getattr(self, section), key, value, section)
+                return f"{section}.{key}"
+        names = [f.name for f in fields(self) if f.name not in SECTIONS]
+        full = {n: n for n in names}
+        for section, cls in (("model", ModelConfig), ("train", TrainConfig)):
+            full.update({f.name: f"{section}.{f.name}" for f in fields(cls)})
+        if key not in names:
+            # A bare typo is compared with the bare names: 'taus' suggests model.tau.
+            close = difflib.get_close_matches(key, list(full), n=1, cutoff=0.6)
+            hint = f" (did you mean {full[close[0]]!r}?)" if close else ""
+            raise ValueError(
+                f"unknown config key {key!r}{hint}; valid keys: {', '.join(full.values())}"
+            )
+        _set(self, key, value)
+        return key
 
 
 #: The nested sections of a :class:`RunConfig`.

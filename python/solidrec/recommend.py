@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -158,6 +159,9 @@ class Recommender:
         self.index = {x: i for i, x in enumerate(self.item_ids) if i > 0}
         self.history_len = int(history_len)
         self.titles = list(titles) if titles is not None else None
+        # The prepared dataset the model was trained on (from_run): for user_history.
+        self.data: str = ""
+        self.fingerprint: str = ""
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "auto") -> Recommender:
@@ -166,6 +170,9 @@ class Recommender:
         prepared dataset and best checkpoint instead. ``device``: auto (CUDA when
         available), cpu, cuda or cuda:N."""
         path = Path(run_dir)
+        if not path.is_dir():
+            what = "not a directory" if path.exists() else "no such run directory"
+            raise ModelDirError(f"{path}: {what} (a run directory or its model/ directory)")
         dev = resolve_device(device)
         model_dir = path if (path / MANIFEST).exists() else path / MODEL_DIR
         if (model_dir / MANIFEST).exists() or not (path / "config.yaml").exists():
@@ -179,12 +186,52 @@ class Recommender:
                 item_embedding=state.get("pretrained"),  # item_features=id+embedding
             )
             model.load_state_dict(state)
-            return cls(model, items["item_id"], manifest["history_len"], dev, items["title"])
+            rec = cls(model, items["item_id"], manifest["history_len"], dev, items["title"])
+            rec.data, rec.fingerprint = cfg.data, str(manifest.get("dataset_fingerprint", ""))
+            return rec
         from solidrec.evaluate import load_run
 
         cfg, model, data = load_run(path)
         titles = data.item_title.tolist() if data.item_title is not None else None
-        return cls(model, data.item_original_id.tolist(), data.history_len, dev, titles)
+        rec = cls(model, data.item_original_id.tolist(), data.history_len, dev, titles)
+        rec.data, rec.fingerprint = cfg.data, str(data.manifest.get("fingerprint", ""))
+        return rec
+
+    def title(self, item_id: str) -> str | None:
+        """The title of an item (original id), or None where the model has no titles."""
+        if self.titles is None or str(item_id) not in self.index:
+            return None
+        return str(self.titles[self.index[str(item_id)]]) or None
+
+    def user_history(self, user_id: str, data: str | Path | None = None) -> list[str]:
+        """The most recent items (original ids, oldest first, up to the model's L) of a
+        user of the prepared dataset the model was trained on (``data``: its directory,
+        default the run's), test item included: what to recommend from next."""
+        from solidrec.data.prepared import load_prepared
+
+        where = data if data is not None else self.data
+        if not where:
+            raise ValueError("--user needs the prepared dataset: this model names none")
+        ds = load_prepared(where)
+        fp = str(ds.manifest.get("fingerprint", ""))
+        if self.fingerprint and fp and fp != self.fingerprint:
+            raise ValueError(
+                f"{where} was prepared again since the model was trained (fingerprint "
+                f"{fp[:12]}, the model's {self.fingerprint[:12]}): its users may differ"
+            )
+        found = np.flatnonzero(ds.user_original_id.astype(str) == str(user_id))
+        if not len(found):
+            raise ValueError(f"user {user_id!r} is not in {where}")
+        rows = np.flatnonzero(ds.test.user == found[0])
+        if not len(rows):
+            raise ValueError(f"user {user_id!r} has no test row in {where}")
+        r = rows[0]
+        n = int(ds.test.hist_len[r])
+        items = [
+            *ds.test.hist[r, ds.test.hist.shape[1] - n :].tolist(),
+            int(ds.test.candidates[r, 0]),
+        ]
+        return [str(ds.item_original_id[i]) for i in items[-self.history_len :]]
 
     @property
     def num_items(self) -> int:

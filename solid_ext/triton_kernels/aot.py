@@ -24,6 +24,8 @@ Importing this module imports Triton, which must then be in compiled mode:
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 from collections.abc import Sequence
@@ -131,6 +133,8 @@ class CompiledKernel:
     shared: int | None = None  # bytes of shared memory per program
     ptxas: str | None = None  # the ptxas Triton uses for this arch
     error: str | None = None
+    # What that ptxas printed with -v when Triton built the cubin (registers, spills).
+    ptxas_log: str | None = None
 
     @property
     def gpu_name(self) -> str:
@@ -312,12 +316,19 @@ def compile_kernels(arch: int, launches: list[KernelLaunch] | None = None) -> li
     target = GPUTarget("cuda", arch, 32)
     out = []
     for la in kernel_launches() if launches is None else launches:
+        log = io.StringIO()
         try:
             src = ASTSource(la.fn, la.signature, constexprs=la.constexprs)
-            kernel = triton.compile(src, target=target, options=la.options)
+            # Triton runs ptxas -v for the cubin; its log, printed on request, carries the
+            # register and spill report (no second ptxas run). A cached kernel prints none.
+            with triton.knobs.nvidia.scope(), contextlib.redirect_stdout(log):
+                triton.knobs.nvidia.dump_ptxas_log = True
+                kernel = triton.compile(src, target=target, options=la.options)
         except Exception as exc:  # reported per launch; the caller decides
             out.append(CompiledKernel(la, arch, error=f"{type(exc).__name__}: {str(exc)[:300]}"))
             continue
         ptx = kernel.asm["ptx"]
-        out.append(CompiledKernel(la, arch, ptx, int(kernel.metadata.shared), ptxas))
+        compiled = CompiledKernel(la, arch, ptx, int(kernel.metadata.shared), ptxas)
+        compiled.ptxas_log = log.getvalue() or None
+        out.append(compiled)
     return out

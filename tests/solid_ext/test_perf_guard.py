@@ -13,6 +13,9 @@ codebook_quantize, SSE2 kernels against eager's AVX2/AVX-512 BLAS) is about 1.1x
 2 threads; one attempt lost 0.97x in a CI run, and all three lost once in a session's
 `make test`. So the 16-byte baseline kernels may be up to BASELINE_SLACK x eager's time
 (still 10x short of a collapse); the vector variants must win outright (they are 2-4x).
+Top-k's baseline kernel is bound by its own SSE2 FMA rate while eager's matmul uses the
+machine's widest BLAS kernels: about 1.7x faster than eager on an AVX2-only EPYC, but
+0.75x on an AVX-512 Xeon (CI, 2026-12-07), so its slack is TOPK_BASELINE_SLACK.
 A collapse (a spilling tile, a wrong-ISA build: 10-50x) loses every attempt.
 """
 
@@ -38,6 +41,7 @@ ROUNDS = 7
 ATTEMPTS = 3
 TAU = 0.01
 BASELINE_SLACK = 1.25  # allowed fused/eager time ratio for the baseline variant only
+TOPK_BASELINE_SLACK = 2.0  # SSE2 kernel vs AVX-512 BLAS: 4x the FMA width, ~1.3x the time
 
 
 def _interleaved_medians(fused: Callable, eager: Callable) -> tuple[float, float]:
@@ -124,7 +128,9 @@ CASES = {
 @pytest.mark.parametrize("isa", solid_ext.cpu_isas())
 def test_fused_beats_eager(isa, case):
     fused, eager = CASES[case]()
-    slack = BASELINE_SLACK if isa == "baseline" else 1.0
+    slack = 1.0
+    if isa == "baseline":
+        slack = TOPK_BASELINE_SLACK if case.startswith("topk_scores") else BASELINE_SLACK
     tries = []
     with solid_ext.use_backend("cpu"), solid_ext.use_cpu_isa(isa):
         for _ in range(ATTEMPTS):

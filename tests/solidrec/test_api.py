@@ -114,8 +114,11 @@ def test_model_directory_is_self_contained(run: Path, tmp_path: Path) -> None:
     (moved / ITEMS).write_text(json.dumps(items))
     with pytest.raises(ModelDirError, match="items.json: content does not match"):
         Recommender.from_run(moved)
-    with pytest.raises(ModelDirError, match="not a solidrec model directory"):
+    with pytest.raises(ModelDirError, match="nothing: no such run directory"):
         Recommender.from_run(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelDirError, match="not a solidrec model directory"):
+        Recommender.from_run(tmp_path / "empty")
 
 
 def test_a_run_without_a_model_directory_loads_from_its_data(run: Path, tmp_path: Path) -> None:
@@ -168,11 +171,13 @@ def test_cli_recommend(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture)
     assert rows[0]["history"] == ["i3", "i9"] and rows[0]["items"] == [i for i, _ in want[:3]]
     assert rows[1]["items"] == [i for i, _ in rec.recommend(["i2", "i5"], k=3)]
     assert cli_main(["recommend", str(run), "--history", "i3", "nope"]) == 0
-    assert "warning: 1 item id(s) the model does not know: nope" in capsys.readouterr().err
+    assert "warning: --history: 1 item id(s) the model does not know: nope" in (
+        capsys.readouterr().err
+    )
     assert cli_main(["recommend", str(run), "--history", "nope", "--unknown", "error"]) == 2
-    assert "error: 1 item id(s) the model does not know: nope" in capsys.readouterr().err
+    assert "error: --history: 1 item id(s) the model does not know: nope" in capsys.readouterr().err
     assert cli_main(["recommend", str(tmp_path / "missing"), "--history", "i3"]) == 2
-    assert "not a solidrec model directory" in capsys.readouterr().err
+    assert "missing: no such run directory" in capsys.readouterr().err
 
 
 def test_evaluate_from_another_directory_and_with_data(
@@ -265,7 +270,10 @@ def test_cli_recommend_file_skips_blank_lines_and_names_the_bad_history(
     capsys.readouterr()
     assert cli_main(["recommend", str(run), "--file", str(f), "--json", "--batch-size", "2"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 3
+    # A bad line is named; the good ones are still answered (exit 1: not all were).
     f.write_text("i3 i9\ni2\nnope\n")
     argv = ["recommend", str(run), "--file", str(f), "--batch-size", "2"]
-    assert cli_main(argv) == 2
-    assert "history 2 (counting from 0) has no item the model knows" in capsys.readouterr().err
+    assert cli_main(argv) == 1
+    out, err = capsys.readouterr()
+    assert "line 3: no item the model knows" in err
+    assert out.count("# line ") == 2 and "# line 1: i3 i9" in out

@@ -162,7 +162,9 @@ def test_reproducible_byte_for_byte_and_idempotent(
     mtime = (out / "manifest.json").stat().st_mtime_ns
     again = prepare(PrepareConfig(format="atomic", input=scientific_dir, out=out))
     assert again.skipped and (out / "manifest.json").stat().st_mtime_ns == mtime
-    other = prepare(PrepareConfig(format="atomic", input=scientific_dir, out=out, seed=7))
+    other = prepare(
+        PrepareConfig(format="atomic", input=scientific_dir, out=out, seed=7), force=True
+    )
     assert not other.skipped
     assert (out / "train.npz").read_bytes() != (scientific_prepared / "train.npz").read_bytes()
     m = json.loads((out / "manifest.json").read_text())

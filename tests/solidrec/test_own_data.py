@@ -103,7 +103,7 @@ def test_mapped_columns_equal_default_headers(tmp_path: Path, suffix: str) -> No
     }
     # another mapping of the same file is another dataset, not "up to date"
     swapped = ["--user-col", "movieId", "--item-col", "userId", "--time-col", "timestamp"]
-    assert _prepare(ml, tmp_path / "mapped", *swapped) == 0
+    assert _prepare(ml, tmp_path / "mapped", *swapped, "--force") == 0
     assert not np.array_equal(
         load_prepared(tmp_path / "mapped").user_original_id,
         load_prepared(tmp_path / "default").user_original_id,
@@ -166,10 +166,10 @@ def test_min_rating_filters_and_is_part_of_the_fingerprint(
     capsys.readouterr()
     assert _prepare(inp, out, *MAPPED, "--min-rating", "3.5") == 0
     assert "up to date" in capsys.readouterr().out
-    assert _prepare(inp, out, *MAPPED, "--min-rating", "4") == 0
+    assert _prepare(inp, out, *MAPPED, "--min-rating", "4", "--force") == 0
     assert "written" in capsys.readouterr().out
     assert load_prepared(out).manifest["counts"]["interactions"] == int((rating >= 4).sum())
-    assert _prepare(inp, out, *MAPPED) == 0
+    assert _prepare(inp, out, *MAPPED, "--force") == 0
     assert "written" in capsys.readouterr().out
     assert load_prepared(out).manifest["counts"]["interactions"] == len(rating)
     assert "min_rating" not in load_prepared(out).manifest["params"]

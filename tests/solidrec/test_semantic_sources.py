@@ -253,7 +253,8 @@ def test_from_run_enters_the_fingerprint(
     model = str(runs["R1"] / "model")
     assert _prepare(runs["input"], tmp_path / "p", *flags, "--from-run", model) == 0
     assert "up to date" in capsys.readouterr().out
-    assert _prepare(runs["input"], tmp_path / "p", *flags, "--from-run", str(runs["R2"])) == 0
+    again = (*flags, "--from-run", str(runs["R2"]), "--force")  # other embeddings: replaces
+    assert _prepare(runs["input"], tmp_path / "p", *again) == 0
     assert "written" in capsys.readouterr().out
     ds = load_prepared(tmp_path / "p")
     assert ds.manifest["fingerprint"] != fp

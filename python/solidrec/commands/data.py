@@ -154,6 +154,8 @@ def run_prepare(args: argparse.Namespace) -> int:
     except (DataFormatError, ValueError, RuntimeError) as e:
         print(f"solidrec prepare: error: {e}", file=sys.stderr)
         return 2
+    if res.replaced:
+        print(f"solidrec prepare: {res.replaced}", file=sys.stderr)
     print(f"{res.out}: {'up to date, nothing to do' if res.skipped else 'written'}")
     print(format_stats(dataset_stats(res.out)))
     return 0

@@ -231,7 +231,22 @@ class _Datasets:
     def __init__(self, warn: Warn) -> None:
         self.warn, self.cache = warn, {}  # data dir -> Dataset
 
-    def get(self, data: str, out: str, run: Path) -> Dataset:
+    def get(self, data: str, out: str, run: Path, recorded: str | None = None) -> Dataset:
+        """The dataset of ``run``: the one whose fingerprint the run recorded when it
+        trained (``recorded``), named from ``data`` while that still holds it."""
+        found = self._on_disk(data, out, run)
+        if recorded and found.fingerprint and found.fingerprint != recorded:
+            self.warn(
+                f"{run}: {data} was prepared again since this run trained on it (fingerprint "
+                f"{found.fingerprint[:12]} now, {recorded[:12]} then); the run is grouped "
+                "under the fingerprint it recorded"
+            )
+            return Dataset(f"fp:{recorded}", f"{found.name} (as prepared then)", recorded, False)
+        if recorded and found.fingerprint is None:
+            return Dataset(f"fp:{recorded}", found.name, recorded, False)
+        return found
+
+    def _on_disk(self, data: str, out: str, run: Path) -> Dataset:
         if not data:
             self.warn(f"{run}: its config.yaml names no data; grouped as data ''")
             return Dataset("path:", "(no data path)", None, False)
@@ -285,7 +300,18 @@ def _load(run: Path, datasets: _Datasets, warn: Warn) -> Run | None:
         warn(f"{run}: config.yaml is not a run config ({e}); skipped")
         return None
     data, out = str(cfg.get("data") or ""), str(cfg.get("out") or "")
-    return Run(run, flat, metrics, datasets.get(data, out, run), _epochs(run / "log.csv"))
+    dataset = datasets.get(data, out, run, _recorded_fingerprint(run))
+    return Run(run, flat, metrics, dataset, _epochs(run / "log.csv"))
+
+
+def _recorded_fingerprint(run: Path) -> str | None:
+    """The fingerprint of the dataset a finished run trained on (its model directory's
+    manifest), or None (a run from before model directories, or an unreadable one)."""
+    try:
+        fp = json.loads((run / MODEL_DIR / MANIFEST).read_text()).get("dataset_fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return fp if isinstance(fp, str) and fp else None
 
 
 def _epochs(log: Path) -> tuple[int, ...]:

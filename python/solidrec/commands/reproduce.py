@@ -26,6 +26,7 @@ from contextlib import ExitStack, contextmanager, redirect_stderr, redirect_stdo
 from pathlib import Path
 from typing import Any
 
+from solidrec.commands._args import Accumulate, add_overrides
 from solidrec.paper import ABLATION, ABLATION_BACKBONE, TABLE1
 
 #: Default ``--backbones``, in the order that completes comparisons first.
@@ -42,17 +43,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", required=True, help="prepared dataset directory")
     p.add_argument("--out", required=True, type=Path, help="folder of the run directories")
-    p.add_argument("--seeds", type=int, nargs="+", default=[2024])
+    p.add_argument("--seeds", type=int, nargs="+", action=Accumulate, default=[2024])
     p.add_argument("--epochs", type=int, default=4, help="max epochs per stage")
     p.add_argument("--patience", type=int, default=1)
     p.add_argument("--workers", type=int, default=2, help="runs at a time")
-    p.add_argument("--backbones", nargs="+", default=list(RUN_ORDER))
-    p.add_argument(
-        "--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides for every run"
-    )
+    p.add_argument("--backbones", nargs="+", action=Accumulate, default=list(RUN_ORDER))
+    add_overrides(p, "config overrides for every run (repeatable)")
     p.add_argument(
         "--combos",
         nargs="+",
+        action=Accumulate,
         metavar="GENERATOR:SOLID",
         help="only these pairs, e.g. duet:off duet:full (default: Table 1 + the ablation)",
     )

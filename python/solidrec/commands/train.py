@@ -11,7 +11,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from solidrec.config import BACKBONES, GENERATORS, SOLID_MODES, RunConfig
+import yaml
+
+from solidrec.commands._args import add_overrides
+from solidrec.config import (
+    BACKBONES,
+    GENERATORS,
+    RECIPE_CHOICES,
+    SOLID_MODES,
+    RunConfig,
+    flat_config,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +49,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--device", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N (train.device)"
     )
-    p.add_argument("--resume", action="store_true", help="continue from RUNDIR/checkpoints/last.pt")
+    p.add_argument(
+        "--recipe",
+        choices=RECIPE_CHOICES,
+        help="defaults for the settings you do not set: strong (tuned for softmax CE), "
+        "paper (the paper's), auto (default: strong for the softmax losses, else paper)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint, with its config.yaml "
+        "(flags given with it must agree with the run's)",
+    )
     p.add_argument(
         "--allow-schedule-change",
         action="store_true",
@@ -48,12 +69,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--quiet", action="store_true", help="no bars and no per-epoch lines")
-    p.add_argument(
-        "--set",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="overrides, e.g. train.lr=5e-4 tau=0.02",
+    add_overrides(
+        p, "overrides, e.g. train.lr=5e-4 tau=0.02 (repeatable; a key given twice is an error)"
     )
     p.set_defaults(func=run_train)
 
@@ -84,13 +101,16 @@ def run_config(
     max_steps_per_epoch: int | None = None,
     threads: int | None = None,
     device: str | None = None,
+    recipe: str | None = None,
     progress: bool = True,
     overrides: Sequence[str] = (),
 ) -> RunConfig:
     """A validated run config: YAML ``config`` (if any) ← the given values ←
-    ``overrides`` (``key=value``, see :meth:`RunConfig.override`). ``None`` (and
+    ``overrides`` (``key=value``, see :meth:`RunConfig.override`) ← the recipe's values
+    for every key none of these set (:meth:`RunConfig.apply_recipe`). ``None`` (and
     ``progress=True``) keeps the YAML's or the default value."""
     cfg = RunConfig.load(config) if config else RunConfig()
+    given = set(flat_config(_yaml_mapping(config))) if config else set()
     if data:
         cfg.data = str(data)
     if out:
@@ -98,6 +118,7 @@ def run_config(
     for name, value in (("backbone", backbone), ("generator", generator), ("solid", solid)):
         if value:
             setattr(cfg.model, name, value)
+            given.add(f"model.{name}")
     for name, value in (
         ("seed", seed),
         ("max_epochs", epochs),
@@ -107,22 +128,53 @@ def run_config(
         ("max_steps_per_epoch", max_steps_per_epoch),
         ("threads", threads),
         ("device", device),
+        ("recipe", recipe),
     ):
         if value is not None:
             setattr(cfg.train, name, value)
+            given.add(f"train.{name}")
     if not progress:
         cfg.train.progress = False
-    cfg.override(list(overrides))
+    given |= cfg.override(list(overrides))
+    cfg.apply_recipe(given)
     cfg.validate()
     if not cfg.data or not cfg.out:
         raise ValueError("--data and --out are required (flags or config)")
     return cfg
 
 
+def _yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The mapping a YAML config holds (RunConfig.load has already refused anything else)."""
+    raw = yaml.safe_load(Path(path).read_text())
+    return raw if isinstance(raw, dict) else {}
+
+
 def resolve_config(args: argparse.Namespace) -> RunConfig:
-    """``solidrec train``'s config: YAML (if any) ← explicit flags ← ``--set`` overrides."""
+    """``solidrec train``'s config: YAML (if any) ← explicit flags ← ``--set`` overrides.
+
+    With ``--resume`` and no ``--config``, the YAML is the run's own config.yaml, so
+    ``train --resume --out RUN`` alone continues RUN and any flag given beside it is
+    compared with what the run was trained with."""
+    config = args.config
+    if args.resume:
+        from solidrec.train.lock import LOCK_NAME
+
+        if not args.out:
+            raise ValueError("--resume needs --out RUN, the run directory to continue")
+        run = Path(args.out)
+        # A run killed before it wrote config.yaml still has its lock file (or a
+        # checkpoint): resumed from the flags, as it was started.
+        started = any((run / n).exists() for n in ("config.yaml", LOCK_NAME, "checkpoints"))
+        if not started:
+            what = "no such directory" if not run.exists() else "no config.yaml in it"
+            raise ValueError(
+                f"--resume: {run} holds no run to continue ({what}); drop --resume to "
+                "start a new run there"
+            )
+        if config is None and (run / "config.yaml").is_file():
+            config = run / "config.yaml"
     return run_config(
-        args.config,
+        config,
         data=args.data,
         out=args.out,
         backbone=args.backbone,
@@ -136,6 +188,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
         max_steps_per_epoch=args.max_steps_per_epoch,
         threads=args.threads,
         device=args.device,
+        recipe=args.recipe,
         progress=not args.no_progress,
         overrides=args.set,
     )
@@ -150,8 +203,16 @@ def train_run(
 ) -> tuple[int, dict[str, Any] | None]:
     """Train ``config`` (or the config calling it returns): ``(0, test metrics)``; else
     one line ``solidrec COMMAND: error: ...`` on stderr and ``(2, None)`` for a bad
-    config, dataset or checkpoint, ``(1, None)`` for a locked run or a diverged loss."""
-    from solidrec.train import CheckpointError, RunLockedError, TrainingDivergedError, train
+    config, dataset or checkpoint, ``(1, None)`` for a locked run or a diverged loss;
+    stopped by SIGINT/SIGTERM, one line with the resume command and ``(130 or 143,
+    None)``."""
+    from solidrec.train import (
+        CheckpointError,
+        RunLockedError,
+        TrainingDivergedError,
+        TrainingInterrupted,
+        train,
+    )
 
     try:
         cfg = config() if callable(config) else config
@@ -164,6 +225,9 @@ def train_run(
     except (RunLockedError, TrainingDivergedError) as e:
         print(f"solidrec {command}: error: {e}", file=sys.stderr)
         return 1, None
+    except TrainingInterrupted as e:
+        print(f"solidrec {command}: {e}", file=sys.stderr)
+        return e.exit_code, None
     return 0, metrics
 
 

@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from solidrec.commands._args import Accumulate, add_overrides
 from solidrec.metrics import METRIC_KEYS
 
 # optuna itself is imported only when a study runs
@@ -45,12 +46,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="auc",
         help="validation metric to maximise (full_* keys: full ranking, README)",
     )
-    p.add_argument(
-        "--set",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="base config overrides for every trial, e.g. backbone=sasrec solid=full",
+    add_overrides(
+        p, "base config overrides for every trial, e.g. backbone=sasrec solid=full (repeatable)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--quiet", action="store_true", help="no bars and no per-epoch lines")
@@ -64,7 +61,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--out", type=Path, required=True, help="PNG file")
     g.add_argument("--x", default="model.lam", help="parameter on the horizontal axis")
     g.add_argument("--y", default="model.tau", help="parameter on the vertical axis")
-    g.add_argument("--metrics", nargs="+", choices=METRIC_KEYS, default=list(GRID_PLOT_METRICS))
+    g.add_argument(
+        "--metrics",
+        nargs="+",
+        action=Accumulate,
+        choices=METRIC_KEYS,
+        default=list(GRID_PLOT_METRICS),
+    )
     g.add_argument(
         "--split", choices=("test", "valid"), default="test", help="whose metrics to draw"
     )

@@ -23,6 +23,7 @@ from solidrec.data.embeddings import (
 from solidrec.data.io import atomic_directory, sha256_file
 from solidrec.data.prepared import (
     SEMANTIC_WARNING,
+    check_target,
     dataset_fingerprint,
     is_up_to_date,
     write_prepared,
@@ -72,6 +73,8 @@ class PrepareResult:
     out: Path
     manifest: dict[str, Any]
     skipped: bool  # True when an up-to-date dataset was already there
+    # What it replaced (a dataset prepared from other inputs or settings, with force).
+    replaced: str | None = None
 
 
 def _jsonable(obj: Any) -> Any:
@@ -195,7 +198,11 @@ def _embedding_feature(
 def prepare(
     cfg: PrepareConfig, *, force: bool = False, progress: bool = False, verbose: bool = False
 ) -> PrepareResult:
-    """Prepare ``cfg.input`` into ``cfg.out``; a no-op if ``cfg.out`` is already up to date."""
+    """Prepare ``cfg.input`` into ``cfg.out``; a no-op if ``cfg.out`` is already up to date.
+
+    ``cfg.out`` must be absent, empty or a prepared dataset (:func:`check_target`);
+    replacing one prepared from other inputs or settings needs ``force``, which also
+    rebuilds one that is up to date."""
     out = Path(cfg.out)
     files = _input_files(cfg)
     for f in files:
@@ -219,6 +226,7 @@ def prepare(
         {"format": cfg.format, "files": [(Path(i["path"]).name, i["sha256"]) for i in inputs]},
         params,
     )
+    replacing = check_target(out, files, fp, force)
     if not force and (existing := is_up_to_date(out, fp)) is not None:
         if (warning := existing["params"].get(SEMANTIC_WARNING)) is not None:
             log.warning("warning: %s", warning)  # as loud as when it was built
@@ -299,4 +307,4 @@ def prepare(
                 },
                 fingerprint=fp,
             )
-        return PrepareResult(out, manifest, False)
+        return PrepareResult(out, manifest, False, replacing)

@@ -234,6 +234,64 @@ def is_up_to_date(directory: str | Path, fingerprint: str) -> dict[str, Any] | N
     return manifest
 
 
+def check_target(
+    out: str | Path, inputs: list[Path], fingerprint: str, force: bool = False
+) -> str | None:
+    """Refuse an ``out`` whose contents preparing it would destroy; return a note when it
+    replaces a dataset prepared from other inputs or settings (which needs ``force``).
+
+    ``prepare`` writes a new directory and swaps it in, so everything in ``out`` goes:
+    allowed only where ``out`` is absent, empty or a prepared dataset holding nothing
+    but the files prepare writes, and never where it holds one of the ``inputs``.
+    """
+    d = Path(out)
+    target = d.resolve()
+    for f in inputs:
+        if f.resolve() == target or target in f.resolve().parents:
+            raise ValueError(
+                f"--out {d} contains the input {f}: preparing there would delete it; "
+                "choose another --out (e.g. a new folder beside it)"
+            )
+    if not d.exists() and not d.is_symlink():
+        return None
+    if not d.is_dir() or d.is_symlink():
+        raise ValueError(f"--out {d} exists and is not a directory; choose another --out")
+    entries = sorted(p.name for p in d.iterdir())
+    if not entries:
+        return None
+    ours = {*ARRAY_FILES, MANIFEST}
+    try:
+        manifest = json.loads((d / MANIFEST).read_text())
+        if not isinstance(manifest, dict) or "format_version" not in manifest:
+            raise ValueError("not a manifest of a prepared dataset")
+    except (OSError, ValueError):
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise ValueError(
+            f"--out {d} is not empty ({shown}) and is not a prepared dataset; prepare "
+            "writes a whole directory and would delete them: choose a new or empty --out"
+        ) from None
+    foreign = [e for e in entries if e not in ours]
+    if foreign:
+        raise ValueError(
+            f"--out {d} is a prepared dataset that also holds files prepare did not write "
+            f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); replacing it "
+            "would delete them: move them out or choose another --out"
+        )
+    if manifest.get("fingerprint") == fingerprint:
+        return None  # the same dataset: rebuilt only if damaged or with --force
+    files = (manifest.get("source") or {}).get("files") or []
+    names = ", ".join(str(Path(str(f.get("path", "?"))).name) for f in files if isinstance(f, dict))
+    what = f"a dataset prepared from {names or 'other inputs'}"
+    if manifest.get("format_version") != FORMAT_VERSION:
+        what += f" (format_version {manifest.get('format_version')!r})"
+    if not force:
+        raise ValueError(
+            f"--out {d} holds {what} with other inputs or settings; pass --force to "
+            "replace it, or choose another --out"
+        )
+    return f"replacing {d}, {what}"
+
+
 def _load(path: Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}

@@ -3,7 +3,7 @@
 
 from solidrec.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from solidrec.train.lock import RunLock, RunLockedError
-from solidrec.train.loop import Trainer, TrainingDivergedError, train
+from solidrec.train.loop import Trainer, TrainingDivergedError, TrainingInterrupted, train
 
 __all__ = [
     "CheckpointError",
@@ -11,6 +11,7 @@ __all__ = [
     "RunLockedError",
     "Trainer",
     "TrainingDivergedError",
+    "TrainingInterrupted",
     "load_checkpoint",
     "save_checkpoint",
     "train",

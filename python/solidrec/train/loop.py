@@ -15,13 +15,18 @@ DDP's gradient average equals the single-process gradient of the whole batch.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import os
+import shlex
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +71,28 @@ from solidrec.train.optim import RunOptimizer
 
 class TrainingDivergedError(RuntimeError):
     """The training loss stayed non-finite for more steps than allowed."""
+
+
+class TrainingInterrupted(Exception):  # noqa: N818 (a stop the user asked for, not an error)
+    """SIGINT or SIGTERM stopped training after a step; the run is saved at that step."""
+
+    def __init__(self, signum: int, state: dict[str, Any], checkpoint: Path, out: Path):
+        self.signum, self.checkpoint, self.out = signum, checkpoint, out
+        self.where = f"stage {state['stage']} epoch {state['epoch']} step {state['step']}"
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{name}: stopped at {self.where}, saved in {checkpoint}; continue with: "
+            f"{self.resume_command}"
+        )
+
+    @property
+    def resume_command(self) -> str:
+        return f"solidrec train --resume --out {shlex.quote(str(self.out))}"
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal's number, as a shell reports a process the signal ended."""
+        return 128 + self.signum
 
 
 @dataclass
@@ -121,6 +148,19 @@ def _fresh_state() -> dict[str, Any]:
         "nonfinite": 0,
         "config_changes": [],
     }
+
+
+def recipe_line(cfg: RunConfig) -> str:
+    """The startup line naming the run's recipe and the values its keys have."""
+    t = cfg.train
+    values = cfg.apply_recipe(set(flat_config(cfg.to_dict())))  # resolves, sets nothing
+    if not values:
+        return f"solidrec train: train.loss={t.loss}, recipe {t.recipe} (the paper's settings)"
+    shown = ", ".join(f"{k}={v}" for k, v in values.items())
+    return (
+        f"solidrec train: train.loss={t.loss} with recipe {t.recipe}: {shown} (a key you "
+        "set keeps your value; --recipe paper for the paper's settings)"
+    )
 
 
 def config_differences(saved: dict[str, Any], now: RunConfig) -> dict[str, tuple[Any, Any]]:
@@ -179,6 +219,8 @@ class Trainer:
     ) -> None:
         self.cfg, self.resume, self.allow_schedule_change = cfg, resume, allow_schedule_change
         self.quiet = quiet
+        # The signal (SIGINT/SIGTERM) that asked training to stop after the current step.
+        self._stop_signal: int | None = None
         # What full ranking leaves out, per split (_seen): computed once, on first use.
         self._seen_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.dist = setup_distributed(cfg.train.device)
@@ -440,10 +482,59 @@ class Trainer:
             s["step"] = step + 1
             s["global_step"] += 1
             bar.update(1)
+            if self._stopping():
+                bar.close()
+                self._interrupt()
             if t.ckpt_every_steps > 0 and s["step"] % t.ckpt_every_steps == 0 and s["step"] < steps:
                 self._save_last()
         bar.close()
         s["epoch_seconds"].append(time.perf_counter() - t0)
+
+    def _stopping(self) -> bool:
+        """Whether a stop signal arrived on any rank (every rank stops at the same step)."""
+        if self.dist.world == 1:
+            return self._stop_signal is not None
+        flag = torch.tensor([float(self._stop_signal or 0)], device=self.dist.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() and self._stop_signal is None:
+            self._stop_signal = int(flag.item())
+        return bool(flag.item())
+
+    def _interrupt(self) -> None:
+        """Save where training is and stop (:class:`TrainingInterrupted`)."""
+        self._save_last()
+        self._write_log()
+        assert self._stop_signal is not None
+        raise TrainingInterrupted(self._stop_signal, self.state, self.ckdir / "last.pt", self.out)
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self) -> Iterator[None]:
+        """SIGINT/SIGTERM: stop after the current step, saved; a second one abandons the
+        step at once (KeyboardInterrupt; the last checkpoint stays). Only where signal
+        handlers can be set (the main thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        signums = (signal.SIGINT, signal.SIGTERM)
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._stop_signal is not None:
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+            if self.dist.main:
+                print(
+                    f"\nsolidrec train: {signal.Signals(signum).name}: stopping after this step "
+                    "and saving (again to stop at once)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+        previous = {n: signal.signal(n, handler) for n in signums}
+        try:
+            yield
+        finally:
+            for n, h in previous.items():
+                signal.signal(n, h)
 
     def _loss_value(
         self, loss: torch.Tensor, bce: torch.Tensor, aux: torch.Tensor
@@ -551,7 +642,8 @@ class Trainer:
         if error is not None:
             raise error
         try:
-            return self._run()
+            with self._stop_on_signals():
+                return self._run()
         finally:
             if lock is not None:
                 lock.release()
@@ -587,6 +679,8 @@ class Trainer:
                 print(f"solidrec train: resuming with {what}", file=sys.stderr)
         if self.dist.main and (not resumed or changed):
             atomic_write(self.out / "config.yaml", cfg.to_yaml())
+        if self.dist.main and not resumed and not self.quiet:
+            print(recipe_line(cfg), file=sys.stderr)
         warning = self.data.manifest.get("params", {}).get(SEMANTIC_WARNING)
         if warning and self.dist.main and not self.quiet and self.model.sem_emb is not None:
             # The mode reads the semantic sequence (SPG): say so before training on it.
@@ -611,6 +705,8 @@ class Trainer:
             if self.state["step"] == 0 or self.state["step"] < self._steps():
                 self._train_epoch()
             self._end_epoch()
+            if self._stopping():  # the signal came during validation: saved by _end_epoch
+                self._interrupt()
         metrics = self._finish()
         if self.writer:
             self._tensorboard_hparams(metrics)
@@ -695,6 +791,8 @@ def train(
     ``allow_schedule_change``. One summary line per epoch goes to stderr unless ``quiet``;
     progress bars only where stderr is a terminal and ``cfg.train.progress``.
     """
+    if cfg.train.recipe == "auto":  # built in Python: the keys left at their defaults
+        cfg.apply_recipe()
     cfg.validate()
     if not cfg.data or not cfg.out:
         raise ValueError("a run needs data (the prepared dataset) and out (its directory)")
