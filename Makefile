@@ -2,6 +2,8 @@
 # Both create .venv on first use (torch 2.13.0 CPU build + tools) and build the
 # kernels with `pip install --no-build-isolation -e .`.
 PY ?= python3
+# Extra pip arguments for torch, e.g. --index-url https://download.pytorch.org/whl/cpu
+TORCH_PIP_ARGS ?=
 VENV ?= .venv
 BIN := $(VENV)/bin
 SETUP_STAMP := $(VENV)/.setup-stamp
@@ -17,7 +19,7 @@ setup: $(BUILD_STAMP)
 $(SETUP_STAMP): requirements/dev.txt requirements/constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q torch==2.13.0 $(TORCH_PIP_ARGS)
 	$(BIN)/python -m pip install -q -c requirements/constraints.txt -r requirements/dev.txt
 	touch $@
 

@@ -247,6 +247,9 @@ def test_the_run_states_its_recipe_and_records_it(tmp_path: Path, capsys) -> Non
     assert "train.loss=softmax with recipe strong: train.lr=0.0097" in err
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["train"]["recipe"] == "strong" and saved["train"]["lr"] == 0.0097
+    # The run folder's own text log has the same lines, timed.
+    log = (run / "train.log").read_text().splitlines()
+    assert "with recipe strong" in log[0] and "stage 1 epoch 0: loss" in log[1]
 
 
 # -- interrupts and resumes ---------------------------------------------------------------
@@ -292,6 +295,7 @@ def test_a_signal_saves_says_how_to_resume_and_resume_alone_finishes(
     assert last.startswith(f"solidrec train: {signal.Signals(signum).name}: stopped at stage 1")
     assert f"saved in {run / 'checkpoints' / 'last.pt'}" in last and last.endswith(resume)
     assert not (run / "metrics.json").exists()
+    assert last.removeprefix("solidrec train: ") in (run / "train.log").read_text()
     # The printed command alone continues the run to the uninterrupted run's metrics.
     cmd = [sys.executable, "-m", "solidrec", *resume.split()[1:]]
     res = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
@@ -369,6 +373,14 @@ def test_user_mode_and_titles(model_run: Path, capsys) -> None:
     assert lines[0].split("\t")[1] == rec.recommend(hist, k=1)[0][0]
     assert cli_main(["recommend", str(model_run), "--user", "no-such-user"]) == 2
     assert "user 'no-such-user' is not in" in capsys.readouterr().err
+
+
+def test_help_text_has_no_markup(capsys) -> None:
+    for command in ("report", "reproduce"):
+        with pytest.raises(SystemExit):
+            cli_main([command, "--help"])
+        text = capsys.readouterr().out
+        assert "``" not in text and ":data:" not in text and ":mod:" not in text, command
 
 
 def test_recommend_names_a_missing_run_directory(tmp_path: Path, capsys) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +28,12 @@ class Accumulate(argparse.Action):
         current = list(getattr(namespace, self.dest) or []) if seen else []
         setattr(namespace, self.dest, current + given)
         setattr(namespace, f"_{self.dest}_given", True)
+
+
+def plain(doc: str | None) -> str:
+    """A docstring as ``--help`` text: reST roles and literals as plain words."""
+    text = re.sub(r":\w+:`~?([^`]+)`", r"\1", doc or "")
+    return text.replace("``", "")
 
 
 def add_overrides(p: argparse.ArgumentParser, help: str) -> None:

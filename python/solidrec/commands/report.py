@@ -1,6 +1,6 @@
 """``solidrec report RUNS...``: finished runs as Table-1-style tables, mean ± std over seeds.
 
-One table per prepared dataset (its manifest's fingerprint) and one row per config: runs
+One table per prepared dataset (the fingerprint each run recorded) and one row per config: runs
 are averaged only when every config field but the seed (and :data:`RESUME_FREE_KEYS`,
 which never change results) is equal, and each field that differs between the rows of a
 table is a column of it. The paper's numbers (:mod:`solidrec.paper`) stand beside rows of
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from solidrec.commands._args import plain
 from solidrec.config import RESUME_FREE_KEYS, resolved_config
 from solidrec.data.io import atomic_write, write_json
 from solidrec.data.prepared import MANIFEST
@@ -65,7 +66,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report",
         help="tables of finished runs (mean ± std over seeds), one per dataset",
-        description=__doc__,
+        description=plain(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("runs", nargs="+", type=Path, help="run directories or folders holding them")

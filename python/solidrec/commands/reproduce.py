@@ -26,7 +26,7 @@ from contextlib import ExitStack, contextmanager, redirect_stderr, redirect_stdo
 from pathlib import Path
 from typing import Any
 
-from solidrec.commands._args import Accumulate, add_overrides
+from solidrec.commands._args import Accumulate, add_overrides, plain
 from solidrec.paper import ABLATION, ABLATION_BACKBONE, TABLE1
 
 #: Default ``--backbones``, in the order that completes comparisons first.
@@ -38,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "reproduce",
         help="the paper's Table 1 and Table 2 runs (resumable), several at a time",
-        description=__doc__,
+        description=plain(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--data", required=True, help="prepared dataset directory")

@@ -150,6 +150,10 @@ def _fresh_state() -> dict[str, Any]:
     }
 
 
+#: A run's text log: the lines train prints on stderr, with their time.
+TEXT_LOG = "train.log"
+
+
 def recipe_line(cfg: RunConfig) -> str:
     """The startup line naming the run's recipe and the values its keys have."""
     t = cfg.train
@@ -505,7 +509,11 @@ class Trainer:
         self._save_last()
         self._write_log()
         assert self._stop_signal is not None
-        raise TrainingInterrupted(self._stop_signal, self.state, self.ckdir / "last.pt", self.out)
+        stop = TrainingInterrupted(self._stop_signal, self.state, self.ckdir / "last.pt", self.out)
+        quiet, self.quiet = self.quiet, True  # the command prints it, once
+        self._say(str(stop))
+        self.quiet = quiet
+        raise stop
 
     @contextlib.contextmanager
     def _stop_on_signals(self) -> Iterator[None]:
@@ -607,19 +615,25 @@ class Trainer:
         if self.model.codebook is not None:
             scalars["epoch/train_codebook_loss"] = row["train_codebook_loss"]
         self._tensorboard(scalars, flush=True)
-        if not self.quiet and self.dist.main:
-            # Always one line per epoch (piped or not, bars or not), on stderr: stdout
-            # carries the command's result.
-            shown = " ".join(
-                f"{k} {row['valid_' + k]:.4f}"
-                for k in ("auc", "uauc", "ndcg@10", "full_ndcg@10")
-                if k in keys
-            )
-            tqdm.write(
-                f"stage {row['stage']} epoch {row['epoch']}: loss {row['train_loss']:.4f} "
-                f"valid {shown} ({row['seconds']:.1f} s)",
-                file=sys.stderr,
-            )
+        shown = " ".join(
+            f"{k} {row['valid_' + k]:.4f}"
+            for k in ("auc", "uauc", "ndcg@10", "full_ndcg@10")
+            if k in keys
+        )
+        self._say(
+            f"stage {row['stage']} epoch {row['epoch']}: loss {row['train_loss']:.4f} "
+            f"valid {shown} ({row['seconds']:.1f} s)"
+        )
+
+    def _say(self, line: str) -> None:
+        """One line on stderr (unless quiet; stdout carries the command's result) and,
+        with the time, in RUNDIR/train.log, the run's own text log (rank 0 only)."""
+        if not self.dist.main:
+            return
+        if not self.quiet:
+            tqdm.write(line, file=sys.stderr)  # piped or not, bars or not
+        with contextlib.suppress(OSError), open(self.out / TEXT_LOG, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
     def run(self) -> dict[str, Any]:
         """Train to the end (or resume), evaluate the test split once, write metrics.json.
@@ -676,11 +690,11 @@ class Trainer:
             )
             if self.dist.main:
                 what = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in schedule.items())
-                print(f"solidrec train: resuming with {what}", file=sys.stderr)
+                self._say(f"solidrec train: resuming with {what}")
         if self.dist.main and (not resumed or changed):
             atomic_write(self.out / "config.yaml", cfg.to_yaml())
-        if self.dist.main and not resumed and not self.quiet:
-            print(recipe_line(cfg), file=sys.stderr)
+        if not resumed:
+            self._say(recipe_line(cfg))
         warning = self.data.manifest.get("params", {}).get(SEMANTIC_WARNING)
         if warning and self.dist.main and not self.quiet and self.model.sem_emb is not None:
             # The mode reads the semantic sequence (SPG): say so before training on it.
