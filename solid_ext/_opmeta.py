@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import reference
+
 
 def dynamic_linear_fake(x, weight, bias, branch_weight, branch_bias, tau) -> Tensor:
     """(B, L, N_in), (B, N_in, N_out) -> (B, L, N_out)."""
@@ -65,19 +67,68 @@ def codebook_quantize_backward_fake(
     return torch.empty_like(z), torch.empty_like(codebook)
 
 
+def _formula_grads(
+    formula: Callable[[], Tensor | tuple[Tensor, ...]],
+    grads: tuple[Tensor | None, ...],
+    inputs: tuple[Tensor | None, ...],
+    need: tuple[bool, ...],
+) -> list[Tensor | None]:
+    """The gradients of ``formula()`` (the op's pure-PyTorch formula over ``inputs``) for
+    the inputs ``need`` marks, as a graph of differentiable ops.
+
+    An op's backward runs its fused backward op, which has no derivative of its own. When
+    autograd asks for a graph of the backward (``create_graph=True``: a second-order
+    gradient, gradgradcheck, MAML-style inner loops) grad mode is on inside it, and the
+    backward follows this formula instead: exact second-order gradients at the
+    reference's speed. torch.compile traces the backward with grad mode off: the fused
+    op stays.
+    """
+    wrt = [x for x, n in zip(inputs, need, strict=True) if n and x is not None]
+    with torch.enable_grad():
+        outs = formula()
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    pairs = [(o, g) for o, g in zip(outs, grads, strict=True) if g is not None and o.requires_grad]
+    got = iter(
+        torch.autograd.grad(
+            [o for o, _ in pairs], wrt, [g for _, g in pairs], create_graph=True, allow_unused=True
+        )
+        if pairs and wrt
+        else [None] * len(wrt)
+    )
+    out: list[Tensor | None] = []
+    for x, n in zip(inputs, need, strict=True):
+        if n and x is not None:
+            g = next(got)
+            out.append(torch.zeros_like(x) if g is None else g)
+        else:
+            out.append(None)
+    return out
+
+
 def dynamic_linear_autograd(backward_op: Callable[..., Any]) -> tuple[Callable, Callable]:
     """``(backward, setup_context)`` for a dynamic_linear op whose backward is
     ``backward_op`` (schema of ``dynamic_linear_backward``)."""
 
     def setup_context(ctx, inputs, output) -> None:
         x, weight, bias, branch_weight, branch_bias, tau = inputs
-        ctx.save_for_backward(x, weight, branch_weight, branch_bias)
+        ctx.save_for_backward(x, weight, bias, branch_weight, branch_bias)
         ctx.tau = tau
         ctx.has_bias = bias is not None
 
     def backward(ctx, grad):
-        x, weight, branch_weight, branch_bias = ctx.saved_tensors
+        x, weight, bias, branch_weight, branch_bias = ctx.saved_tensors
         need = ctx.needs_input_grad
+        if torch.is_grad_enabled():  # create_graph: see _formula_grads
+            inputs = (x, weight, bias, branch_weight, branch_bias)
+            return (
+                *_formula_grads(
+                    lambda: reference.dynamic_linear_ref(*inputs, tau=ctx.tau),
+                    (grad,),
+                    inputs,
+                    need[:5],
+                ),
+                None,
+            )
         dx, dw, dbw, db, dbb = backward_op(
             grad, x, weight, branch_weight, branch_bias, ctx.tau, need[0], need[1], need[3]
         )
@@ -105,6 +156,10 @@ def generated_linear_autograd(backward_op: Callable[..., Any]) -> tuple[Callable
     def backward(ctx, grad):
         x, cond, gen_weight, base = ctx.saved_tensors
         need = ctx.needs_input_grad
+        if torch.is_grad_enabled():  # create_graph: see _formula_grads
+            inputs = (x, cond, gen_weight, base)
+            formula = lambda: reference.generated_linear_ref(*inputs, tau=ctx.tau)  # noqa: E731
+            return (*_formula_grads(formula, (grad,), inputs, need[:4]), None)
         grads = backward_op(grad, x, cond, gen_weight, base, ctx.tau, *need[:4])
         return (*(g if n else None for g, n in zip(grads, need[:4], strict=True)), None)
 
@@ -123,6 +178,14 @@ def codebook_quantize_autograd(backward_op: Callable[..., Any]) -> tuple[Callabl
 
     def backward(ctx, grad_q, grad_sq, _grad_idx):
         z, codebook, idx = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: see _formula_grads
+            gz, gc = _formula_grads(
+                lambda: reference.codebook_quantize_at(z, codebook, idx, ctx.st),
+                (grad_q, grad_sq),
+                (z, codebook),
+                ctx.needs_input_grad[:2],
+            )
+            return gz, gc, None
         gz, gc = backward_op(grad_q, grad_sq, z, codebook, idx, ctx.st)
         return gz, gc, None
 
@@ -167,6 +230,16 @@ def item_softmax_xent_autograd(backward_op: Callable[..., Any]) -> tuple[Callabl
         need = ctx.needs_input_grad
         if grad_loss is None:
             grad_loss = hidden.new_zeros(hidden.shape[0])
+        if torch.is_grad_enabled():  # create_graph: see _formula_grads
+            dh, dt = _formula_grads(
+                lambda: reference.item_softmax_xent_formula(
+                    hidden, table, target, ctx.label_smoothing
+                ),
+                (grad_loss,),
+                (hidden, table),
+                need[:2],
+            )
+            return dh, dt, None, None, None
         dh, dt = backward_op(
             grad_loss, hidden, table, target, lse, ctx.label_smoothing, ctx.chunk, need[0], need[1]
         )

@@ -165,13 +165,16 @@ class _SqDist(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: Tensor, c: Tensor) -> Tensor:
+        # z and c, not z - c: a difference made here (grad mode off) would cut the
+        # backward's own graph, and with it second-order gradients.
+        ctx.save_for_backward(z, c)
         diff = z - c
-        ctx.save_for_backward(diff)
         return (diff * diff).sum(-1)
 
     @staticmethod
     def backward(ctx, g: Tensor) -> tuple[Tensor, Tensor]:
-        (diff,) = ctx.saved_tensors
+        z, c = ctx.saved_tensors
+        diff = z - c
         g = g.unsqueeze(-1)
         t = torch.where(g != 0, 2 * g * diff, torch.zeros_like(diff))
         return t, -t
@@ -190,19 +193,33 @@ def codebook_quantize_ref(
     sq_dist gradient contributing exactly zero (see :func:`solid_ext.codebook_quantize`).
     """
     straight_through_codebook = check_straight_through(straight_through_codebook)
-    lead = z.shape[:-1]
-    d = z.shape[-1]
     z2 = as_rows(z)
     work = _work_dtype(z.dtype)
     zw, cw = (z2, codebook) if work == z.dtype else (z2.to(work), codebook.to(work))
     with torch.no_grad():
         idx = _nearest(zw.detach(), cw.detach())
+    q, sq = codebook_quantize_at(z, codebook, idx, straight_through_codebook)
+    return q, idx.reshape(z.shape[:-1]), sq
+
+
+def codebook_quantize_at(
+    z: Tensor, codebook: Tensor, idx: Tensor, straight_through_codebook: bool = False
+) -> tuple[Tensor, Tensor]:
+    """``(quantized, sq_dist)`` of :func:`codebook_quantize_ref` for given code indices
+    ``idx`` (z's leading shape or flat), differentiable to any order: the formula the
+    ops' backward follows where a second-order gradient is asked for."""
+    lead = z.shape[:-1]
+    d = z.shape[-1]
+    z2 = as_rows(z)
+    idx = idx.reshape(-1)
+    work = _work_dtype(z.dtype)
+    zw, cw = (z2, codebook) if work == z.dtype else (z2.to(work), codebook.to(work))
     chosen = codebook.index_select(0, idx)
     chosen_w = chosen if cw is codebook else cw.index_select(0, idx)
     sq = _SqDist.apply(zw, chosen_w).to(z.dtype)
     base = chosen if straight_through_codebook else chosen.detach()
     q = _StraightThrough.apply(z2, base)
-    return q.reshape(*lead, d), idx.reshape(lead), sq.reshape(lead)
+    return q.reshape(*lead, d), sq.reshape(lead)
 
 
 @torch.no_grad()
@@ -278,6 +295,15 @@ def item_softmax_xent_ref(
     smoothing), as ``F.cross_entropy(..., reduction="none")``. The oracle: it builds
     the (B, N) logits, which the kernels never do.
     """
+    return item_softmax_xent_formula(hidden, table, target, label_smoothing)
+
+
+def item_softmax_xent_formula(
+    hidden: Tensor, table: Tensor, target: Tensor, label_smoothing: float = 0.0
+) -> Tensor:
+    """:func:`item_softmax_xent_ref`'s value as a differentiable graph (it builds the
+    (B, N) logits): what the ops' backward differentiates where a second-order
+    gradient is asked for."""
     wd = _work_dtype(hidden.dtype)
     logits = hidden.to(wd) @ table.to(wd).T
     out = torch.nn.functional.cross_entropy(
