@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -133,6 +133,14 @@ def _read_model_dir(path: Path) -> tuple[dict[str, Any], RunConfig, dict[str, An
     return manifest, cfg, items, state
 
 
+def _positive_int(value: Any, name: str) -> int:
+    """``value`` as an int >= 1 (numpy integers too); ValueError naming ``name`` for a
+    bool, a float, anything else or < 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 class Recommender:
     """A trained model with its item id maps: histories of original item ids in,
     top-k original item ids out.
@@ -162,6 +170,7 @@ class Recommender:
         # The prepared dataset the model was trained on (from_run): for user_history.
         self.data: str = ""
         self.fingerprint: str = ""
+        self.source = ""  # the directory it was loaded from (from_run), for messages
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "auto") -> Recommender:
@@ -188,6 +197,7 @@ class Recommender:
             model.load_state_dict(state)
             rec = cls(model, items["item_id"], manifest["history_len"], dev, items["title"])
             rec.data, rec.fingerprint = cfg.data, str(manifest.get("dataset_fingerprint", ""))
+            rec.source = str(model_dir)
             return rec
         from solidrec.evaluate import load_run
 
@@ -195,6 +205,7 @@ class Recommender:
         titles = data.item_title.tolist() if data.item_title is not None else None
         rec = cls(model, data.item_original_id.tolist(), data.history_len, dev, titles)
         rec.data, rec.fingerprint = cfg.data, str(data.manifest.get("fingerprint", ""))
+        rec.source = str(path)
         return rec
 
     def title(self, item_id: str) -> str | None:
@@ -301,10 +312,15 @@ class Recommender:
         batch_size: int = 256,
     ) -> list[list[tuple[str, float]]]:
         """:meth:`recommend` for many histories, scored ``batch_size`` at a time."""
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        k = _positive_int(k, "k")
+        batch_size = _positive_int(batch_size, "batch_size")
+        if isinstance(histories, (str, bytes)) or not isinstance(histories, Iterable):
+            raise TypeError(
+                f"histories must be an iterable of histories (each an iterable of item ids), "
+                f"got {type(histories).__name__}"
+            )
+        # Any iterables (generators included), each read exactly once.
+        histories = [h if isinstance(h, (str, bytes)) else list(h) for h in histories]
         out: list[list[tuple[str, float]]] = []
         k = min(k, self.num_items)
         for start in range(0, len(histories), batch_size):
@@ -340,6 +356,7 @@ class Recommender:
         model = self.model
         if model.backbone.target_dependent:
             s = model.score_all(hist)[:, 1:].float()
+            self._check_finite(s, "item scores")
             if exclude is not None:
                 keep = exclude >= 0
                 rows = torch.arange(len(encoded), device=s.device)[:, None].expand_as(exclude)
@@ -350,8 +367,18 @@ class Recommender:
             with torch.no_grad():
                 user = model(hist, None, return_user=True)[0]
                 table = model.item_table()
+            self._check_finite(table, "item table")
+            self._check_finite(user, "history encodings")
             vals, idx = topk_scores(user.to(table.dtype), table, k, exclude)
         return vals.float().cpu(), (idx + (idx >= 0).long()).cpu()
+
+    def _check_finite(self, t: Tensor, what: str) -> None:
+        if not bool(torch.isfinite(t).all()):
+            where = f" ({self.source})" if self.source else ""
+            raise ValueError(
+                f"the model{where} gives non-finite {what} (NaN or infinity): its weights "
+                "are damaged or its training diverged; no ranking is defined"
+            )
 
     def recommend(
         self,
