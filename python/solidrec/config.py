@@ -233,6 +233,8 @@ class TrainConfig:
             ),
         )
         parse_device(self.device, "train.device")
+        if not 0 <= self.seed < 2**63:  # torch and numpy take 64-bit seeds
+            raise ValueError(f"train.seed must be in [0, 2**63), got {self.seed!r}")
         if self.eval_protocol not in PROTOCOL_CHOICES:
             raise ValueError(
                 f"train.eval_protocol must be one of {PROTOCOL_CHOICES}, got {self.eval_protocol!r}"

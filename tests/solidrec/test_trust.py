@@ -4,6 +4,7 @@ commas, argument types checked."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +76,48 @@ def test_cli_ids_with_spaces_and_commas(run: Path, rec: Recommender, capsys) -> 
     # with a warning that quotes it whole).
     assert cli_main(["recommend", str(run), "--item", hist[0], "--item", "it,1 x"]) == 0
     assert "it,1 x" in capsys.readouterr().err
+
+
+# -- sizes checked before anything is allocated ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.dim=1000000"], r"model.dim 1000000: the model .* needs about [\d,.]+ GiB"),
+        (
+            ["loss=sampled_softmax", "num_negatives=100000000"],
+            r"train.num_negatives 100000000: a step .* needs about",
+        ),
+        (["train.seed=99999999999999999999"], r"train.seed must be in \[0, 2\*\*63\)"),
+        (["train.batch_size=2.5"], r"config key train.batch_size expects int, got 2.5"),
+    ],
+)
+def test_impossible_sizes_are_refused_naming_the_key(
+    tmp_path: Path, overrides: list[str], message: str, capsys
+) -> None:
+    data = make_tiny_dataset(tmp_path / "data")
+    argv = ["train", "--data", str(data), "--out", str(tmp_path / "r"), "--quiet"]
+    assert cli_main([*argv, "--set", *overrides]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert "Traceback" not in err and not (tmp_path / "r" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--history-len", "1000000000"], r"--history-len 1000000000: .* samples needs about"),
+        (["--semantic", "kmeans", "--clusters", "0"], r"--clusters must be an integer >= 1"),
+    ],
+)
+def test_prepare_refuses_impossible_sizes(
+    tmp_path: Path, flags: list[str], message: str, capsys
+) -> None:
+    from solidrec.data.synth import SynthConfig, generate, write_generic
+
+    inter, items = write_generic(generate(SynthConfig(users=60, items=150)), tmp_path / "raw")
+    argv = ["prepare", "--format", "generic", "--input", str(inter), "--items", str(items)]
+    assert cli_main([*argv, "--out", str(tmp_path / "d"), "--no-progress", *flags]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "d").exists()

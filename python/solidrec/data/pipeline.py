@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from solidrec.budget import check_fits
 from solidrec.data.embeddings import (
     load_embeddings,
     load_run_embeddings,
@@ -270,6 +271,10 @@ def prepare(
         keys = interaction_keys(seq)
         train_pos, valid_pos, test_pos = split_positions(seq)
         L = cfg.history_len
+        rows = len(train_pos) + len(valid_pos) + len(test_pos)
+        # hist (int64) plus the candidates of each row, built and then written once
+        need = 8.0 * rows * (L + 1 + max(cfg.neg_train, cfg.neg_eval)) * 2
+        check_fits(need, "--history-len", L, f"{rows:,} samples")
         with _step("train samples", verbose, bar):
             upd, close = _progress(len(train_pos), "train negatives", progress)
             train = make_train(seq, train_pos, L, cfg.neg_train, rng_train, keys, upd)

@@ -69,6 +69,12 @@ class SemanticConfig:
     from_run: Path | None = None
 
     def __post_init__(self) -> None:
+        if (
+            isinstance(self.clusters, bool)
+            or not isinstance(self.clusters, int)
+            or self.clusters < 1
+        ):
+            raise ValueError(f"--clusters must be an integer >= 1, got {self.clusters!r}")
         if self.text_model is not None and self.text_encoder != "hashed":
             raise ValueError(
                 f"--text-model replaces --text-encoder; drop --text-encoder {self.text_encoder}"

@@ -36,6 +36,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from solidrec.budget import check_fits, model_bytes
 from solidrec.config import (
     RESUME_FREE_KEYS,
     RESUME_SCHEDULE_KEYS,
@@ -154,6 +155,23 @@ def _fresh_state() -> dict[str, Any]:
 TEXT_LOG = "train.log"
 
 
+def _check_sizes(cfg: RunConfig, data: PreparedDataset) -> None:
+    """Refuse, naming the key, a model or a step that cannot fit in memory here."""
+    m, t = cfg.model, cfg.train
+    need = model_bytes(data.num_items, data.num_semantic, m.dim, m.hidden, m.cond_dim, m.layers)
+    check_fits(need, "model.dim", m.dim, f"the model ({data.num_items:,} items) to train")
+    if t.num_negatives:
+        histories = max(1, t.batch_size // data.train.item.shape[1])
+        # The drawn negatives' embeddings and their gradients, per history or shared.
+        rows = t.num_negatives * (1 if t.shared_negatives else histories)
+        check_fits(
+            4.0 * rows * m.dim * 4,
+            "train.num_negatives",
+            t.num_negatives,
+            f"a step ({histories} histories x {m.dim} dims)",
+        )
+
+
 def recipe_line(cfg: RunConfig) -> str:
     """The startup line naming the run's recipe and the values its keys have."""
     t = cfg.train
@@ -235,6 +253,7 @@ class Trainer:
         self.out = Path(cfg.out)
         self.ckdir = self.out / "checkpoints"
         self.data = run_dataset(cfg)
+        _check_sizes(cfg, self.data)
         self.model = build_model(cfg, self.data).to(self.dist.device)
         self.state = _fresh_state()
         self.optimizer = self._optimizer()
