@@ -121,3 +121,76 @@ def test_prepare_refuses_impossible_sizes(
     assert cli_main([*argv, "--out", str(tmp_path / "d"), "--no-progress", *flags]) == 2
     assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "d").exists()
+
+
+# -- prepared datasets are verified when read --------------------------------------------
+
+
+def _rewrite(data: Path, name: str, **arrays: np.ndarray) -> None:
+    """Replace arrays of one file (the manifest's content_hash left stale)."""
+    from solidrec.data.io import write_npz
+
+    with np.load(data / name) as z:
+        current = {k: z[k] for k in z.files}
+    write_npz(data / name, {**current, **arrays})
+
+
+def _rehash(data: Path) -> None:
+    """Make the manifest match the edited files, as a careful tamperer would."""
+    import json
+
+    from solidrec.data.io import content_hash
+    from solidrec.data.prepared import ARRAY_FILES
+
+    m = json.loads((data / "manifest.json").read_text())
+    m["content_hash"] = content_hash(data, list(ARRAY_FILES))
+    (data / "manifest.json").write_text(json.dumps(m))
+
+
+def test_an_edited_array_file_is_refused_by_training(tmp_path: Path, capsys) -> None:
+    data = make_tiny_dataset(tmp_path / "data")
+    with np.load(data / "test.npz") as z:
+        cand = z["candidates"].copy()
+    cand[:, 1:] = cand[:, :1]  # every candidate is the positive: recall 0.0 silently before
+    _rewrite(data, "test.npz", candidates=cand)
+    argv = ["train", "--data", str(data), "--out", str(tmp_path / "r"), "--quiet"]
+    assert cli_main(argv) == 2
+    assert "do not match the manifest's content_hash" in capsys.readouterr().err
+    _rehash(data)
+    assert cli_main(argv) == 2
+    assert "test.npz: a row's candidates repeat an item" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("file", "edit", "message"),
+    [
+        ("train.npz", lambda a: {"hist": a["hist"] + 10_000}, "hist holds item indices outside"),
+        ("valid.npz", lambda a: {"candidates": -a["candidates"]}, "candidates hold item indices"),
+        ("items.npz", lambda a: {"semantic_id": a["semantic_id"] * 0}, "semantic_id must be 0"),
+        ("test.npz", lambda a: {"hist_len": a["hist_len"] + 99}, "hist_len outside"),
+    ],
+)
+def test_values_no_run_can_use_are_named(tmp_path: Path, file: str, edit, message: str) -> None:
+    from solidrec.data.prepared import PreparedFormatError, load_prepared
+
+    data = make_tiny_dataset(tmp_path / "data")
+    with np.load(data / file) as z:
+        arrays = {k: z[k] for k in z.files}
+    _rewrite(data, file, **edit(arrays))
+    _rehash(data)
+    with pytest.raises(PreparedFormatError, match=f"{file}: {message}"):
+        load_prepared(data)
+
+
+def test_nan_item_embeddings_are_refused(tmp_path: Path) -> None:
+    from solidrec.data.prepared import PreparedFormatError, load_prepared
+
+    data = make_tiny_dataset(tmp_path / "data")
+    with np.load(data / "items.npz") as z:
+        n = len(z["semantic_id"])
+    emb = np.ones((n, 4), dtype=np.float32)
+    emb[3, 1] = np.nan
+    _rewrite(data, "items.npz", embedding=emb)
+    _rehash(data)
+    with pytest.raises(PreparedFormatError, match="embedding holds NaN"):
+        load_prepared(data)

@@ -529,9 +529,8 @@ class Trainer:
         self._write_log()
         assert self._stop_signal is not None
         stop = TrainingInterrupted(self._stop_signal, self.state, self.ckdir / "last.pt", self.out)
-        quiet, self.quiet = self.quiet, True  # the command prints it, once
-        self._say(str(stop))
-        self.quiet = quiet
+        with contextlib.suppress(OSError), open(self.out / TEXT_LOG, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {stop}\n")  # the command prints it
         raise stop
 
     @contextlib.contextmanager
@@ -644,12 +643,13 @@ class Trainer:
             f"valid {shown} ({row['seconds']:.1f} s)"
         )
 
-    def _say(self, line: str) -> None:
-        """One line on stderr (unless quiet; stdout carries the command's result) and,
-        with the time, in RUNDIR/train.log, the run's own text log (rank 0 only)."""
+    def _say(self, line: str, always: bool = False) -> None:
+        """One line on stderr (unless quiet and not ``always``; stdout carries the
+        command's result) and, with the time, in RUNDIR/train.log, the run's own text
+        log (rank 0 only)."""
         if not self.dist.main:
             return
-        if not self.quiet:
+        if always or not self.quiet:
             tqdm.write(line, file=sys.stderr)  # piped or not, bars or not
         with contextlib.suppress(OSError), open(self.out / TEXT_LOG, "a") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
@@ -709,7 +709,7 @@ class Trainer:
             )
             if self.dist.main:
                 what = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in schedule.items())
-                self._say(f"solidrec train: resuming with {what}")
+                self._say(f"solidrec train: resuming with {what}", always=True)
         if self.dist.main and (not resumed or changed):
             atomic_write(self.out / "config.yaml", cfg.to_yaml())
         if not resumed:
