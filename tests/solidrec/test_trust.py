@@ -194,3 +194,163 @@ def test_nan_item_embeddings_are_refused(tmp_path: Path) -> None:
     _rehash(data)
     with pytest.raises(PreparedFormatError, match="embedding holds NaN"):
         load_prepared(data)
+
+
+# -- a model directory is read through one validating loader -----------------------------
+
+
+def _tampered(run: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    d = tmp_path / "model"
+    shutil.copytree(run / "model", d)
+    return d
+
+
+def _retouch(d: Path, manifest: dict | None = None) -> None:
+    """Re-hash the files into the manifest (a tamperer who knows the format)."""
+    import json
+
+    from solidrec.data.io import sha256_file
+
+    m = manifest if manifest is not None else json.loads((d / "manifest.json").read_text())
+    if isinstance(m.get("files"), dict):
+        m["files"] = {n: sha256_file(d / n) for n in m["files"]}
+    (d / "manifest.json").write_text(json.dumps(m))
+
+
+def _edit_json(d: Path, name: str, change) -> None:
+    import json
+
+    obj = json.loads((d / name).read_text())
+    (d / name).write_text(json.dumps(change(obj)))
+
+
+def _edit_yaml(d: Path, change) -> None:
+    import yaml
+
+    cfg = yaml.safe_load((d / "config.yaml").read_text())
+    (d / "config.yaml").write_text(change(cfg) if callable(change) else change)
+
+
+def _set_model(key, value):
+    def change(cfg):
+        import yaml
+
+        cfg["model"][key] = value
+        return yaml.safe_dump(cfg)
+
+    return change
+
+
+MANIFEST_CASES = {
+    "files a list": (lambda m: {**m, "files": list(m["files"])}, "files must map exactly"),
+    "files null": (lambda m: {**m, "files": None}, "files must map exactly"),
+    "files /dev/zero": (
+        lambda m: {**m, "files": {**m["files"], "/dev/zero": "0" * 64}},
+        "files must map exactly",
+    ),
+    "history_len -5": (lambda m: {**m, "history_len": -5}, "history_len must be an integer"),
+    "history_len 0": (lambda m: {**m, "history_len": 0}, "history_len must be an integer"),
+    "history_len '10'": (lambda m: {**m, "history_len": "10"}, "history_len must be an integer"),
+    "history_len 1e12": (lambda m: {**m, "history_len": 10**12}, "history_len must be an int"),
+    "history_len missing": (
+        lambda m: {k: v for k, v in m.items() if k != "history_len"},
+        "history_len must be an integer",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(MANIFEST_CASES))
+def test_tampered_manifest_is_one_named_error(run: Path, tmp_path: Path, case: str) -> None:
+    import json
+
+    from solidrec.recommend import ModelDirError
+
+    d = _tampered(run, tmp_path)
+    change, message = MANIFEST_CASES[case]
+    (d / "manifest.json").write_text(
+        json.dumps(change(json.loads((d / "manifest.json").read_text())))
+    )
+    with pytest.raises(ModelDirError, match=message):
+        Recommender.from_run(d, device="cpu")
+
+
+FILE_CASES = {
+    "dim changed": (
+        lambda d: _edit_yaml(d, _set_model("dim", 48)),
+        r"config.yaml edited, or weights of another model",
+    ),
+    "dim 1e9": (lambda d: _edit_yaml(d, _set_model("dim", 10**9)), r"model.dim 1000000000: .*GiB"),
+    "empty config": (lambda d: _edit_yaml(d, ""), "config.yaml: holds no config"),
+    "items shorter": (
+        lambda d: _edit_json(d, "items.json", lambda o: {**o, "item_id": o["item_id"][:-1]}),
+        "item_id and semantic_id must have num_items",
+    ),
+    "10 extra ids": (
+        lambda d: _edit_json(
+            d, "items.json", lambda o: {**o, "item_id": o["item_id"] + [f"x{i}" for i in range(10)]}
+        ),
+        "item_id and semantic_id must have num_items",
+    ),
+    "no title key": (
+        lambda d: _edit_json(d, "items.json", lambda o: {**o, "title": 3}),
+        "title must be null or",
+    ),
+    "empty semantic_name": (
+        lambda d: _edit_json(d, "items.json", lambda o: {**o, "semantic_name": []}),
+        "semantic_id must lie in",
+    ),
+    "items a list": (lambda d: _edit_json(d, "items.json", lambda o: [1, 2]), "expected a mapping"),
+    "invalid json": (
+        lambda d: (d / "items.json").write_text("{not json"),
+        r"items.json: unreadable",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(FILE_CASES))
+def test_tampered_files_are_one_named_error(run: Path, tmp_path: Path, case: str) -> None:
+    from solidrec.recommend import ModelDirError
+
+    d = _tampered(run, tmp_path)
+    change, message = FILE_CASES[case]
+    change(d)
+    _retouch(d)
+    with pytest.raises(ModelDirError, match=message):
+        Recommender.from_run(d, device="cpu")
+
+
+def test_weights_without_a_model_key(run: Path, tmp_path: Path) -> None:
+    from solidrec.recommend import ModelDirError
+    from solidrec.train.checkpoint import save_checkpoint
+
+    d = _tampered(run, tmp_path)
+    save_checkpoint(d / "weights.pt", {"other": torch.zeros(1)})
+    _retouch(d)
+    with pytest.raises(ModelDirError, match="no 'model' state dict"):
+        Recommender.from_run(d, device="cpu")
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "items.json"])
+def test_a_symlink_out_of_the_directory_is_refused_unread(
+    run: Path, tmp_path: Path, name: str
+) -> None:
+    import os
+
+    from solidrec.recommend import ModelDirError
+
+    d = _tampered(run, tmp_path)
+    (d / name).unlink()
+    os.symlink("/dev/zero", d / name)  # hashing it would never end
+    with pytest.raises(ModelDirError, match=f"{name}: a symbolic link"):
+        Recommender.from_run(d, device="cpu")
+
+
+def test_the_cli_says_the_same_in_one_line(run: Path, tmp_path: Path, capsys) -> None:
+    d = _tampered(run, tmp_path)
+    _edit_yaml(d, _set_model("dim", 48))
+    _retouch(d)
+    assert cli_main(["recommend", str(d), "--history", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "weights.pt" in err
