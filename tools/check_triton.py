@@ -113,9 +113,7 @@ def _rows(archs: list[int], shard: int = 0, shards: int = 1) -> list[dict]:
 
     launches = kernel_launches()  # deterministic: every shard numbers them alike
     mine = [(a, la) for a in archs for la in launches][shard::shards]
-    return [
-        report(k) for a in archs for k in compile_kernels(a, [la for b, la in mine if b == a])
-    ]
+    return [report(k) for a in archs for k in compile_kernels(a, [la for b, la in mine if b == a])]
 
 
 def _parallel_rows(archs: list[int], jobs: int) -> list[dict]:

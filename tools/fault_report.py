@@ -15,12 +15,20 @@ Families:
   process died, "silent" = no error raised;
 - malformed inputs: the reader corpus of tests/solidrec/test_reader_faults.py; "crash" =
   an exception other than ``DataFormatError``, "silent" = accepted, "wrong_location" =
-  the error names another file or line.
+  the error names another file or line;
+- tampered model directories, tampered prepared arrays, oversized values: the cases of
+  tests/solidrec/test_trust.py (manifest, config, items and weights edited and re-hashed,
+  symlinks to /dev/zero; arrays edited with and without a re-hashed manifest; sizes no
+  machine can allocate); "crash" = any exception but the named one (a raw traceback),
+  "silent" = accepted, "wrong message" = refused with another message;
+- second-order gradients: d(dL/dx)/dw through every differentiable op on every CPU
+  backend and kernel variant against the reference's; "silent" = a different value.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -37,6 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "python"), str(ROOT)]
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from solidrec.testing import (  # noqa: E402
     KILL_AT_REPLACE,
@@ -261,6 +270,166 @@ def malformed(work: Path) -> Counter:
     return c
 
 
+# ----------------------------------------------------------------- test_trust families
+def _trust_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "trust_cases", ROOT / "tests" / "solidrec" / "test_trust.py"
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _expect(c: Counter, attempt: Callable[[], object], error: type, message: str) -> None:
+    """Count one case: ``error`` whose text matches ``message`` is a clear error."""
+    import re
+
+    c["cases"] += 1
+    try:
+        attempt()
+        c["silent"] += 1
+    except error as e:
+        c["clear error" if re.search(message, str(e)) else "wrong message"] += 1
+    except Exception:  # noqa: BLE001
+        c["crash"] += 1
+
+
+def tampered_models(work: Path, data: Path) -> Counter:
+    import shutil
+
+    from solidrec.recommend import ModelDirError, Recommender
+    from solidrec.train.checkpoint import save_checkpoint
+
+    mod = _trust_module()
+    run = work / "trust-run"
+    train(tiny_run_config(data, run))
+    c: Counter = Counter()
+    cases: list[tuple[Callable[[Path], None], str]] = []
+    for change, message in mod.MANIFEST_CASES.values():
+
+        def manifest(d: Path, change=change) -> None:
+            m = json.loads((d / "manifest.json").read_text())
+            (d / "manifest.json").write_text(json.dumps(change(m)))
+
+        cases.append((manifest, message))
+    for change, message in mod.FILE_CASES.values():
+        cases.append((lambda d, change=change: (change(d), mod._retouch(d)), message))
+
+    def no_model_key(d: Path) -> None:
+        save_checkpoint(d / "weights.pt", {"other": torch.zeros(1)})
+        mod._retouch(d)
+
+    cases.append((no_model_key, "no 'model' state dict"))
+    for name in ("config.yaml", "items.json", "weights.pt"):
+
+        def link(d: Path, name=name) -> None:
+            (d / name).unlink()
+            os.symlink("/dev/zero", d / name)
+
+        cases.append((link, f"{name}: a symbolic link"))
+    for k, (change, message) in enumerate(cases):
+        d = work / "tampered" / str(k)
+        shutil.copytree(run / "model", d)
+        change(d)
+        _expect(c, lambda d=d: Recommender.from_run(d, device="cpu"), ModelDirError, message)
+    return c
+
+
+def tampered_arrays(work: Path) -> Counter:
+    from solidrec.data.prepared import PreparedFormatError, load_prepared
+
+    mod = _trust_module()
+    c: Counter = Counter()
+    for k, (file, edit, message) in enumerate(mod.ARRAY_CASES):
+        for rehash in (False, True):
+            d = make_tiny_dataset(work / "arrays" / f"{k}-{rehash}")
+            with np.load(d / file) as z:
+                arrays = {n: z[n] for n in z.files}
+            mod._rewrite(d, file, **edit(arrays))
+            if rehash:
+                mod._rehash(d)
+            want = message if rehash else "content_hash"
+            _expect(c, lambda d=d: load_prepared(d), PreparedFormatError, want)
+    return c
+
+
+def oversized(work: Path) -> Counter:
+    from contextlib import redirect_stderr
+
+    from solidrec.cli import main as cli_main
+
+    mod = _trust_module()
+    c: Counter = Counter()
+    data = make_tiny_dataset(work / "sizes" / "data")
+    for k, (overrides, message) in enumerate(mod.SIZE_CASES):
+        out = work / "sizes" / f"r{k}"
+        argv = ["train", "--data", str(data), "--out", str(out), "--quiet", "--set", *overrides]
+        c["cases"] += 1
+        err = io.StringIO()
+        try:
+            with redirect_stderr(err):
+                rc = cli_main(argv)
+        except Exception:  # noqa: BLE001
+            c["crash"] += 1
+            continue
+        import re
+
+        if rc == 0:
+            c["silent"] += 1
+        elif "Traceback" in err.getvalue():
+            c["crash"] += 1
+        else:
+            c["clear error" if re.search(message, err.getvalue()) else "wrong message"] += 1
+    return c
+
+
+def second_order() -> Counter:
+    import functools
+
+    import solid_ext
+    from solid_ext import ops
+    from solid_ext.reference import dynamic_linear_ref, generated_linear_ref
+    from solid_ext.testing import dynamic_linear_inputs, generated_linear_inputs
+
+    def second(fn, leaves, a: int, b: int) -> torch.Tensor:
+        out = fn(*leaves)
+        (g,) = torch.autograd.grad(out.pow(2).sum(), leaves[a], create_graph=True)
+        (gg,) = torch.autograd.grad(g.sum(), leaves[b])
+        return gg
+
+    backends = [("reference", None)] + [
+        ("cpu", isa) for isa in solid_ext.cpu_isas() if "cpu" in solid_ext.available_backends()
+    ]
+    c: Counter = Counter()
+    for backend, isa in backends:
+        for seed in range(5):
+            dl = [t.requires_grad_(True) for t in dynamic_linear_inputs(4, 3, 5, 6, seed=seed)]
+            gl = [t.requires_grad_(True) for t in generated_linear_inputs(4, 3, 5, 6, 3, seed=seed)]
+            for fused, ref, leaves in (
+                (ops.dynamic_linear, dynamic_linear_ref, dl),
+                (ops.generated_linear, functools.partial(generated_linear_ref, tau=None), gl),
+            ):
+                fused = functools.partial(fused, tau=0.01) if fused is ops.dynamic_linear else (
+                    functools.partial(fused, tau=None))  # fmt: skip
+                c["cases"] += 1
+                try:
+                    with solid_ext.use_backend(backend):
+                        ctx = solid_ext.use_cpu_isa(isa) if isa else contextlib.nullcontext()
+                        with ctx:
+                            got = second(fused, leaves, 0, 1)
+                    want = second(ref, leaves, 0, 1)
+                except Exception:  # noqa: BLE001
+                    c["crash"] += 1
+                    continue
+                ok = torch.allclose(got, want, rtol=1e-7, atol=1e-9) and got.abs().max() > 0
+                c["exact" if ok else "silent"] += 1
+    return c
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer cases (CI-sized)")
@@ -286,6 +455,10 @@ def main() -> int:
         )
         report["raw ops, invalid arguments"] = dict(raw_ops(200 if args.quick else 2000, args.seed))
         report["malformed reader inputs"] = dict(malformed(work))
+        report["tampered model directories"] = dict(tampered_models(work, data))
+        report["tampered prepared arrays"] = dict(tampered_arrays(work))
+        report["oversized values"] = dict(oversized(work))
+        report["second-order gradients"] = dict(second_order())
     keys = ["cases", "crash", "silent"]
     print("| family | cases | crashes | silent wrong results | other |")
     print("|---|---:|---:|---:|---|")

@@ -81,18 +81,18 @@ def test_cli_ids_with_spaces_and_commas(run: Path, rec: Recommender, capsys) -> 
 # -- sizes checked before anything is allocated ----------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        (["model.dim=1000000"], r"model.dim 1000000: the model .* needs about [\d,.]+ GiB"),
-        (
-            ["loss=sampled_softmax", "num_negatives=100000000"],
-            r"train.num_negatives 100000000: a step .* needs about",
-        ),
-        (["train.seed=99999999999999999999"], r"train.seed must be in \[0, 2\*\*63\)"),
-        (["train.batch_size=2.5"], r"config key train.batch_size expects int, got 2.5"),
-    ],
-)
+SIZE_CASES = [
+    (["model.dim=1000000"], r"model.dim 1000000: the model .* needs about [\d,.]+ GiB"),
+    (
+        ["loss=sampled_softmax", "num_negatives=100000000"],
+        r"train.num_negatives 100000000: a step .* needs about",
+    ),
+    (["train.seed=99999999999999999999"], r"train.seed must be in \[0, 2\*\*63\)"),
+    (["train.batch_size=2.5"], r"config key train.batch_size expects int, got 2.5"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), SIZE_CASES)
 def test_impossible_sizes_are_refused_naming_the_key(
     tmp_path: Path, overrides: list[str], message: str, capsys
 ) -> None:
@@ -161,15 +161,20 @@ def test_an_edited_array_file_is_refused_by_training(tmp_path: Path, capsys) -> 
     assert "test.npz: a row's candidates repeat an item" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    ("file", "edit", "message"),
-    [
-        ("train.npz", lambda a: {"hist": a["hist"] + 10_000}, "hist holds item indices outside"),
-        ("valid.npz", lambda a: {"candidates": -a["candidates"]}, "candidates hold item indices"),
-        ("items.npz", lambda a: {"semantic_id": a["semantic_id"] * 0}, "semantic_id must be 0"),
-        ("test.npz", lambda a: {"hist_len": a["hist_len"] + 99}, "hist_len outside"),
-    ],
-)
+ARRAY_CASES = [
+    ("train.npz", lambda a: {"hist": a["hist"] + 10_000}, "hist holds item indices outside"),
+    ("valid.npz", lambda a: {"candidates": -a["candidates"]}, "candidates hold item indices"),
+    ("items.npz", lambda a: {"semantic_id": a["semantic_id"] * 0}, "semantic_id must be 0"),
+    ("test.npz", lambda a: {"hist_len": a["hist_len"] + 99}, "hist_len outside"),
+    (
+        "test.npz",
+        lambda a: {"candidates": np.repeat(a["candidates"][:, :1], a["candidates"].shape[1], 1)},
+        "a row's candidates repeat an item",
+    ),
+]
+
+
+@pytest.mark.parametrize(("file", "edit", "message"), ARRAY_CASES)
 def test_values_no_run_can_use_are_named(tmp_path: Path, file: str, edit, message: str) -> None:
     from solidrec.data.prepared import PreparedFormatError, load_prepared
 
