@@ -12,7 +12,7 @@ KERNEL_SOURCES := setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.
 CMAKE_DIR := build/cmake
 
 .PHONY: setup demo test lint ctest check-build pytest bench bench-quick reproduce table1-sasrec figure5 table3 strong full-ranking \
-	strong-ml history clean
+	strong-ml history recipe-check clean
 
 setup: $(BUILD_STAMP)
 
@@ -232,6 +232,21 @@ full-ranking: setup
 	$(FULL_RUN) --backbones gru4rec --set $(FULL_SET) train.lr=0.010229186121747325 \
 		model.dropout=0.1 train.batch_size=2048
 	$(BIN)/solidrec report runs/full-sci --no-paper --out docs/results_full_ranking.md
+
+# The recipes (docs/TRAINING.md, "Recipes"; docs/RESULTS.md, "Softmax out of the box"):
+# the default model (SASRec + DUET) with only `--set train.loss=softmax` on Scientific and
+# MovieLens, and the default BCE on MovieLens, three seeds each at one thread, two runs at
+# a time. About 25 minutes on 2 cores. Not in CI.
+RECIPE_TRAIN = $(BIN)/solidrec train --threads 1 --no-progress --quiet
+recipe-check: setup
+	$(BIN)/solidrec prepare --format atomic --input ../shared/data/amazon-scientific --out $(SCI)
+	$(BIN)/solidrec prepare --format movielens --input ../shared/data/movielens-latest-small --out $(ML)
+	for s in 2024 2025 2026; do \
+		echo "$(RECIPE_TRAIN) --data $(SCI) --out runs/recipe/sci-softmax-$$s --seed $$s --set train.loss=softmax"; \
+		echo "$(RECIPE_TRAIN) --data $(ML) --out runs/recipe/ml-softmax-$$s --seed $$s --set train.loss=softmax"; \
+		echo "$(RECIPE_TRAIN) --data $(ML) --out runs/recipe/ml-bce-$$s --seed $$s"; \
+	done | xargs -P 2 -I{} sh -c '{} > /dev/null'
+	$(BIN)/solidrec report runs/recipe --no-paper --out docs/results_recipe.md
 
 clean:
 	rm -rf build $(CMAKE_DIR) *.egg-info $(BUILD_STAMP)
