@@ -34,6 +34,29 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 
+#: Spills the cubins Triton itself builds are known to have, in bytes (stores + loads),
+#: per (arch, kernel, dtypes, constexprs). They appeared on 2026-12-07 when this tool
+#: began reading Triton's own ptxas log (Triton 3.9 builds with --regAllocOptLevel 2 as
+#: a workaround for a ptxas 13 bug); a second ptxas run without that flag, what the tool
+#: did before, reports none for them. All on sm_90, 16-80 bytes; not yet fixed because
+#: each fix changes a launch configuration whose speed no GPU here can measure. A launch
+#: spilling more than its budget here, or any other launch spilling, fails.
+KNOWN_SPILLS: dict[tuple[str, str, str, str], int] = {
+    ("sm_90", "_dl_bwd_kernel", "*fp32", "HAS_BW=True, HAS_BB=True, NEED_DX=True, "
+     "NEED_DW=True, NEED_DBW=True, USE_DOT=True, ACC=fp32, BLOCK_L=16, BLOCK_I=32, "
+     "BLOCK_O=32"): 24,
+    ("sm_90", "_gl_bwd_cond_kernel", "*fp64", "HAS_TAU=True, GEN_DOT=False, ACC=fp64, "
+     "BLOCK_B=16, BLOCK_O=32, BLOCK_K=8"): 40,
+    ("sm_90", "_gl_bwd_gen_kernel", "*fp64", "HAS_TAU=True, NEED_DGEN=True, NEED_DBASE=True, "
+     "GEN_DOT=False, ACC=fp64, BLOCK_B=16, BLOCK_O=32, BLOCK_K=8"): 16,
+    ("sm_90", "_isx_fwd_kernel", "*fp32", "SMOOTH=True, RESIDENT=True, USE_DOT=True, "
+     "ACC=fp32, BLOCK_B=64, BLOCK_N=32, BLOCK_K=64"): 16,
+    ("sm_90", "_isx_fwd_kernel", "*fp16/*fp32", "SMOOTH=False, RESIDENT=False, USE_DOT=True, "
+     "ACC=fp32, BLOCK_B=64, BLOCK_N=64, BLOCK_K=32"): 80,
+    ("sm_90", "_isx_fwd_kernel", "*bf16/*fp32", "SMOOTH=False, RESIDENT=False, USE_DOT=True, "
+     "ACC=fp32, BLOCK_B=64, BLOCK_N=64, BLOCK_K=32"): 80,
+}  # fmt: skip
+
 
 @functools.cache
 def _check_cuda():
@@ -69,8 +92,12 @@ def report(compiled: CompiledKernel) -> dict:
     if rc != 0 or not parsed:
         return {**row, "ok": False, "error": text[-300:]}
     p = parsed[0]
+    spilled = p.get("spill_stores", 0) + p.get("spill_loads", 0)
+    budget = KNOWN_SPILLS.get((row["arch"], row["kernel"], row["dtypes"], consts), 0)
+    if spilled and spilled <= budget:
+        row["known_spill"] = True
     row.update(
-        ok=p.get("spill_stores", 0) == 0 and p.get("spill_loads", 0) == 0,
+        ok=spilled <= budget,
         registers=p.get("registers"),
         spill_stores=p.get("spill_stores", 0),
         spill_loads=p.get("spill_loads", 0),
@@ -154,7 +181,12 @@ def main(argv: list[str] | None = None) -> int:
         shard, shards = map(int, args.shard.split("/"))
         Path(args.rows_out).write_text(json.dumps(_rows(archs, shard, shards)))
         return 0
-    rows = _parallel_rows(archs, args.jobs) if args.jobs > 1 else _rows(archs)
+    with tempfile.TemporaryDirectory() as cache:
+        # A cold cache: every launch is built, so the report is Triton's own ptxas log of
+        # the cubin it would run (a cached kernel needs a second ptxas run, whose flags
+        # differ: see KNOWN_SPILLS).
+        os.environ["TRITON_CACHE_DIR"] = cache
+        rows = _parallel_rows(archs, args.jobs) if args.jobs > 1 else _rows(archs)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "triton_ptxas.json").write_text(json.dumps(rows, indent=1))
@@ -167,7 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r for r in rows if not r["ok"]]
     for r in failed:
         print(f"FAILED {r['arch']} {r['kernel']} [{r['constexprs']}]: {r.get('error', 'spills')}")
-    print(f"{len(rows) - len(failed)}/{len(rows)} launches compiled for {archs} without spills")
+    known = sum(1 for r in rows if r.get("known_spill"))
+    print(
+        f"{len(rows) - len(failed)}/{len(rows)} launches compiled for {archs} without spills "
+        f"beyond KNOWN_SPILLS ({known} with a known spill)"
+    )
     return 1 if failed else 0
 
 

@@ -437,8 +437,14 @@ def topk_blocks(D: int, k: int, dtype: torch.dtype) -> dict[str, int | bool]:
     kp = _np2(k)
     if dtype == torch.float32:
         # D in 16-chunks (a resident float32 tile spills); one stage for the 32-row tile.
+        # KP = 128 spills 12-36 bytes with 8 warps on sm_90 under Triton's own ptxas
+        # flags (--regAllocOptLevel 2), at one or two stages; 16 warps, one stage do not
+        # (86-128 registers; tools/check_triton.py).
         bk, resident = _chunk(D, 0, 16)
-        warps, stages = 8, 1 if kp <= 32 else 2
+        if kp > 64:
+            warps, stages = 16, 1
+        else:
+            warps, stages = 8, 1 if kp <= 32 else 2
     else:
         bk, resident = _chunk(D, 32, 32)
         warps, stages = (16, 2) if kp <= 64 or resident else (8, 1)
