@@ -386,3 +386,15 @@ def test_help_text_has_no_markup(capsys) -> None:
 def test_recommend_names_a_missing_run_directory(tmp_path: Path, capsys) -> None:
     assert cli_main(["recommend", str(tmp_path / "nope"), "--history", "a"]) == 2
     assert "no such run directory" in capsys.readouterr().err
+
+
+def test_comma_separated_categories_get_a_hint(tmp_path: Path, caplog) -> None:
+    from solidrec.data.parsing import parse_categories
+
+    f = tmp_path / "items.csv"
+    with caplog.at_level("WARNING", logger="solidrec.data"):
+        assert parse_categories("a, b, c", f, 2) == (("a, b, c",),)
+        parse_categories("d, e", f, 3)  # once per file
+        assert parse_categories("a|b", f, 4) == (("a", "b"),)
+    hints = [r for r in caplog.records if "is read as one label" in r.getMessage()]
+    assert len(hints) == 1 and "items.csv:2" in hints[0].getMessage()

@@ -651,15 +651,22 @@ def write_curves(runs: list[Run], out_dir: Path, warn: Warn = _warn) -> list[Pat
             if ys is not None:
                 ax.plot(x, ys, marker="o")
                 oax.plot(x, ys, label=label)
-            for s in starts:
+            for n, s in enumerate(starts, 2):
                 ax.axvline(s - 0.5, color="grey", linestyle=":")
+                ax.annotate(f"stage {n}", (s - 0.5, 1), xycoords=("data", "axes fraction"),
+                            xytext=(2, -10), textcoords="offset points", fontsize=7,
+                            color="grey")  # fmt: skip
             ax.set(title=title, xlabel="epoch")
         axes[-1].axis("off")
         fig.suptitle(label)
         written.append(out_dir / f"{label}.png")
         _save(fig, written[-1])
-    for oax, (_, title) in zip(oaxes, _panels(), strict=False):
+    for oax, (col, title) in zip(oaxes, _panels(), strict=False):
         oax.set(title=title, xlabel="epoch")
+        if col == "train_loss":
+            # Softmax (~7) and BCE (~0.4) losses on one axis: a log scale shows both.
+            oax.set_yscale("log")
+            oax.set_title(f"{title} (log scale)")
     oaxes[-1].axis("off")
     handles, names = oaxes[0].get_legend_handles_labels()
     oaxes[-1].legend(handles, names, loc="center", fontsize="small")

@@ -12,6 +12,7 @@ import csv
 import gzip
 import io
 import json
+import logging
 import re
 import zlib
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -565,6 +566,10 @@ def iter_json_lines(
         yield lineno, obj
 
 
+#: Files whose comma-separated category strings were already warned about.
+_COMMA_WARNED: set[str] = set()
+
+
 def parse_categories(value: Any, path: Path, line: int) -> tuple[CategoryPath, ...]:
     """Categories: a JSON list (one path, root first), a list of such lists, or a
     ``|``-separated path string. Returns a tuple of paths (empty if none)."""
@@ -582,6 +587,15 @@ def parse_categories(value: Any, path: Path, line: int) -> tuple[CategoryPath, .
                     path, line, f"categories: invalid JSON list ({e.msg})"
                 ) from None
         else:
+            if "," in s and "|" not in s and str(path) not in _COMMA_WARNED:
+                _COMMA_WARNED.add(str(path))
+                logging.getLogger("solidrec.data").warning(
+                    "%s:%s: categories %r is read as one label; separate the levels of a "
+                    "category path with '|' (or give a JSON list) (said once per file)",
+                    path,
+                    line,
+                    s,
+                )
             value = [p.strip() for p in s.split("|")]
     if not isinstance(value, list):
         raise DataFormatError(
