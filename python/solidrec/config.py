@@ -329,6 +329,7 @@ class RunConfig:
                         f"got {value!r}; e.g. '{key}:' then '  "
                         f"{fields(getattr(cfg, key))[0].name}: ...' on the next line"
                     )
+                _refuse_unknown(d, source)
                 for k, v in value.items():
                     try:
                         _set(getattr(cfg, key), k, v, key)
@@ -474,9 +475,31 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
-def _did_you_mean(key: str, valid: Sequence[str]) -> str:
+def _refuse_unknown(d: dict[str, Any], source: str) -> None:
+    """Every unknown key of every section of ``d`` in one error, each with its nearest
+    valid key (not only the first typo)."""
+    unknown, valid = [], []
+    for section, cls in (("model", ModelConfig), ("train", TrainConfig)):
+        names = [f.name for f in fields(cls)]
+        valid += [f"{section}.{n}" for n in names]
+        value = d.get(section)
+        if isinstance(value, dict):
+            unknown += [
+                f"'{section}.{k}'{_did_you_mean(str(k), names, section)}"
+                for k in value
+                if k not in names
+            ]
+    if unknown:
+        raise ValueError(
+            f"{source}: unknown config key{'s' * (len(unknown) > 1)} {', '.join(unknown)}; "
+            f"valid keys: {', '.join(valid)}"
+        )
+
+
+def _did_you_mean(key: str, valid: Sequence[str], section: str = "") -> str:
     close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    where = f"{section}." if section else ""
+    return f" (did you mean '{where}{close[0]}'?)" if close else ""
 
 
 def _check_ranges(
@@ -530,7 +553,8 @@ def _set(obj: Any, key: str, value: Any, section: str = "") -> None:
     if key not in names:
         shown = ", ".join(f"{where}{n}" for n in names)
         raise ValueError(
-            f"unknown config key {where}{key!r}{_did_you_mean(key, names)}; valid keys: {shown}"
+            f"unknown config key '{where}{key}'{_did_you_mean(key, names, section)}; "
+            f"valid keys: {shown}"
         )
     current = getattr(obj, key)
     kind = type(current).__name__

@@ -60,7 +60,11 @@ def test_bad_config_is_one_line_naming_the_key(
     ("text", "message"),
     [
         ("model: sasrec\n", "'model' must be a mapping of its keys (backbone, generator"),
-        ("model:\n  backbon: sasrec\n", "did you mean 'backbone'"),
+        ("model:\n  backbon: sasrec\n", "did you mean 'model.backbone'"),
+        (
+            "model:\n  dims: 64\ntrain:\n  lrr: 0.1\n",
+            "keys 'model.dims' (did you mean 'model.dim'?), 'train.lrr' (did you mean 'train.lr'",
+        ),
         ("trian:\n  lr: 0.1\n", "did you mean 'train'"),
         ("- a\n- b\n", "expected a mapping of keys"),
         ("model: [\n", "not valid YAML"),
