@@ -783,6 +783,35 @@ def grid_table(
     return xs, ys, cells
 
 
+def _plot_line(
+    fig: Any,
+    rows: list[dict[str, Any]],
+    x: str,
+    metrics: Sequence[str],
+    split: str,
+    study_dir: str | Path,
+    out: str | Path,
+) -> Path:
+    """One panel per metric: its value against the one parameter ``x``, best marked."""
+    for i, metric in enumerate(metrics):
+        col = f"{split}_{metric}"
+        points = sorted((float(r[x]), float(r[col])) for r in rows if x in r and r.get(col))
+        if not points:
+            raise ValueError(f"{study_dir}: no finished trial with {x} and {split}_{metric}")
+        ax = fig.add_subplot(1, len(metrics), i + 1)
+        xs, vs = zip(*points, strict=True)
+        ax.plot(range(len(xs)), vs, marker="o")
+        best = max(range(len(vs)), key=vs.__getitem__)
+        ax.scatter([best], [vs[best]], marker="x", color="red", s=60, zorder=3)
+        ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
+        ax.set(xlabel=x, title=f"{split} {metric}")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    atomic_write(out, buf.getvalue())
+    return Path(out)
+
+
 def plot_grid(
     study_dir: str | Path,
     out: str | Path,
@@ -806,6 +835,10 @@ def plot_grid(
     rows = read_trials(study_dir)
     fig = Figure(figsize=(4.2 * len(metrics), 4.0))
     FigureCanvasAgg(fig)
+    done = [r for r in rows if r.get("state") == "COMPLETE"]
+    if x == y or (done and all(y not in r for r in done)):
+        # A 1-D study (or one axis asked for twice): the metric against x, not x vs x.
+        return _plot_line(fig, done, x, metrics, split, study_dir, out)
     for i, metric in enumerate(metrics):
         xs, ys, cells = grid_table(rows, x, y, metric, split)
         if not cells:

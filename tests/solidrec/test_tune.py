@@ -338,3 +338,27 @@ def test_grid_plot_draws_every_finished_point(tmp_path: Path, capsys) -> None:
     assert "no trials" in capsys.readouterr().err
     assert main(["tune-plot", str(study), "--out", str(out), "--x", "model.dim"]) == 2
     assert "no parameter 'model.dim'" in capsys.readouterr().err
+
+
+def test_plot_of_a_one_parameter_study_draws_the_metric_against_it(tmp_path: Path) -> None:
+    """A 1-D study (history length, say) is drawn as the metric against its parameter,
+    not the parameter against itself; --y naming it again is the same."""
+    import solidrec.tune as tune
+
+    study = tmp_path / "study"
+    study.mkdir()
+    rows = ["number,state,model.history_len,test_uauc,test_ndcg@10,test_recall@10"]
+    rows += [f"{n},COMPLETE,{h},{0.7 + n / 100},{0.2},{0.4}" for n, h in enumerate((10, 20, 50))]
+    (study / "trials.csv").write_text("\n".join(rows) + "\n")
+    drawn = []
+    real = tune._plot_line
+    tune._plot_line = lambda *a, **k: drawn.append(a[2]) or real(*a, **k)
+    try:
+        for extra in ([], ["--y", "model.history_len"]):
+            out = tmp_path / f"h{len(extra)}.png"
+            argv = ["tune-plot", str(study), "--out", str(out), "--x", "model.history_len"]
+            assert main([*argv, *extra]) == 0
+            assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        tune._plot_line = real
+    assert drawn == ["model.history_len", "model.history_len"]
