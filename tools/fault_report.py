@@ -33,6 +33,7 @@ import io
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -240,19 +241,24 @@ def raw_ops(n: int, seed: int, batches: int = 4) -> Counter:
 
 
 # -------------------------------------------------------------------------- malformed
-def malformed(work: Path) -> Counter:
-    """The corpus of tests/solidrec/test_reader_faults.py (one owner for the cases)."""
+def _test_module(relpath: str):
+    """A test module of this repository, loaded for its cases (their one owner)."""
     import importlib.util
 
-    from solidrec.data.errors import DataFormatError
-
-    spec = importlib.util.spec_from_file_location(
-        "reader_faults", ROOT / "tests" / "solidrec" / "test_reader_faults.py"
-    )
+    name = Path(relpath).stem
+    spec = importlib.util.spec_from_file_location(name, ROOT / relpath)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # its dataclasses look their module up there
     spec.loader.exec_module(mod)
+    return mod
+
+
+def malformed(work: Path) -> Counter:
+    """The corpus of tests/solidrec/test_reader_faults.py (one owner for the cases)."""
+    from solidrec.data.errors import DataFormatError
+
+    mod = _test_module("tests/solidrec/test_reader_faults.py")
     c: Counter = Counter()
     for k, case in enumerate(mod.CASES):
         d = work / "corpus" / str(k)
@@ -272,22 +278,11 @@ def malformed(work: Path) -> Counter:
 
 # ----------------------------------------------------------------- test_trust families
 def _trust_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "trust_cases", ROOT / "tests" / "solidrec" / "test_trust.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return _test_module("tests/solidrec/test_trust.py")
 
 
 def _expect(c: Counter, attempt: Callable[[], object], error: type, message: str) -> None:
     """Count one case: ``error`` whose text matches ``message`` is a clear error."""
-    import re
-
     c["cases"] += 1
     try:
         attempt()
@@ -376,8 +371,6 @@ def oversized(work: Path) -> Counter:
         except Exception:  # noqa: BLE001
             c["crash"] += 1
             continue
-        import re
-
         if rc == 0:
             c["silent"] += 1
         elif "Traceback" in err.getvalue():
@@ -388,6 +381,8 @@ def oversized(work: Path) -> Counter:
 
 
 def second_order() -> Counter:
+    """d(dL/dx)/dW through the generated-weight ops on every CPU backend and variant
+    against the reference's (tests/solid_ext/test_double_backward.py's measure)."""
     import functools
 
     import solid_ext
@@ -395,32 +390,29 @@ def second_order() -> Counter:
     from solid_ext.reference import dynamic_linear_ref, generated_linear_ref
     from solid_ext.testing import dynamic_linear_inputs, generated_linear_inputs
 
-    def second(fn, leaves, a: int, b: int) -> torch.Tensor:
-        out = fn(*leaves)
-        (g,) = torch.autograd.grad(out.pow(2).sum(), leaves[a], create_graph=True)
-        (gg,) = torch.autograd.grad(g.sum(), leaves[b])
-        return gg
-
+    second = _test_module("tests/solid_ext/test_double_backward.py")._second_order
     backends = [("reference", None)] + [
         ("cpu", isa) for isa in solid_ext.cpu_isas() if "cpu" in solid_ext.available_backends()
     ]
+    pairs = (  # (fused, reference, inputs)
+        (functools.partial(ops.dynamic_linear, tau=0.01), dynamic_linear_ref,
+         lambda seed: dynamic_linear_inputs(4, 3, 5, 6, seed=seed)),
+        (functools.partial(ops.generated_linear, tau=None),
+         functools.partial(generated_linear_ref, tau=None),
+         lambda seed: generated_linear_inputs(4, 3, 5, 6, 3, seed=seed)),
+    )  # fmt: skip
     c: Counter = Counter()
     for backend, isa in backends:
         for seed in range(5):
-            dl = [t.requires_grad_(True) for t in dynamic_linear_inputs(4, 3, 5, 6, seed=seed)]
-            gl = [t.requires_grad_(True) for t in generated_linear_inputs(4, 3, 5, 6, 3, seed=seed)]
-            for fused, ref, leaves in (
-                (ops.dynamic_linear, dynamic_linear_ref, dl),
-                (ops.generated_linear, functools.partial(generated_linear_ref, tau=None), gl),
-            ):
-                fused = functools.partial(fused, tau=0.01) if fused is ops.dynamic_linear else (
-                    functools.partial(fused, tau=None))  # fmt: skip
+            for fused, ref, inputs in pairs:
+                leaves = [t.requires_grad_(True) for t in inputs(seed)]
                 c["cases"] += 1
                 try:
-                    with solid_ext.use_backend(backend):
-                        ctx = solid_ext.use_cpu_isa(isa) if isa else contextlib.nullcontext()
-                        with ctx:
-                            got = second(fused, leaves, 0, 1)
+                    with (
+                        solid_ext.use_backend(backend),
+                        solid_ext.use_cpu_isa(isa) if isa else contextlib.nullcontext(),
+                    ):
+                        got = second(fused, leaves, 0, 1)
                     want = second(ref, leaves, 0, 1)
                 except Exception:  # noqa: BLE001
                     c["crash"] += 1

@@ -318,6 +318,7 @@ class RunConfig:
                 f"got {type(d).__name__} {d!r}"
             )
         cfg = cls()
+        _refuse_unknown(d, source)
         for key, value in d.items():
             if key in SECTIONS:
                 if value is None:
@@ -329,7 +330,6 @@ class RunConfig:
                         f"got {value!r}; e.g. '{key}:' then '  "
                         f"{fields(getattr(cfg, key))[0].name}: ...' on the next line"
                     )
-                _refuse_unknown(d, source)
                 for k, v in value.items():
                     try:
                         _set(getattr(cfg, key), k, v, key)
@@ -370,20 +370,33 @@ class RunConfig:
         Returns ``{key: value}`` of the recipe as the run uses it; idempotent."""
         if self.train.recipe == "auto":
             self.train.recipe = LOSS_RECIPE.get(self.train.loss, "paper")
-        recipe = RECIPES.get(self.train.recipe, {})
+        recipe = self._recipe()
         if given is None:
             default = flat_config(RunConfig().to_dict())
             now = flat_config(self.to_dict())
             given = {k for k, v in now.items() if v != default.get(k)}
         for key, value in recipe.items():
-            if key == "train.select_metric" and "sampled" not in protocols_of(
-                self.train.eval_protocol
-            ):
-                value = f"full_{value}"
             if key not in given:
                 section, name = key.split(".")
                 setattr(getattr(self, section), name, value)
-        return {key: self._value_of(key) for key in recipe}
+        return self.recipe_values()
+
+    def _recipe(self) -> dict[str, Any]:
+        """The resolved recipe's settings for this config (``auto`` read as by loss)."""
+        name = self.train.recipe
+        if name == "auto":
+            name = LOSS_RECIPE.get(self.train.loss, "paper")
+        recipe = dict(RECIPES.get(name, {}))
+        if "train.select_metric" in recipe and "sampled" not in protocols_of(
+            self.train.eval_protocol
+        ):
+            recipe["train.select_metric"] = f"full_{recipe['train.select_metric']}"
+        return recipe
+
+    def recipe_values(self) -> dict[str, Any]:
+        """``{key: value}`` this config has for each key of its recipe (its own value
+        where the user set one); changes nothing."""
+        return {key: self._value_of(key) for key in self._recipe()}
 
     def override(self, items: Sequence[str]) -> set[str]:
         """Apply ``section.key=value`` (or bare ``key=value``, searched in model then

@@ -266,6 +266,9 @@ class Recommender:
         history_len: L, the number of most recent items the model reads.
         device: where scoring runs.
         titles: optional item titles, same indexing.
+        data, fingerprint: the prepared dataset the model was trained on and its
+            fingerprint (for :meth:`user_history`); source: where it was loaded from
+            (named in errors). :meth:`from_run` sets them.
     """
 
     def __init__(
@@ -275,6 +278,10 @@ class Recommender:
         history_len: int,
         device: torch.device | str = "cpu",
         titles: Sequence[str] | None = None,
+        *,
+        data: str = "",
+        fingerprint: str = "",
+        source: str = "",
     ) -> None:
         self.device = resolve_device(str(device))
         self.model = model.to(self.device).eval()
@@ -282,10 +289,7 @@ class Recommender:
         self.index = {x: i for i, x in enumerate(self.item_ids) if i > 0}
         self.history_len = int(history_len)
         self.titles = list(titles) if titles is not None else None
-        # The prepared dataset the model was trained on (from_run): for user_history.
-        self.data: str = ""
-        self.fingerprint: str = ""
-        self.source = ""  # the directory it was loaded from (from_run), for messages
+        self.data, self.fingerprint, self.source = data, fingerprint, source
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "auto") -> Recommender:
@@ -310,18 +314,30 @@ class Recommender:
                 item_embedding=state.get("pretrained"),  # item_features=id+embedding
             )
             _load_weights(model, state, model_dir / WEIGHTS)
-            rec = cls(model, items["item_id"], manifest["history_len"], dev, items["title"])
-            rec.data, rec.fingerprint = cfg.data, str(manifest.get("dataset_fingerprint", ""))
-            rec.source = str(model_dir)
-            return rec
+            return cls(
+                model,
+                items["item_id"],
+                manifest["history_len"],
+                dev,
+                items["title"],
+                data=cfg.data,
+                fingerprint=str(manifest.get("dataset_fingerprint", "")),
+                source=str(model_dir),
+            )
         from solidrec.evaluate import load_run
 
         cfg, model, data = load_run(path)
         titles = data.item_title.tolist() if data.item_title is not None else None
-        rec = cls(model, data.item_original_id.tolist(), data.history_len, dev, titles)
-        rec.data, rec.fingerprint = cfg.data, str(data.manifest.get("fingerprint", ""))
-        rec.source = str(path)
-        return rec
+        return cls(
+            model,
+            data.item_original_id.tolist(),
+            data.history_len,
+            dev,
+            titles,
+            data=cfg.data,
+            fingerprint=str(data.manifest.get("fingerprint", "")),
+            source=str(path),
+        )
 
     def title(self, item_id: str) -> str | None:
         """The title of an item (original id), or None where the model has no titles."""
@@ -471,7 +487,8 @@ class Recommender:
         model = self.model
         if model.backbone.target_dependent:
             s = model.score_all(hist)[:, 1:].float()
-            self._check_finite(s, "item scores")
+            if not bool(torch.isfinite(s).all()):
+                self._non_finite("item scores")
             if exclude is not None:
                 keep = exclude >= 0
                 rows = torch.arange(len(encoded), device=s.device)[:, None].expand_as(exclude)
@@ -482,18 +499,20 @@ class Recommender:
             with torch.no_grad():
                 user = model(hist, None, return_user=True)[0]
                 table = model.item_table()
-            self._check_finite(table, "item table")
-            self._check_finite(user, "history encodings")
-            vals, idx = topk_scores(user.to(table.dtype), table, k, exclude)
+            try:  # the op checks both for NaN and infinity (every backend): no second pass
+                vals, idx = topk_scores(user.to(table.dtype), table, k, exclude)
+            except ValueError as e:
+                if "NaN or infinity" not in str(e):
+                    raise
+                self._non_finite("item table" if ": table" in str(e) else "history encodings")
         return vals.float().cpu(), (idx + (idx >= 0).long()).cpu()
 
-    def _check_finite(self, t: Tensor, what: str) -> None:
-        if not bool(torch.isfinite(t).all()):
-            where = f" ({self.source})" if self.source else ""
-            raise ValueError(
-                f"the model{where} gives non-finite {what} (NaN or infinity): its weights "
-                "are damaged or its training diverged; no ranking is defined"
-            )
+    def _non_finite(self, what: str) -> None:
+        where = f" ({self.source})" if self.source else ""
+        raise ValueError(
+            f"the model{where} gives non-finite {what} (NaN or infinity): its weights "
+            "are damaged or its training diverged; no ranking is defined"
+        )
 
     def recommend(
         self,

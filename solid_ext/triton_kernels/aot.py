@@ -15,8 +15,8 @@ hook that lets a tool check the real compiler's verdict on a machine without a G
   without exclusions), with every kernel launch recorded instead of run, and returns
   each distinct one.
 - :func:`compile_kernels` compiles those launches for ``sm_<arch>`` and returns, per
-  launch, the PTX, the shared memory and the ``ptxas`` Triton bundles for that arch
-  (to ask it for a register and spill report), or the compiler's error.
+  launch, the PTX, the shared memory and the register and spill report of the ptxas run
+  that built its cubin, or the compiler's error.
 
 Importing this module imports Triton, which must then be in compiled mode:
 ``TRITON_INTERPRET`` unset when ``triton`` is first imported.
@@ -131,9 +131,9 @@ class CompiledKernel:
     arch: int
     ptx: str | None = None
     shared: int | None = None  # bytes of shared memory per program
-    ptxas: str | None = None  # the ptxas Triton uses for this arch
     error: str | None = None
-    # What that ptxas printed with -v when Triton built the cubin (registers, spills).
+    # What ptxas printed with -v when Triton built the cubin (registers, spills); None
+    # where Triton's cache already held the kernel (nothing was built).
     ptxas_log: str | None = None
 
     @property
@@ -305,14 +305,10 @@ def compile_kernels(arch: int, launches: list[KernelLaunch] | None = None) -> li
     involved. A launch that fails to compile comes back with ``error`` set.
     """
     # triton.compile(ASTSource, target=GPUTarget) is what a launch calls once the
-    # driver has named the target; given the target here, it needs no GPU. get_ptxas
-    # is internal to Triton's NVIDIA backend (how Triton itself picks the ptxas for an
-    # arch); this is its only use, kept behind compile_kernels.
+    # driver has named the target; given the target here, it needs no GPU.
     from triton.backends.compiler import GPUTarget
-    from triton.backends.nvidia.compiler import get_ptxas
     from triton.compiler import ASTSource
 
-    ptxas = get_ptxas(arch).path
     target = GPUTarget("cuda", arch, 32)
     out = []
     for la in kernel_launches() if launches is None else launches:
@@ -328,7 +324,6 @@ def compile_kernels(arch: int, launches: list[KernelLaunch] | None = None) -> li
             out.append(CompiledKernel(la, arch, error=f"{type(exc).__name__}: {str(exc)[:300]}"))
             continue
         ptx = kernel.asm["ptx"]
-        compiled = CompiledKernel(la, arch, ptx, int(kernel.metadata.shared), ptxas)
-        compiled.ptxas_log = log.getvalue() or None
-        out.append(compiled)
+        shared = int(kernel.metadata.shared)
+        out.append(CompiledKernel(la, arch, ptx, shared, ptxas_log=log.getvalue() or None))
     return out

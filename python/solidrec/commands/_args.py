@@ -24,10 +24,10 @@ class Accumulate(argparse.Action):
         option_string: str | None = None,
     ) -> None:
         given = list(values) if isinstance(values, (list, tuple)) else [values]
-        seen = getattr(namespace, f"_{self.dest}_given", False)
-        current = list(getattr(namespace, self.dest) or []) if seen else []
-        setattr(namespace, self.dest, current + given)
-        setattr(namespace, f"_{self.dest}_given", True)
+        current = getattr(namespace, self.dest)
+        # Still the default object: this is the first occurrence, which replaces it.
+        first = current is None or current is self.default
+        setattr(namespace, self.dest, (given if first else [*current, *given]))
 
 
 def plain(doc: str | None) -> str:

@@ -225,13 +225,23 @@ def is_up_to_date(directory: str | Path, fingerprint: str) -> dict[str, Any] | N
         manifest = read_manifest(d)
     except OSError:  # no manifest, another version, or unreadable
         return None
-    if manifest.get("fingerprint") != fingerprint:
-        return None
-    if not all((d / f).exists() for f in ARRAY_FILES):
-        return None
-    if content_hash(d, list(ARRAY_FILES)) != manifest.get("content_hash"):
+    if manifest.get("fingerprint") != fingerprint or _damage(d, manifest) is not None:
         return None
     return manifest
+
+
+def _damage(d: Path, manifest: dict[str, Any]) -> str | None:
+    """What is wrong with a dataset's array files against its manifest, or None: a file
+    missing, or contents that do not match ``content_hash`` (one sha256 pass)."""
+    missing = [f for f in ARRAY_FILES if not (d / f).is_file()]
+    if missing:
+        return f"{', '.join(missing)} missing"
+    if content_hash(d, list(ARRAY_FILES)) != manifest.get("content_hash"):
+        return (
+            "its array files do not match the manifest's content_hash (damaged or edited "
+            "since it was prepared)"
+        )
+    return None
 
 
 def check_target(
@@ -307,15 +317,8 @@ def load_prepared(directory: str | Path, verify: bool = True) -> PreparedDataset
     """
     d = Path(directory)
     manifest = read_manifest(d)
-    if verify:
-        missing = [f for f in ARRAY_FILES if not (d / f).is_file()]
-        if missing:
-            raise PreparedFormatError(f"{d}: {', '.join(missing)} missing (prepare again)")
-        if content_hash(d, list(ARRAY_FILES)) != manifest.get("content_hash"):
-            raise PreparedFormatError(
-                f"{d}: its array files do not match the manifest's content_hash (damaged or "
-                "edited since it was prepared); prepare it again (solidrec prepare ... --force)"
-            )
+    if verify and (damage := _damage(d, manifest)) is not None:
+        raise PreparedFormatError(f"{d}: {damage}; prepare it again (solidrec prepare ... --force)")
     try:
         ds = _read(d, manifest)
     except (KeyError, TypeError, ValueError, OSError) as e:
@@ -377,13 +380,21 @@ def check_values(ds: PreparedDataset) -> None:
             raise bad(file, f"user holds indices outside 0..{ds.num_users - 1}")
         if hl.size and (hl.min() < 0 or hl.max() > h.shape[1]):
             raise bad(file, f"hist_len outside 0..{h.shape[1]}")
-        if cand.ndim == 2 and cand.shape[1] > 1:
-            ordered = np.sort(cand, axis=1)
-            if (ordered[:, 1:] == ordered[:, :-1]).any():
-                raise bad(file, "a row's candidates repeat an item (the positive must differ "
-                          "from every negative)")  # fmt: skip
+        if cand.ndim == 2 and cand.shape[1] > 1 and _any_row_repeats(cand):
+            raise bad(file, "a row's candidates repeat an item (the positive must differ "
+                      "from every negative)")  # fmt: skip
     if ds.train.label.shape != ds.train.item.shape:
         raise bad(TRAIN, "label and item disagree in shape")
+
+
+def _any_row_repeats(rows: np.ndarray, block: int = 1 << 16) -> bool:
+    """Whether any row holds a value twice; sorted a block of rows at a time, so the
+    check never doubles the memory of a catalog-scale split."""
+    for i in range(0, len(rows), block):
+        ordered = np.sort(rows[i : i + block], axis=1)
+        if (ordered[:, 1:] == ordered[:, :-1]).any():
+            return True
+    return False
 
 
 def dataset_stats(directory: str | Path) -> dict[str, Any]:

@@ -175,7 +175,7 @@ def _check_sizes(cfg: RunConfig, data: PreparedDataset) -> None:
 def recipe_line(cfg: RunConfig) -> str:
     """The startup line naming the run's recipe and the values its keys have."""
     t = cfg.train
-    values = cfg.apply_recipe(set(flat_config(cfg.to_dict())))  # resolves, sets nothing
+    values = cfg.recipe_values()
     if not values:
         return f"solidrec train: train.loss={t.loss}, recipe {t.recipe} (the paper's settings)"
     shown = ", ".join(f"{k}={v}" for k, v in values.items())
@@ -241,8 +241,10 @@ class Trainer:
     ) -> None:
         self.cfg, self.resume, self.allow_schedule_change = cfg, resume, allow_schedule_change
         self.quiet = quiet
-        # The signal (SIGINT/SIGTERM) that asked training to stop after the current step.
+        # The signal (SIGINT/SIGTERM) that asked training to stop after the current step;
+        # under torchrun, whether any rank had one as of the last reduction.
         self._stop_signal: int | None = None
+        self._stop_synced = False
         # What full ranking leaves out, per split (_seen): computed once, on first use.
         self._seen_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.dist = setup_distributed(cfg.train.device)
@@ -513,15 +515,27 @@ class Trainer:
         bar.close()
         s["epoch_seconds"].append(time.perf_counter() - t0)
 
-    def _stopping(self) -> bool:
-        """Whether a stop signal arrived on any rank (every rank stops at the same step)."""
+    def _stopping(self, sync: bool = False) -> bool:
+        """Whether a stop signal arrived (on any rank: every rank stops at the same
+        step). Under torchrun a step's answer is what the step's all-reduce in
+        :meth:`_loss_value` carried; ``sync`` reduces now (once per epoch)."""
         if self.dist.world == 1:
             return self._stop_signal is not None
-        flag = torch.tensor([float(self._stop_signal or 0)], device=self.dist.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if flag.item() and self._stop_signal is None:
-            self._stop_signal = int(flag.item())
-        return bool(flag.item())
+        if sync:
+            flag = torch.tensor([self._local_stop()], device=self.dist.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            self._note_stop(flag.item())
+        return self._stop_synced
+
+    def _local_stop(self) -> float:
+        return float(self._stop_signal or 0)
+
+    def _note_stop(self, signum: float) -> None:
+        """Record a stop some rank saw (the signal number reduced across ranks)."""
+        if signum:
+            self._stop_synced = True
+            if self._stop_signal is None:
+                self._stop_signal = int(signum)
 
     def _interrupt(self) -> None:
         """Save where training is and stop (:class:`TrainingInterrupted`)."""
@@ -529,8 +543,8 @@ class Trainer:
         self._write_log()
         assert self._stop_signal is not None
         stop = TrainingInterrupted(self._stop_signal, self.state, self.ckdir / "last.pt", self.out)
-        with contextlib.suppress(OSError), open(self.out / TEXT_LOG, "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {stop}\n")  # the command prints it
+        if self.dist.main:
+            self._log_line(str(stop))  # the command prints it
         raise stop
 
     @contextlib.contextmanager
@@ -568,10 +582,16 @@ class Trainer:
         """(local BCE sum, codebook loss, whether the loss is finite on every rank) in one
         host sync."""
         flag = torch.isfinite(loss.detach()).to(torch.float64)
-        if self.dist.world > 1:  # every rank must skip the same steps
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         parts = [bce.detach(), aux.detach(), flag]
-        value, aux_value, ok = torch.stack([x.to(torch.float64) for x in parts]).tolist()
+        if self.dist.world > 1:
+            # Every rank must skip the same steps, and stop at the same one: the stop
+            # signal rides the same reduction (MIN of its negation is MAX of it).
+            both = torch.stack([flag, flag.new_tensor(-self._local_stop())])
+            dist.all_reduce(both, op=dist.ReduceOp.MIN)
+            parts[2:] = [both[0], -both[1]]
+        value, aux_value, ok, *stop = torch.stack([x.to(torch.float64) for x in parts]).tolist()
+        if stop:
+            self._note_stop(stop[0])
         return value, aux_value, ok == 1.0
 
     def _nonfinite_step(self) -> None:
@@ -651,6 +671,10 @@ class Trainer:
             return
         if always or not self.quiet:
             tqdm.write(line, file=sys.stderr)  # piped or not, bars or not
+        self._log_line(line)
+
+    def _log_line(self, line: str) -> None:
+        """Append ``line``, timed, to RUNDIR/train.log (a log must not stop training)."""
         with contextlib.suppress(OSError), open(self.out / TEXT_LOG, "a") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
@@ -738,7 +762,7 @@ class Trainer:
             if self.state["step"] == 0 or self.state["step"] < self._steps():
                 self._train_epoch()
             self._end_epoch()
-            if self._stopping():  # the signal came during validation: saved by _end_epoch
+            if self._stopping(sync=True):  # the signal came during validation: saved
                 self._interrupt()
         metrics = self._finish()
         if self.writer:
