@@ -48,6 +48,7 @@ sys.path[:0] = [str(ROOT / "python"), str(ROOT)]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from solidrec.runs.checkpoint import _HEADER  # noqa: E402
 from solidrec.testing import (  # noqa: E402
     KILL_AT_REPLACE,
     make_tiny_dataset,
@@ -55,7 +56,6 @@ from solidrec.testing import (  # noqa: E402
     tiny_run_config,
 )
 from solidrec.train import CheckpointError, load_checkpoint, train  # noqa: E402
-from solidrec.train.checkpoint import _HEADER  # noqa: E402
 
 
 def _env() -> dict[str, str]:
@@ -296,8 +296,9 @@ def _expect(c: Counter, attempt: Callable[[], object], error: type, message: str
 def tampered_models(work: Path, data: Path) -> Counter:
     import shutil
 
-    from solidrec.recommend import ModelDirError, Recommender
-    from solidrec.train.checkpoint import save_checkpoint
+    from solidrec.recommend import Recommender
+    from solidrec.runs.checkpoint import save_checkpoint
+    from solidrec.runs.model_dir import ModelDirError
 
     mod = _trust_module()
     run = work / "trust-run"

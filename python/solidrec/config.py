@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from solidrec.data.io import atomic_write
 from solidrec.metrics import (
     FULL_METRIC_KEYS,
     METRIC_KEYS,
@@ -359,8 +360,6 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def save(self, path: str | Path) -> None:
-        from solidrec.data.io import atomic_write
-
         atomic_write(path, self.to_yaml())
 
     def apply_recipe(self, given: set[str] | None = None) -> dict[str, Any]:
@@ -547,6 +546,17 @@ def resolved_config(saved: dict[str, Any]) -> dict[str, Any]:
         "train": {**asdict(TrainConfig()), **(saved.get("train") or {})},
     }
     return flat_config(effective_config(full))
+
+
+def config_differences(saved: dict[str, Any], now: RunConfig) -> dict[str, tuple[Any, Any]]:
+    """``{key: (run's value, new value)}`` for every resolved config key that differs.
+
+    A field added after the checkpoint was written takes its default on the saved side:
+    the behaviour the run had (e.g. ``item_features="id"``). ``codebook_init`` compares
+    as the run computes it (``auto`` resolved by the mode table: :func:`effective_config`).
+    """
+    a, b = resolved_config(saved), resolved_config(now.to_dict())
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
 def effective_config(d: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from solidrec.config import RunConfig
+from solidrec.config import resolve_device
+from solidrec.data.io import write_npz
 from solidrec.data.prepared import EvalSplit, PreparedDataset
 from solidrec.metrics import (
     full_ranking_metrics,
@@ -27,7 +28,8 @@ from solidrec.metrics import (
     user_auc,
     variance_summary,
 )
-from solidrec.models import SolidModel, build_model, count_parameters, run_dataset
+from solidrec.models import SolidModel, count_parameters
+from solidrec.runs.load import load_run
 
 
 @torch.no_grad()
@@ -59,18 +61,12 @@ def _labels(scores: np.ndarray) -> np.ndarray:
     return labels
 
 
-#: Per-user ranks of the held-out item of a run's test split (:func:`write_ranks`).
-RANKS_FILE = "ranks.npz"
-
-
 def write_ranks(
     path: Path, data: PreparedDataset, split: EvalSplit, ranks: dict[str, np.ndarray]
 ) -> None:
     """Each user's rank of the held-out item under each protocol evaluated, for paired
     significance tests between runs: ``user`` (original ids), ``item`` (the held-out
     item's original id) and one int64 array per protocol (``sampled``, ``full``)."""
-    from solidrec.data.io import write_npz
-
     write_npz(
         Path(path),
         {
@@ -271,59 +267,6 @@ def _device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def load_run(
-    rundir: str | Path, data: str | Path | None = None
-) -> tuple[RunConfig, SolidModel, PreparedDataset]:
-    """(config, model with the selected weights in eval mode, dataset) of a finished or
-    running run; ``data`` replaces the prepared dataset path of the run's config (it
-    must be the same dataset: its fingerprint is checked). Raises
-    :class:`~solidrec.train.CheckpointError` before the first validation,
-    FileNotFoundError without a run's config or dataset."""
-    # Checkpoints are the training loop's format (and the loop imports this module).
-    from solidrec.train.checkpoint import CheckpointError, load_checkpoint
-
-    rundir = Path(rundir)
-    if not (rundir / "config.yaml").exists():
-        raise FileNotFoundError(f"{rundir}: no config.yaml (not a run directory)")
-    cfg = RunConfig.load(rundir / "config.yaml")
-    path = Path(cfg.data if data is None else data)
-    if not path.is_absolute() and not path.exists() and (rundir / path).exists():
-        path = rundir / path  # a relative path written by an older version, seen from here
-    if data is None and not path.exists():
-        raise FileNotFoundError(
-            f"{rundir}: its prepared dataset {cfg.data} is not there; pass --data DIR"
-        )
-    dataset = run_dataset(cfg, path)
-    cfg.data = str(path)
-    model = build_model(cfg, dataset)
-    ckdir = rundir / "checkpoints"
-    best = sorted(ckdir.glob("best_stage*.pt"))
-    if not best:
-        raise CheckpointError(f"{ckdir}: no best_stage*.pt (the run has not validated yet)")
-    ck = load_checkpoint(best[-1])  # stage 2 sorts after stage 1
-    _check_same_dataset(rundir, ck, dataset)
-    model.load_state_dict(ck["model"])
-    model.eval()
-    return cfg, model, dataset
-
-
-def _check_same_dataset(rundir: Path, ck: dict[str, Any], data: PreparedDataset) -> None:
-    """Refuse weights trained on another prepared dataset (checkpoints since format 2
-    of the trainer record its fingerprint; best checkpoints via last.pt's)."""
-    from solidrec.train.checkpoint import CheckpointError, load_latest
-
-    saved = ck.get("data_fingerprint")
-    if saved is None:
-        found = load_latest(rundir / "checkpoints" / "last.pt")
-        saved = found[0].get("data_fingerprint") if found else None
-    fp = data.manifest.get("fingerprint")
-    if saved and fp and saved != fp:
-        raise CheckpointError(
-            f"{data.path} is not the prepared dataset {rundir} was trained on "
-            f"(fingerprint {fp[:12]} vs {saved[:12]})"
-        )
-
-
 def evaluate_run(
     rundir: str | Path,
     split: str = "test",
@@ -336,8 +279,6 @@ def evaluate_run(
     its prepared dataset (or ``data``) under ``protocol`` (``sampled``: the keys of
     :data:`~solidrec.metrics.METRIC_KEYS`; ``full``: ``full_*``; ``both``).
     ``keep_seen`` ranks the user's earlier items too (full ranking)."""
-    from solidrec.config import resolve_device
-
     if split not in ("test", "valid"):
         raise ValueError(f"split must be 'test' or 'valid', got {split!r}")
     keys = metric_keys(protocol)

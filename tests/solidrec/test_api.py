@@ -18,13 +18,10 @@ from solidrec.config import ModelConfig, resolve_device
 from solidrec.metrics import METRIC_KEYS
 from solidrec.models import SolidModel
 from solidrec.modes import SOLID_MODES, get_mode
-from solidrec.recommend import (
-    ITEMS,
-    MODEL_DIR,
-    ModelDirError,
-    Recommender,
-    UnknownItemError,
-)
+from solidrec.recommend import Recommender, UnknownItemError
+from solidrec.runs.layout import MODEL_DIR
+from solidrec.runs.layout import MODEL_ITEMS as ITEMS
+from solidrec.runs.model_dir import ModelDirError
 from solidrec.testing import make_tiny_dataset, tiny_run_args
 
 README = Path(__file__).resolve().parents[2] / "README.md"

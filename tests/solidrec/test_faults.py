@@ -20,6 +20,7 @@ import torch
 from solidrec.cli import main as cli_main
 from solidrec.config import RunConfig
 from solidrec.data.io import OutputError, atomic_write, clean_stale_temps
+from solidrec.runs.checkpoint import load_latest, previous_path
 from solidrec.testing import (
     KILL_AT_REPLACE,
     make_tiny_dataset,
@@ -35,7 +36,6 @@ from solidrec.train import (
     save_checkpoint,
     train,
 )
-from solidrec.train.checkpoint import load_latest, previous_path
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,9 +13,10 @@ import pytest
 import torch
 from solidrec.config import RunConfig
 from solidrec.data.prepared import load_prepared
-from solidrec.evaluate import RANKS_FILE, full_ranks, no_items, seen_items
+from solidrec.evaluate import full_ranks, no_items, seen_items
 from solidrec.metrics import FULL_METRIC_KEYS, METRIC_KEYS, full_ranking_metrics, metric_keys
 from solidrec.models import build_model
+from solidrec.runs.layout import RANKS as RANKS_FILE
 from solidrec.testing import make_tiny_dataset
 from solidrec.train import train
 

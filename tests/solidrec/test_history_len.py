@@ -11,9 +11,9 @@ import pytest
 from solidrec.config import RunConfig
 from solidrec.data import PrepareConfig, load_prepared, prepare
 from solidrec.data.synth import SynthConfig, generate, write_generic
-from solidrec.evaluate import load_run
 from solidrec.models import build_model, run_dataset
 from solidrec.recommend import Recommender
+from solidrec.runs.load import load_run
 from solidrec.train import train
 
 SPLITS = ("train", "valid", "test")

@@ -6,10 +6,9 @@ import itertools
 
 import pytest
 import torch
-from solidrec.config import ModelConfig, RunConfig
+from solidrec.config import ModelConfig, RunConfig, config_differences
 from solidrec.models import SolidModel, count_parameters
 from solidrec.modes import MODES, SEMANTIC, SOLID_MODES
-from solidrec.train.loop import config_differences
 
 N_ITEMS, N_SEM, L = 40, 5, 6
 

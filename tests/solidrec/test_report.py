@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 from solidrec.cli import main as cli_main
-from solidrec.commands.report import collect, format_runs
 from solidrec.config import RunConfig
 from solidrec.metrics import FULL_METRIC_KEYS, METRIC_KEYS
 from solidrec.paper import PAPER_PROTOCOL, SCIENTIFIC_COUNTS, SCIENTIFIC_TABLE1, is_paper_dataset
+from solidrec.runs.report import collect, format_runs
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -198,7 +198,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def _expected(run: Path, item_ids: np.ndarray, k: int, seed: int = 2024) -> np.ndarray:
     """Semantic ids by hand: the run's item table matched by id (unknown items: zero),
     k-means with prepare's seed, clusters numbered 1.. by their first item."""
-    from solidrec.train.checkpoint import load_checkpoint
+    from solidrec.runs.checkpoint import load_checkpoint
 
     table = load_checkpoint(run / "model" / "weights.pt")["model"]["item_emb.weight"]
     ids = json.loads((run / "model" / "items.json").read_text())["item_id"]

@@ -267,7 +267,7 @@ def test_other_command_errors(
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and expected in err, err
     # Another tuner holds the study: exit 1, as for a locked run.
-    from solidrec.train.lock import RunLock
+    from solidrec.runs.lock import RunLock
 
     with RunLock(out):
         assert main(_argv(data, out, space)) == 1
@@ -343,7 +343,7 @@ def test_grid_plot_draws_every_finished_point(tmp_path: Path, capsys) -> None:
 def test_plot_of_a_one_parameter_study_draws_the_metric_against_it(tmp_path: Path) -> None:
     """A 1-D study (history length, say) is drawn as the metric against its parameter,
     not the parameter against itself; --y naming it again is the same."""
-    import solidrec.tune as tune
+    import solidrec.tune.output as tune
 
     study = tmp_path / "study"
     study.mkdir()

@@ -127,6 +127,15 @@ def _pick(args: argparse.Namespace, *names: str) -> dict[str, Any]:
     return {name: getattr(args, name) for name in names}
 
 
+def _run_table(run: Path | None) -> Any:
+    """``--from-run RUN`` as an item-table source (imports torch only when given)."""
+    if run is None:
+        return None
+    from solidrec.runs.model_dir import RunItemTable
+
+    return RunItemTable(run)
+
+
 def run_prepare(args: argparse.Namespace) -> int:
     from solidrec.data.pipeline import PrepareConfig, prepare
     from solidrec.data.prepared import dataset_stats, format_stats
@@ -140,7 +149,8 @@ def run_prepare(args: argparse.Namespace) -> int:
             # a run gives ID embeddings: --from-run alone means --embedding id
             embedding=args.embedding or ("id" if args.from_run is not None else "text"),
             **_pick(args, "text_encoder", "item_embeddings", "embedding_key"),
-            **_pick(args, "embedding_ids", "text_model", "from_run"),
+            **_pick(args, "embedding_ids", "text_model"),
+            from_run=_run_table(args.from_run),
             **_pick(args, "category_level", "unlabeled", "clusters"),
         )
         cfg = PrepareConfig(

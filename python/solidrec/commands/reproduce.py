@@ -3,7 +3,7 @@ DSR options) and the Table 2 ablation (SASRec + DUET), several runs at a time.
 
     solidrec reproduce --data runs/data/scientific --out runs/repro \\
         --seeds 2024 --epochs 4 --patience 1 --workers 2
-    solidrec report runs/repro --out docs/results_table.md
+    solidrec report runs/repro --out docs/results/table.md
 
 Each run trains through solidrec.train.train with one thread (with --workers above 1 in
 a fresh process per run), its output appended to RUNDIR/train.out. Finished runs
@@ -105,7 +105,8 @@ def _ignore_sigint() -> None:
 def _train_one(task: tuple[Path, dict[str, Any]]) -> str:
     """Train or resume one run (config values ``task[1]``), output to RUNDIR/train.out;
     returns its status line."""
-    from solidrec.commands.train import run_config, train_run
+    from solidrec.commands.train import train_run
+    from solidrec.runs.config import run_config
 
     rundir, values = task
     t0 = time.perf_counter()

@@ -1,5 +1,6 @@
-"""``solidrec train`` and ``solidrec quickstart``; :func:`run_config` and
-:func:`train_run`, the config and error handling every command that trains shares."""
+"""``solidrec train`` and ``solidrec quickstart``; :func:`train_run`, the error
+handling every command that trains shares (their config:
+:func:`solidrec.runs.config.run_config`)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,9 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from solidrec.commands._args import add_overrides
 from solidrec.config import (
@@ -20,8 +19,9 @@ from solidrec.config import (
     RECIPE_CHOICES,
     SOLID_MODES,
     RunConfig,
-    flat_config,
 )
+from solidrec.runs.config import run_config
+from solidrec.runs.layout import CONFIG, RunDir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -85,70 +85,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=run_quickstart)
 
 
-def run_config(
-    config: str | Path | None = None,
-    *,
-    data: str | Path | None = None,
-    out: str | Path | None = None,
-    backbone: str | None = None,
-    generator: str | None = None,
-    solid: str | None = None,
-    seed: int | None = None,
-    epochs: int | None = None,
-    patience: int | None = None,
-    lr: float | None = None,
-    batch_size: int | None = None,
-    max_steps_per_epoch: int | None = None,
-    threads: int | None = None,
-    device: str | None = None,
-    recipe: str | None = None,
-    progress: bool = True,
-    overrides: Sequence[str] = (),
-) -> RunConfig:
-    """A validated run config: YAML ``config`` (if any) ← the given values ←
-    ``overrides`` (``key=value``, see :meth:`RunConfig.override`) ← the recipe's values
-    for every key none of these set (:meth:`RunConfig.apply_recipe`). ``None`` (and
-    ``progress=True``) keeps the YAML's or the default value."""
-    cfg = RunConfig.load(config) if config else RunConfig()
-    given = set(flat_config(_yaml_mapping(config))) if config else set()
-    if data:
-        cfg.data = str(data)
-    if out:
-        cfg.out = str(out)
-    for name, value in (("backbone", backbone), ("generator", generator), ("solid", solid)):
-        if value:
-            setattr(cfg.model, name, value)
-            given.add(f"model.{name}")
-    for name, value in (
-        ("seed", seed),
-        ("max_epochs", epochs),
-        ("patience", patience),
-        ("lr", lr),
-        ("batch_size", batch_size),
-        ("max_steps_per_epoch", max_steps_per_epoch),
-        ("threads", threads),
-        ("device", device),
-        ("recipe", recipe),
-    ):
-        if value is not None:
-            setattr(cfg.train, name, value)
-            given.add(f"train.{name}")
-    if not progress:
-        cfg.train.progress = False
-    given |= cfg.override(list(overrides))
-    cfg.apply_recipe(given)
-    cfg.validate()
-    if not cfg.data or not cfg.out:
-        raise ValueError("--data and --out are required (flags or config)")
-    return cfg
-
-
-def _yaml_mapping(path: str | Path) -> dict[str, Any]:
-    """The mapping a YAML config holds (RunConfig.load has already refused anything else)."""
-    raw = yaml.safe_load(Path(path).read_text())
-    return raw if isinstance(raw, dict) else {}
-
-
 def resolve_config(args: argparse.Namespace) -> RunConfig:
     """``solidrec train``'s config: YAML (if any) ← explicit flags ← ``--set`` overrides.
 
@@ -157,22 +93,20 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     compared with what the run was trained with."""
     config = args.config
     if args.resume:
-        from solidrec.train.lock import LOCK_NAME
-
         if not args.out:
             raise ValueError("--resume needs --out RUN, the run directory to continue")
-        run = Path(args.out)
+        run = RunDir(args.out)
         # A run killed before it wrote config.yaml still has its lock file (or a
         # checkpoint): resumed from the flags, as it was started.
-        started = any((run / n).exists() for n in ("config.yaml", LOCK_NAME, "checkpoints"))
+        started = any(p.exists() for p in (run.config, run.lock, run.checkpoints))
         if not started:
-            what = "no such directory" if not run.exists() else "no config.yaml in it"
+            what = "no such directory" if not run.root.exists() else f"no {CONFIG} in it"
             raise ValueError(
-                f"--resume: {run} holds no run to continue ({what}); drop --resume to "
+                f"--resume: {run.root} holds no run to continue ({what}); drop --resume to "
                 "start a new run there"
             )
-        if config is None and (run / "config.yaml").is_file():
-            config = run / "config.yaml"
+        if config is None and run.config.is_file():
+            config = run.config
     return run_config(
         config,
         data=args.data,
@@ -206,13 +140,9 @@ def train_run(
     config, dataset or checkpoint, ``(1, None)`` for a locked run or a diverged loss;
     stopped by SIGINT/SIGTERM, one line with the resume command and ``(130 or 143,
     None)``."""
-    from solidrec.train import (
-        CheckpointError,
-        RunLockedError,
-        TrainingDivergedError,
-        TrainingInterrupted,
-        train,
-    )
+    from solidrec.runs.checkpoint import CheckpointError
+    from solidrec.runs.lock import RunLockedError
+    from solidrec.train import TrainingDivergedError, TrainingInterrupted, train
 
     try:
         cfg = config() if callable(config) else config
@@ -245,9 +175,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_quickstart(args: argparse.Namespace) -> int:
-    from solidrec.commands.report import format_runs
     from solidrec.data import PrepareConfig, prepare
     from solidrec.data.synth import SynthConfig, generate, write_generic
+    from solidrec.runs.report import format_runs
 
     t0 = time.perf_counter()
     out: Path = args.out

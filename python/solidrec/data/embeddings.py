@@ -19,17 +19,16 @@ A trained run (``--from-run RUN``) is a keyed source too: the item table
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from solidrec.data.errors import DataFormatError
-from solidrec.data.io import sha256_file
 from solidrec.data.parsing import (
     check_file,
     check_id,
@@ -330,79 +329,18 @@ def load_embeddings(
     return align_embeddings(ids, vectors, item_ids, path)
 
 
-# ---------------------------------------------------------------------- trained runs
+class ItemTableSource(Protocol):
+    """ID embeddings kept outside the data layer: a trained run's item table
+    (:class:`solidrec.runs.model_dir.RunItemTable`, ``prepare --from-run RUN``)."""
 
-#: The files of a model directory (solidrec.recommend) that a run's item table needs.
-RUN_WEIGHTS, RUN_ITEMS, RUN_MANIFEST = "weights.pt", "items.json", "manifest.json"
-#: The state-dict tensor holding a trained model's item-ID table, (N + 1, D), row 0 padding.
-RUN_ITEM_TABLE = "item_emb.weight"
+    def files(self) -> list[Path]:
+        """The files whose contents decide the table (hashed into the fingerprint)."""
+        ...
 
+    def identity(self) -> str:
+        """Where the table comes from, as recorded in the prepared manifest."""
+        ...
 
-def run_model_dir(run: Path) -> Path:
-    """The model directory of a trained run: ``RUN/model``, or ``RUN`` when it is one."""
-    run = Path(run)
-    for d in (run, run / "model"):
-        if (d / RUN_WEIGHTS).is_file() and (d / RUN_ITEMS).is_file():
-            return d
-    raise ValueError(
-        f"--from-run {run}: no trained model there (expected {run / 'model'}/{RUN_WEIGHTS} "
-        f"and {RUN_ITEMS}, written when `solidrec train` finishes)"
-    )
-
-
-def run_model_files(run: Path) -> list[Path]:
-    """The files of ``run``'s model whose contents decide its item table."""
-    d = run_model_dir(run)
-    return [d / RUN_WEIGHTS, d / RUN_ITEMS]
-
-
-def _check_model_manifest(d: Path) -> None:
-    """Refuse files that differ from the hashes in the model manifest (a half-copied or
-    edited model would give silently wrong ids)."""
-    try:
-        files = json.loads((d / RUN_MANIFEST).read_text()).get("files", {})
-    except FileNotFoundError:
-        return  # hand-made model directory: the checkpoint's own checksum still applies
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
-        raise ValueError(f"--from-run {d / RUN_MANIFEST}: unreadable ({e})") from None
-    for name in (RUN_WEIGHTS, RUN_ITEMS):
-        if name in files and sha256_file(d / name) != files[name]:
-            raise ValueError(
-                f"--from-run {d / name}: content does not match {RUN_MANIFEST} (damaged or edited)"
-            )
-
-
-def load_run_embeddings(run: Path, item_ids: Sequence[str], key: str | None = None) -> np.ndarray:
-    """(len(item_ids), D) rows of a trained run's item table (``key``, default
-    ``item_emb.weight``) matched to ``item_ids`` by original item id, as for a keyed
-    embeddings file: the run may number its items differently from the data."""
-    from solidrec.train.checkpoint import load_checkpoint  # torch only when needed
-
-    d = run_model_dir(run)
-    _check_model_manifest(d)
-    try:
-        ids = json.loads((d / RUN_ITEMS).read_text())["item_id"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"--from-run {d / RUN_ITEMS}: no item_id list ({e})") from None
-    if not isinstance(ids, list) or len(ids) < 2:
-        raise ValueError(f"--from-run {d / RUN_ITEMS}: item_id is not a list of item ids")
-    state = load_checkpoint(d / RUN_WEIGHTS)["model"]
-    name = key or RUN_ITEM_TABLE
-    table = state.get(name)
-    if table is None or getattr(table, "ndim", 0) != 2:
-        have = sorted(k for k, v in state.items() if getattr(v, "ndim", 0) == 2)
-        raise ValueError(
-            f"--from-run {d / RUN_WEIGHTS}: no 2-D tensor {name!r} (--embedding-key); have {have}"
-        )
-    table = table.detach().float().numpy()
-    if table.shape[0] != len(ids):
-        raise ValueError(
-            f"--from-run {d}: {name} has {table.shape[0]} rows but {RUN_ITEMS} names "
-            f"{len(ids)} items (padding included)"
-        )
-    if not np.isfinite(table).all():
-        raise ValueError(f"--from-run {d / RUN_WEIGHTS}: {name} holds NaN or infinite values")
-    # row 0 is the padding item (id "")
-    return align_embeddings(
-        [str(x) for x in ids[1:]], table[1:], item_ids, run, option="--from-run"
-    )
+    def embeddings(self, item_ids: Sequence[str], key: str | None = None) -> np.ndarray:
+        """(len(item_ids), D) rows matched to ``item_ids`` by original item id."""
+        ...

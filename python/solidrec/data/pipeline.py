@@ -15,12 +15,8 @@ from typing import Any
 import numpy as np
 
 from solidrec.budget import check_fits
-from solidrec.data.embeddings import (
-    load_embeddings,
-    load_run_embeddings,
-    run_model_dir,
-    run_model_files,
-)
+from solidrec.data.embeddings import load_embeddings
+from solidrec.data.errors import DataFormatError
 from solidrec.data.io import atomic_directory, sha256_file
 from solidrec.data.prepared import (
     SEMANTIC_WARNING,
@@ -112,7 +108,7 @@ def _input_files(cfg: PrepareConfig) -> list[Path]:
         files.append(Path(cfg.semantic.embedding_ids))
     if cfg.semantic.from_run is not None:
         # the weights and item ids decide the table: another run prepares again
-        files += run_model_files(cfg.semantic.from_run)
+        files += cfg.semantic.from_run.files()
     return files
 
 
@@ -130,7 +126,7 @@ def _params(cfg: PrepareConfig) -> dict[str, Any]:
     }
     if cfg.semantic.from_run is not None:
         # RUN and RUN/model name the same table
-        semantic["from_run"] = str(run_model_dir(cfg.semantic.from_run).resolve())
+        semantic["from_run"] = cfg.semantic.from_run.identity()
     params = {
         "history_len": cfg.history_len,
         "neg_train": cfg.neg_train,
@@ -184,7 +180,7 @@ def _embedding_feature(
         return None
     sem = cfg.semantic
     if sem.from_run is not None:
-        emb = load_run_embeddings(sem.from_run, item_ids, sem.embedding_key)
+        emb = sem.from_run.embeddings(item_ids, sem.embedding_key)
         return np.concatenate([np.zeros((1, emb.shape[1]), np.float32), emb])
     if sem.item_embeddings is None:
         raise ValueError("--embedding-feature needs --item-embeddings PATH or --from-run RUN")
@@ -208,8 +204,6 @@ def prepare(
     files = _input_files(cfg)
     for f in files:
         if not f.exists():
-            from solidrec.data.errors import DataFormatError
-
             raise DataFormatError(f, None, "file not found")
     with _step("hashing inputs", verbose):
         inputs = [

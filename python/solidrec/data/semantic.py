@@ -34,7 +34,7 @@ from typing import Literal
 
 import numpy as np
 
-from solidrec.data.embeddings import load_embeddings, load_run_embeddings
+from solidrec.data.embeddings import ItemTableSource, load_embeddings
 from solidrec.data.raw import CategoryPath
 
 Method = Literal["auto", "category", "kmeans"]
@@ -65,8 +65,8 @@ class SemanticConfig:
     kmeans_iters: int = 25
     embedding_ids: Path | None = None  # item id of each item_embeddings row
     text_model: str | None = None  # a local sentence-transformers model, replaces text_encoder
-    # a trained run (or its model directory) whose item table gives the ID embeddings
-    from_run: Path | None = None
+    # a trained run's item table gives the ID embeddings (solidrec.runs.model_dir.RunItemTable)
+    from_run: ItemTableSource | None = None
 
     def __post_init__(self) -> None:
         if (
@@ -198,7 +198,7 @@ def item_embeddings(
         if cfg.from_run is not None:
             if item_ids is None:
                 raise ValueError("--from-run matches items by id: it needs their original ids")
-            return load_run_embeddings(cfg.from_run, item_ids, cfg.embedding_key)
+            return cfg.from_run.embeddings(item_ids, cfg.embedding_key)
         if cfg.item_embeddings is None:
             raise ValueError(
                 f"embedding source {cfg.embedding!r} needs item embeddings "

@@ -7,18 +7,16 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from solidrec.data.prepared import PreparedDataset, load_prepared
 from solidrec.models.model import SolidModel
 
 if TYPE_CHECKING:
     from solidrec.config import RunConfig
-    from solidrec.data.prepared import PreparedDataset
 
 
 def run_dataset(cfg: RunConfig, path: str | Path | None = None) -> PreparedDataset:
     """The prepared dataset a run reads: ``path`` (default ``cfg.data``) with its
     histories cut to ``cfg.model.history_len`` (0: as prepared)."""
-    from solidrec.data.prepared import load_prepared
-
     data = load_prepared(cfg.data if path is None else path)
     return data.with_history(cfg.model.history_len, "model.history_len")
 

@@ -1,8 +1,8 @@
-"""Training (Algorithm 1), checkpoints and the run-directory lock (evaluation:
-:mod:`solidrec.evaluate`)."""
+"""Training (Algorithm 1) into a run directory (its files, checkpoints and lock:
+:mod:`solidrec.runs`; evaluation: :mod:`solidrec.evaluate`)."""
 
-from solidrec.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from solidrec.train.lock import RunLock, RunLockedError
+from solidrec.runs.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from solidrec.runs.lock import RunLock, RunLockedError
 from solidrec.train.loop import Trainer, TrainingDivergedError, TrainingInterrupted, train
 
 __all__ = [

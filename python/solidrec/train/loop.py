@@ -41,15 +41,14 @@ from solidrec.config import (
     RESUME_FREE_KEYS,
     RESUME_SCHEDULE_KEYS,
     RunConfig,
+    config_differences,
     flat_config,
     resolve_device,
     resolve_item_optimizer,
-    resolved_config,
 )
 from solidrec.data.io import atomic_write, clean_stale_temps, write_json
 from solidrec.data.prepared import SEMANTIC_WARNING, PreparedDataset
 from solidrec.evaluate import (
-    RANKS_FILE,
     evaluate_split,
     evaluate_with_cost,
     seen_items,
@@ -57,15 +56,16 @@ from solidrec.evaluate import (
 )
 from solidrec.metrics import PROTOCOLS, metric_keys, protocols_of
 from solidrec.models import build_model, run_dataset
-from solidrec.recommend import MODEL_DIR, save_model_dir
-from solidrec.train.checkpoint import (
+from solidrec.runs.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_latest,
     previous_path,
     save_checkpoint,
 )
-from solidrec.train.lock import RunLock, RunLockedError
+from solidrec.runs.layout import RunDir
+from solidrec.runs.lock import RunLock, RunLockedError
+from solidrec.runs.model_dir import save_model_dir
 from solidrec.train.losses import Objective
 from solidrec.train.optim import RunOptimizer
 
@@ -151,10 +151,6 @@ def _fresh_state() -> dict[str, Any]:
     }
 
 
-#: A run's text log: the lines train prints on stderr, with their time.
-TEXT_LOG = "train.log"
-
-
 def _check_sizes(cfg: RunConfig, data: PreparedDataset) -> None:
     """Refuse, naming the key, a model or a step that cannot fit in memory here."""
     m, t = cfg.model, cfg.train
@@ -183,17 +179,6 @@ def recipe_line(cfg: RunConfig) -> str:
         f"solidrec train: train.loss={t.loss} with recipe {t.recipe}: {shown} (a key you "
         "set keeps your value; --recipe paper for the paper's settings)"
     )
-
-
-def config_differences(saved: dict[str, Any], now: RunConfig) -> dict[str, tuple[Any, Any]]:
-    """``{key: (run's value, new value)}`` for every resolved config key that differs.
-
-    A field added after the checkpoint was written takes its default on the saved side:
-    the behaviour the run had (e.g. ``item_features="id"``). ``codebook_init`` compares
-    as the run computes it (``auto`` resolved by the mode table: :func:`effective_config`).
-    """
-    a, b = resolved_config(saved), resolved_config(now.to_dict())
-    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
 def _compatible(
@@ -253,7 +238,8 @@ class Trainer:
         # Absolute in config.yaml, so the run's commands work from any directory.
         cfg.data, cfg.out = str(Path(cfg.data).resolve()), str(Path(cfg.out).resolve())
         self.out = Path(cfg.out)
-        self.ckdir = self.out / "checkpoints"
+        self.paths = RunDir(self.out)
+        self.ckdir = self.paths.checkpoints
         self.data = run_dataset(cfg)
         _check_sizes(cfg, self.data)
         self.model = build_model(cfg, self.data).to(self.dist.device)
@@ -301,7 +287,7 @@ class Trainer:
         if not self.dist.main:
             return
         save_checkpoint(
-            self.ckdir / "last.pt",
+            self.paths.last,
             {
                 "config": self.cfg.to_dict(),
                 "data_fingerprint": self.data.manifest.get("fingerprint", ""),
@@ -316,7 +302,7 @@ class Trainer:
     def _save_best(self) -> None:
         if self.dist.main:
             save_checkpoint(
-                self.ckdir / f"best_stage{self.state['stage']}.pt",
+                self.paths.best(self.state["stage"]),
                 {
                     "config": self.cfg.to_dict(),
                     "data_fingerprint": self.data.manifest.get("fingerprint", ""),
@@ -331,15 +317,15 @@ class Trainer:
 
     def _load_best(self, stage: int) -> None:
         self._barrier()  # rank 0 has finished writing it
-        ck = load_checkpoint(self.ckdir / f"best_stage{stage}.pt")
+        ck = load_checkpoint(self.paths.best(stage))
         self.model.load_state_dict(ck["model"])
 
     def _restore(self) -> tuple[bool, dict[str, tuple[Any, Any]]]:
         """Load last.pt (or the previous one if it is corrupt) when resuming; returns
         (resumed, the accepted keys in which the config differs from the run's)."""
-        last = self.ckdir / "last.pt"
+        last = self.paths.last
         if not last.exists() and not previous_path(last).exists():
-            if self.resume and self.dist.main and (self.out / "config.yaml").exists():
+            if self.resume and self.dist.main and self.paths.config.exists():
                 print(f"solidrec train: no checkpoint in {self.ckdir}; starting from scratch")
             return False, {}
         if not self.resume:
@@ -385,7 +371,7 @@ class Trainer:
         w = csv.DictWriter(buf, fieldnames=names)
         w.writeheader()
         w.writerows(rows)
-        atomic_write(self.out / "log.csv", buf.getvalue())
+        atomic_write(self.paths.log_csv, buf.getvalue())
 
     def _tensorboard(self, scalars: dict[str, float], flush: bool = False) -> None:
         """Add ``{"group/name": value}`` at the current global step to RUNDIR/tb."""
@@ -397,7 +383,9 @@ class Trainer:
             except ImportError:  # tensorboard not installed: CSV only
                 self.writer = False
                 return
-            self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.state["global_step"])
+            self.writer = SummaryWriter(
+                str(self.paths.tensorboard), purge_step=self.state["global_step"]
+            )
         if self.writer:
             for k, v in scalars.items():
                 self.writer.add_scalar(k, v, self.state["global_step"])
@@ -542,7 +530,7 @@ class Trainer:
         self._save_last()
         self._write_log()
         assert self._stop_signal is not None
-        stop = TrainingInterrupted(self._stop_signal, self.state, self.ckdir / "last.pt", self.out)
+        stop = TrainingInterrupted(self._stop_signal, self.state, self.paths.last, self.out)
         if self.dist.main:
             self._log_line(str(stop))  # the command prints it
         raise stop
@@ -605,7 +593,7 @@ class Trainer:
                 f"stage {s['stage']} epoch {s['epoch']} step {s['step']}: training loss is "
                 f"not finite{where} for {s['nonfinite']} step(s) in a row "
                 f"(train.nonfinite_patience={t.nonfinite_patience}); stopped with "
-                f"train.lr={t.lr}. The last checkpoint before it, {self.ckdir / 'last.pt'}, "
+                f"train.lr={t.lr}. The last checkpoint before it, {self.paths.last}, "
                 "is kept; lower train.lr and train into a new --out"
             )
 
@@ -675,13 +663,13 @@ class Trainer:
 
     def _log_line(self, line: str) -> None:
         """Append ``line``, timed, to RUNDIR/train.log (a log must not stop training)."""
-        with contextlib.suppress(OSError), open(self.out / TEXT_LOG, "a") as f:
+        with contextlib.suppress(OSError), open(self.paths.text_log, "a") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
     def run(self) -> dict[str, Any]:
         """Train to the end (or resume), evaluate the test split once, write metrics.json.
 
-        Rank 0 holds the run directory's lock (:class:`~solidrec.train.lock.RunLock`)
+        Rank 0 holds the run directory's lock (:class:`~solidrec.runs.lock.RunLock`)
         throughout, so a second process on the same ``--out`` stops at once.
         """
         lock = RunLock(self.out) if self.dist.main else None
@@ -717,7 +705,7 @@ class Trainer:
         self._barrier()
         resumed, changed = self._restore()
         schedule = {k: v for k, v in changed.items() if k in RESUME_SCHEDULE_KEYS}
-        if resumed and self.state["finished"] and (self.out / "metrics.json").exists():
+        if resumed and self.state["finished"] and self.paths.metrics.exists():
             if schedule and self._can_train():
                 # An accepted longer schedule extends a finished run from its selected
                 # weights (what _finish left in last.pt).
@@ -725,7 +713,7 @@ class Trainer:
             else:
                 if self.dist.main:
                     print(f"solidrec train: {self.out} is finished; nothing to do", file=sys.stderr)
-                return json.loads((self.out / "metrics.json").read_text())
+                return json.loads(self.paths.metrics.read_text())
         if resumed and schedule:
             # The run's record of what changed where: log.csv's steps say what it trained.
             self.state["config_changes"].append(
@@ -735,7 +723,7 @@ class Trainer:
                 what = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in schedule.items())
                 self._say(f"solidrec train: resuming with {what}", always=True)
         if self.dist.main and (not resumed or changed):
-            atomic_write(self.out / "config.yaml", cfg.to_yaml())
+            atomic_write(self.paths.config, cfg.to_yaml())
         if not resumed:
             self._say(recipe_line(cfg))
         warning = self.data.manifest.get("params", {}).get(SEMANTIC_WARNING)
@@ -819,7 +807,7 @@ class Trainer:
         if self.dist.main:
             d = self.data
             save_model_dir(
-                self.out / MODEL_DIR,
+                self.paths.model,
                 self.model,
                 self.cfg,
                 item_ids=d.item_original_id.tolist(),
@@ -829,9 +817,9 @@ class Trainer:
                 dataset=str(d.manifest.get("name", "")),
                 fingerprint=str(d.manifest.get("fingerprint", "")),
             )
-            write_ranks(self.out / RANKS_FILE, self.data, self.data.test, ranks)
-            write_json(self.out / "metrics.json", metrics)
-            write_json(self.out / "cost.json", cost)
+            write_ranks(self.paths.ranks, self.data, self.data.test, ranks)
+            write_json(self.paths.metrics, metrics)
+            write_json(self.paths.cost, cost)
             s["finished"] = True
             self._save_last()
         self._barrier()

@@ -10,13 +10,12 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from solidrec.runs.layout import RunDir
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX
     fcntl = None  # type: ignore[assignment]
-
-LOCK_NAME = ".lock"
-
 
 class RunLockedError(RuntimeError):
     """Another process holds the run directory."""
@@ -31,7 +30,7 @@ class RunLock:
     """
 
     def __init__(self, run_dir: str | Path) -> None:
-        self.path = Path(run_dir) / LOCK_NAME
+        self.path = RunDir(run_dir).lock
         self._fd: int | None = None
 
     def _owner(self) -> str:
