@@ -1,4 +1,4 @@
-"""Scale benchmark for ``solidrec prepare`` (issue 4, item 7). Not a test.
+"""Scale benchmark for ``solidrec prepare``. Not a test.
 
 Generates a synthetic generic-format dataset of the paper's Electronics size
 (4,201,696 users, 476,002 items, ~7.82M interactions), then runs ``solidrec prepare``
