@@ -547,29 +547,20 @@ def run_ours(
 
 
 def _cpu_model() -> str:
-    """benchmarks.run's CPU name (the header of every report); only this side, our venv,
-    imports it, never the RecBole child."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    from benchmarks.run import _cpu_model as cpu_model
+    """The CPU's name (solidrec.machine); only this side, our venv, imports solidrec,
+    never the RecBole child."""
+    from solidrec.machine import cpu_model
 
     return cpu_model()
 
 
 def _commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
-    except OSError:
+    from solidrec.machine import git_commit
+
+    commit = git_commit(ROOT)
+    if commit is None:
         return "unknown"
+    return commit.replace(" + changes", " (with uncommitted changes)")
 
 
 def _fmt(x: Any, digits: int = 4) -> str:

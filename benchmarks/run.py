@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 from collections import defaultdict
@@ -28,10 +27,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from solidrec import machine
 
 from .common import Ceilings, measure_ceilings
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The 1-minute load average above which a 2-core run was not alone on its cores.
+LOAD_QUIET = 0.3
 TUNED_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
 
 
@@ -76,23 +78,14 @@ def _size_key(size: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in size.items())
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_line() -> str:
     """CPU, its kernel variants and the one in use: the header of every report."""
     import solid_ext
 
     isas = solid_ext.cpu_isas()
     return (
-        f"CPU: {_cpu_model()} ({os.cpu_count()} logical cores); CPU kernel variants it runs: "
+        f"CPU: {machine.cpu_model()} ({os.cpu_count()} logical cores); "
+        "CPU kernel variants it runs: "
         f"{', '.join(isas) or 'none (extension not built)'}; default: {solid_ext.cpu_isa()}; "
         f"torch {torch.__version__}; {provenance()}."
     )
@@ -101,20 +94,10 @@ def machine_line() -> str:
 def provenance() -> str:
     """The date and the commit a report was measured at (``+ changes`` when the working
     tree differs from it)."""
-    import datetime
-
-    day = datetime.date.today().isoformat()
-    try:
-        git = ["git", "-C", str(Path(__file__).resolve().parent.parent)]
-        head = subprocess.run(
-            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return f"measured {day} (commit unknown: not a git checkout)"
-    return f"measured {day} at commit {head}{' + changes' if dirty else ''}"
+    p = machine.provenance()
+    if p["commit"] is None:
+        return f"measured {p['date']} (commit unknown: not a git checkout)"
+    return f"measured {p['date']} at commit {p['commit']}"
 
 
 def _ceil_line(c: Ceilings) -> str:
@@ -157,9 +140,13 @@ def render(
         "",
         *(_ceil_line(ceils[t]) for t in sorted(ceils, reverse=True)),
         "",
-        f"Load average (1 min) at start {load[0]:.2f}, at end {load[1]:.2f}: on this 2-core "
-        "machine anything above ~0.3 means another process shared the cores and medians are "
-        "inflated.",
+        f"Load average (1 min) at start {load[0]:.2f}, at end {load[1]:.2f}: with 2 cores "
+        f"anything above ~{LOAD_QUIET} means another process shared the cores and medians are "
+        + (
+            f"inflated; **above it here ({max(load):.2f}): read these medians as upper bounds**."
+            if max(load) > LOAD_QUIET
+            else "inflated."
+        ),
         "",
         f"Per-op tables ({main_threads} threads): median time; speedup = eager median / this "
         "median (same run, same allocator setting); floor = median / roofline floor, where "
@@ -174,7 +161,7 @@ def render(
         "`default` = glibc defaults; `tuned` = MALLOC_MMAP_THRESHOLD_ and "
         "MALLOC_TRIM_THRESHOLD_ raised to 1 GiB (no page faults on large temporaries). "
         "With glibc's defaults every fresh output above the mmap threshold (the 8 MiB "
-        "weight gradients here) is page-faulted in on each call; on the measuring machine "
+        "weight gradients here) is page-faulted in on each call; on the measuring CPU "
         "(2 shared cores) that cost "
         "varies between runs, so `default` "
         "rows of memory-bound cases can move by 2-3x from one run to the next; the `tuned` "
@@ -297,7 +284,7 @@ written by hand):
   blends against the running best, a fixed share that is largest at D=32; two threads
   share the L3 and the codebook chunk stream.
 - dynamic_linear fwd+bwd L=10 >= 3x eager, `default` rows: every call page-faults its
-  fresh 8 MiB weight-gradient outputs, at a cost that varies between runs on the measuring machine;
+  fresh 8 MiB weight-gradient outputs, at a cost that varies between runs on the measuring CPU;
   the `tuned` rows (no re-faulting) are the kernels' own cost.
 - End to end: SOLID(DUET) runs two GRU sequence encoders (semantic trunk, item branch)
   where DUET runs one, and stage 2 adds the codebook search; the fused ops are a small

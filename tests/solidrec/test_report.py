@@ -358,3 +358,27 @@ def test_heading_shows_data_relative_to_the_working_directory(
     monkeypatch.chdir(tmp_path)
     heading = format_runs([run], paper=False).splitlines()[0]
     assert str(tmp_path) not in heading and f", {data.relative_to(tmp_path)})" in heading
+    # data outside the working directory: its folder's name, never an absolute path
+    monkeypatch.chdir(tmp_path / "runs")
+    heading = format_runs([run], paper=False).splitlines()[0]
+    assert str(tmp_path) not in heading and f", {data.name})" in heading
+
+
+def test_report_names_commit_date_and_cpu(tmp_path: Path) -> None:
+    """Each run's cost.json "measured" (written by training) heads the report: one line
+    per distinct commit/date/CPU, and a count of runs that did not record it."""
+    data = _data(tmp_path, "d")
+    a = _run(tmp_path / "a", "off", data, _metrics(0.7))
+    b = _run(tmp_path / "b", "full", data, _metrics(0.7))
+    assert not format_runs([a, b], paper=False).startswith("Measured")
+    where = {"commit": "abc1234", "date": "2026-12-07", "cpu": "Some CPU", "cores": 2}
+    (a / "cost.json").write_text(json.dumps({"measured": where}))
+    lines = format_runs([a, b], paper=False).splitlines()
+    assert lines[0] == "Measured at commit abc1234, date 2026-12-07, on CPU Some CPU (2 cores)."
+    assert lines[1].startswith("(1 run(s) here trained before")
+    (b / "cost.json").write_text(json.dumps({"measured": {**where, "cpu": None}}))
+    lines = format_runs([a, b], paper=False).splitlines()
+    assert lines[:2] == [
+        "Measured at commit abc1234, date 2026-12-07, on CPU Some CPU (2 cores).",
+        "Measured at commit abc1234, date 2026-12-07; CPU not recorded.",
+    ]

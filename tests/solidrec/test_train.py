@@ -125,6 +125,10 @@ def test_cli_train_evaluate_report(tiny: Path, tmp_path: Path, capsys) -> None:
     assert cli_main(["report", str(tmp_path)]) == 0
     table = capsys.readouterr().out
     assert "| GRU4Rec | Ours (APG) | 1 |" in table and "*paper*" not in table
+    # the run recorded where and when it was trained, and the report heads with it
+    measured = json.loads((run / "cost.json").read_text())["measured"]
+    assert measured["date"] and measured["cpu"] and measured["cores"] >= 1
+    assert table.startswith(f"Measured at commit {measured['commit'] or 'unknown'}")
 
 
 def test_resume_accepts_checkpoint_from_before_a_new_config_field(tiny: Path, tmp_path: Path):

@@ -17,6 +17,7 @@ try:
 except ImportError:  # pragma: no cover - not POSIX
     fcntl = None  # type: ignore[assignment]
 
+
 class RunLockedError(RuntimeError):
     """Another process holds the run directory."""
 

@@ -23,6 +23,7 @@ import yaml
 from solidrec.config import RESUME_FREE_KEYS, resolved_config
 from solidrec.data.io import atomic_write
 from solidrec.data.prepared import MANIFEST
+from solidrec.machine import measured_line
 from solidrec.metrics import FULL_METRIC_KEYS, METRIC_KEYS, PROTOCOLS
 from solidrec.modes import MODES
 from solidrec.paper import (
@@ -79,6 +80,7 @@ class Run:
     metrics: dict[str, Any]
     dataset: Dataset
     epochs: tuple[int, ...] = ()  # epochs trained in each stage (log.csv); () unknown
+    measured: str = ""  # commit, date and CPU (cost.json; solidrec.machine.measured_line)
 
     @property
     def seed(self) -> Any:
@@ -274,7 +276,16 @@ def _load(run: Path, datasets: _Datasets, warn: Warn) -> Run | None:
         return None
     data, out = str(cfg.get("data") or ""), str(cfg.get("out") or "")
     dataset = datasets.get(data, out, run, _recorded_fingerprint(run))
-    return Run(run, flat, metrics, dataset, _epochs(RunDir(run).log_csv))
+    return Run(run, flat, metrics, dataset, _epochs(RunDir(run).log_csv), _measured(run))
+
+
+def _measured(run: Path) -> str:
+    """Where and when ``run`` was trained (cost.json's ``measured``), "" if unrecorded."""
+    try:
+        p = json.loads(RunDir(run).cost.read_text()).get("measured")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return measured_line(p) if isinstance(p, dict) else ""
 
 
 def _recorded_fingerprint(run: Path) -> str | None:
@@ -357,13 +368,14 @@ def _table(dataset: Dataset, runs: list[Run], free: frozenset[str], warn: Warn) 
 
 def _shown_path(path: str) -> str:
     """A data path as a report shows it: relative to the working directory when it lies
-    under it (a committed report must not carry one machine's absolute paths)."""
+    under it, else its folder's name (a committed report must not carry one machine's
+    absolute paths)."""
     p = Path(path)
     if p.is_absolute():
         try:
             return str(p.relative_to(Path.cwd()))
         except ValueError:
-            return path
+            return p.name  # outside it: the folder's name (the fingerprint identifies it)
     return path
 
 
@@ -421,7 +433,13 @@ def _heading(t: Table) -> str:
 def format_tables(tables: list[Table], paper: bool = True) -> str:
     """Markdown: per table a heading naming the dataset, then one row per group (and the
     paper's row under it where it applies)."""
-    out = []
+    # Where and when: one line per distinct commit/date/CPU (none if no run recorded it).
+    measured = [r.measured for t in tables for g in t.groups for r in g.runs]
+    out = sorted({m for m in measured if m})
+    if out and not all(measured):
+        n = measured.count("")
+        out.append(f"({n} run(s) here trained before solidrec recorded commit, date and CPU.)")
+    out = ["\n".join(out)] if out else []
     for t in tables:
         # The selection metric's validation value beside the test metrics: rows are
         # chosen on it, so a test difference it does not show is likely seed noise.

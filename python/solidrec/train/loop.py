@@ -54,6 +54,7 @@ from solidrec.evaluate import (
     seen_items,
     write_ranks,
 )
+from solidrec.machine import provenance
 from solidrec.metrics import PROTOCOLS, metric_keys, protocols_of
 from solidrec.models import build_model, run_dataset
 from solidrec.runs.checkpoint import (
@@ -803,6 +804,7 @@ class Trainer:
             else float("nan"),
             "epochs": len(s["epoch_seconds"]),
             "world_size": self.dist.world,
+            "measured": provenance(),  # commit, date, CPU: what solidrec report prints
         }
         if self.dist.main:
             d = self.data
