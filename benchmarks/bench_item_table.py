@@ -25,7 +25,7 @@ optimizer and ``item_optimizer=lazy_adam``, at 1 and 2 threads, from 0.01x to 10
 Electronics' items (4.7k to 4.7M). Histories and candidates are drawn uniformly over
 the catalog; s/epoch = median step x the steps of an epoch of Electronics' training
 rows at that scale (773k at 1x). The losses and optimizers are the trainer's
-(``solidrec.train.losses.Objective``, ``solidrec.train.optim.RunOptimizer``).
+(``solidrec.train.losses.make_loss``, ``solidrec.train.optim.RunOptimizer``).
 
     python -m benchmarks.bench_item_table update --out benchmarks/results/item_table
     python -m benchmarks.bench_item_table softmax --out benchmarks/results/item_table
@@ -347,7 +347,7 @@ def scale_child(
     import numpy as np
     from solidrec.config import ModelConfig, TrainConfig
     from solidrec.models.model import SolidModel
-    from solidrec.train.losses import Objective
+    from solidrec.train.losses import make_loss
     from solidrec.train.optim import RunOptimizer
 
     g = torch.Generator().manual_seed(0)
@@ -368,7 +368,7 @@ def scale_child(
             if stage == 2:
                 model.set_stage(2)
             model.train()
-            objective = Objective(t, n, np.asarray(item[:, 0]))
+            objective = make_loss(t, n, np.asarray(item[:, 0]))
             opt = RunOptimizer(model, t)
 
             def step(model=model, objective=objective, opt=opt) -> None:

@@ -196,7 +196,8 @@ class TrainConfig:
     # Consecutive steps with a non-finite loss that are skipped before training stops.
     nonfinite_patience: int = 0
     device: str = "auto"  # auto (cuda when available, else cpu) | cpu | cuda | cuda:N
-    # Objective (solidrec.train.losses.LOSSES): bce (the paper's) | softmax | sampled_softmax.
+    # Objective (a Loss of solidrec.train.losses.LOSS_TYPES): bce (the paper's) | softmax |
+    # sampled_softmax.
     loss: str = "bce"
     # sampled_softmax: negatives drawn per history each step (0: the prepared ones).
     num_negatives: int = 0

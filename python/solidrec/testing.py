@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from solidrec.cli import build_parser, main
+from solidrec.commands.train import resolve_config
+from solidrec.config import RunConfig
 from solidrec.data.io import atomic_directory
 from solidrec.data.prepared import EvalSplit, TrainSplit, dataset_fingerprint, write_prepared
-
-if TYPE_CHECKING:
-    from solidrec.config import RunConfig
 
 
 def make_tiny_dataset(
@@ -123,9 +123,6 @@ def tiny_run_args(data: str | Path, out: str | Path) -> list[str]:
 
 def tiny_run_config(data: str | Path, out: str | Path, **train: Any) -> RunConfig:
     """The config :func:`tiny_run_args` resolves to, with ``train`` overrides."""
-    from solidrec.cli import build_parser
-    from solidrec.commands.train import resolve_config
-
     cfg = resolve_config(build_parser().parse_args(tiny_run_args(data, out)))
     for k, v in train.items():
         setattr(cfg.train, k, v)
@@ -151,8 +148,6 @@ def die_before_replace(n: int) -> list[int]:
 def kill_at_replace_cli(n: int, argv: list[str]) -> int:
     """``solidrec ARGV`` dying before its ``n``-th ``os.replace``; prints ``REPLACES k``
     (the calls made) when it gets to the end."""
-    from solidrec.cli import main
-
     calls = die_before_replace(n)
     rc = main(argv)
     print("REPLACES", calls[0])

@@ -247,3 +247,28 @@ def test_item_optimizer_auto_follows_the_catalog_size() -> None:
         assert (opt.item is None) == (kind == "dense")
         ids = {id(p) for g in opt.main.param_groups for p in g["params"]}
         assert (id(m.item_emb.weight) in ids) == (kind == "dense")
+
+
+def test_every_configured_loss_is_a_loss_object() -> None:
+    """The trainer calls one interface: config.LOSSES names exactly the Loss classes."""
+    from solidrec.config import LOSSES, TrainConfig
+    from solidrec.train.losses import LOSS_TYPES, Loss, LossTerms, make_loss
+
+    assert sorted(LOSS_TYPES) == sorted(LOSSES)
+    torch.manual_seed(0)
+    sem = torch.randint(1, 5, (31,))
+    sem[0] = 0
+    model = SolidModel(ModelConfig(generator="duet", solid="off"), sem, 4, 6)
+    hist = torch.randint(1, 31, (3, 6))
+    item = torch.randint(1, 31, (3, 5))
+    label = torch.zeros(3, 5)
+    label[:, 0] = 1
+    for name in LOSSES:
+        loss = make_loss(TrainConfig(loss=name), 30, item[:, 0].numpy())
+        assert isinstance(loss, Loss) and loss.name == name
+        g = torch.Generator().manual_seed(1)
+        terms = loss(model, model, hist, item, label, lambda g=g: g)
+        assert isinstance(terms, LossTerms) and torch.isfinite(terms.value)
+        assert terms.per_history == (5 if name == "bce" else 1)
+    with pytest.raises(ValueError, match="train.loss must be one of"):
+        make_loss(type("Config", (), {"loss": "hinge"})(), 30, None)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -437,11 +437,18 @@ def _read_index(path: Path) -> dict[str, int]:
     return out
 
 
-def _read_inter(
-    path: Path, item_ok: Callable[[str], bool]
-) -> list[tuple[int, str, list[str], str]]:
+class InterRow(NamedTuple):
+    """One row of a UniSRec ``.inter`` sequence file: a user's history and next item."""
+
+    line: int  # 1-based line number in the file (for errors)
+    user: str
+    history: list[str]  # item tokens, oldest first
+    target: str  # the item that follows the history
+
+
+def _read_inter(path: Path, item_ok: Callable[[str], bool]) -> list[InterRow]:
     check_file(path)
-    rows: list[tuple[int, str, list[str], str]] = []
+    rows: list[InterRow] = []
     lines = text_lines(path)
     first = next(lines, (1, ""))[1]
     header = tuple(c.strip() for c in first.lstrip("\ufeff").split("\t"))
@@ -465,7 +472,7 @@ def _read_inter(
         for tok in (*hist, target):
             if not item_ok(tok):
                 raise DataFormatError(path, lineno, f"unknown item id {tok!r}")
-        rows.append((lineno, u, hist, target))
+        rows.append(InterRow(lineno, u, hist, target))
     if not rows:
         # Without this, an all-header dataset failed deep in sampling ("high <= 0").
         raise DataFormatError(path, None, "no interactions (the file has only a header)")
@@ -597,33 +604,41 @@ def read_atomic(path: Path, items: Path | None = None) -> RawDataset:
     train = _read_inter(Path(pfx + ".train.inter"), item_ok)
     valid = _read_inter(Path(pfx + ".valid.inter"), item_ok)
     test = _read_inter(Path(pfx + ".test.inter"), item_ok)
-    train_by_user: dict[str, list[tuple[int, str, list[str], str]]] = {}
+    train_by_user: dict[str, list[InterRow]] = {}
     for row in train:
-        train_by_user.setdefault(row[1], []).append(row)
-    valid_by_user = {}
+        train_by_user.setdefault(row.user, []).append(row)
+    valid_by_user: dict[str, InterRow] = {}
     for row in valid:
-        if row[1] in valid_by_user:
-            raise DataFormatError(pfx + ".valid.inter", row[0], f"second row for user {row[1]!r}")
-        valid_by_user[row[1]] = row
-    test_by_user = {}
+        if row.user in valid_by_user:
+            raise DataFormatError(
+                pfx + ".valid.inter", row.line, f"second row for user {row.user!r}"
+            )
+        valid_by_user[row.user] = row
+    test_by_user: dict[str, InterRow] = {}
     for row in test:
-        if row[1] in test_by_user:
-            raise DataFormatError(pfx + ".test.inter", row[0], f"second row for user {row[1]!r}")
-        if row[1] not in valid_by_user:
-            raise DataFormatError(pfx + ".test.inter", row[0], f"user {row[1]!r} has no valid row")
-        test_by_user[row[1]] = row
+        if row.user in test_by_user:
+            raise DataFormatError(
+                pfx + ".test.inter", row.line, f"second row for user {row.user!r}"
+            )
+        if row.user not in valid_by_user:
+            raise DataFormatError(
+                pfx + ".test.inter", row.line, f"user {row.user!r} has no valid row"
+            )
+        test_by_user[row.user] = row
     for u, row in valid_by_user.items():
         if u not in test_by_user:
-            raise DataFormatError(pfx + ".valid.inter", row[0], f"user {u!r} has no test row")
+            raise DataFormatError(pfx + ".valid.inter", row.line, f"user {u!r} has no test row")
     for u, rows in train_by_user.items():
         if u not in valid_by_user:
-            raise DataFormatError(pfx + ".train.inter", rows[0][0], f"user {u!r} has no valid row")
+            raise DataFormatError(
+                pfx + ".train.inter", rows[0].line, f"user {u!r} has no valid row"
+            )
 
     if user2index is not None:
         index_to_user = {str(v): k for k, v in user2index.items()}
         for u, row in valid_by_user.items():
             if u not in index_to_user:
-                raise DataFormatError(pfx + ".valid.inter", row[0], f"unknown user id {u!r}")
+                raise DataFormatError(pfx + ".valid.inter", row.line, f"unknown user id {u!r}")
         users = sorted(valid_by_user, key=lambda u: user2index[index_to_user[u]])
     else:
         users = list(valid_by_user)
@@ -633,13 +648,13 @@ def read_atomic(path: Path, items: Path | None = None) -> RawDataset:
     for ui, u in enumerate(users):
         vrow, trow = valid_by_user[u], test_by_user[u]
         rows = train_by_user.get(u, [])[::-1]  # file order is longest first
-        seq = (list(rows[0][2]) + [r[3] for r in rows]) if rows else list(vrow[2])
-        seq += [vrow[3], trow[3]]
-        hist = trow[2]
+        seq = (list(rows[0].history) + [r.target for r in rows]) if rows else list(vrow.history)
+        seq += [vrow.target, trow.target]
+        hist = trow.history
         if hist and seq[-1 - len(hist) : -1] != hist:
             raise DataFormatError(
                 pfx + ".test.inter",
-                trow[0],
+                trow.line,
                 f"history of user {u!r} disagrees with its train/valid rows",
             )
         seq_user.extend([ui] * len(seq))

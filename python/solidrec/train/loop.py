@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,7 @@ from solidrec.runs.checkpoint import (
 from solidrec.runs.layout import RunDir
 from solidrec.runs.lock import RunLock, RunLockedError
 from solidrec.runs.model_dir import save_model_dir
-from solidrec.train.losses import Objective
+from solidrec.train.losses import LossTerms, make_loss
 from solidrec.train.optim import RunOptimizer
 
 
@@ -78,9 +78,9 @@ class TrainingDivergedError(RuntimeError):
 class TrainingInterrupted(Exception):  # noqa: N818 (a stop the user asked for, not an error)
     """SIGINT or SIGTERM stopped training after a step; the run is saved at that step."""
 
-    def __init__(self, signum: int, state: dict[str, Any], checkpoint: Path, out: Path):
+    def __init__(self, signum: int, state: TrainState, checkpoint: Path, out: Path):
         self.signum, self.checkpoint, self.out = signum, checkpoint, out
-        self.where = f"stage {state['stage']} epoch {state['epoch']} step {state['step']}"
+        self.where = state.where
         name = signal.Signals(signum).name
         super().__init__(
             f"{name}: stopped at {self.where}, saved in {checkpoint}; continue with: "
@@ -132,24 +132,50 @@ def _epoch_order(seed: int, stage: int, epoch: int, n: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
-def _fresh_state() -> dict[str, Any]:
-    return {
-        "stage": 1,
-        "epoch": 0,
-        "step": 0,
-        "global_step": 0,
-        "best": -math.inf,
-        "best_epoch": -1,
-        "bad": 0,
-        "loss_sum": 0.0,
-        "aux_sum": 0.0,
-        "loss_n": 0,
-        "epoch_seconds": [],
-        "log": [],
-        "finished": False,
-        "nonfinite": 0,
-        "config_changes": [],
-    }
+@dataclass
+class TrainState:
+    """Where training is: stage, epoch and step of the schedule, early stopping, the
+    epoch's running loss, the validation log. Every checkpoint carries it as a plain
+    dict (:meth:`to_dict`), so a resumed run continues at the same step."""
+
+    stage: int = 1
+    epoch: int = 0
+    step: int = 0  # steps done in this epoch
+    global_step: int = 0
+    best: float = -math.inf  # best validation score of this stage
+    best_epoch: int = -1
+    bad: int = 0  # validations since the best one (early stopping)
+    loss_sum: float = 0.0  # this epoch's finite steps: summed mean loss, codebook loss
+    aux_sum: float = 0.0
+    loss_n: int = 0
+    epoch_seconds: list[float] = field(default_factory=list)
+    log: list[dict[str, Any]] = field(default_factory=list)  # log.csv's rows
+    finished: bool = False
+    nonfinite: int = 0  # consecutive steps with a non-finite loss
+    config_changes: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> TrainState:
+        """A checkpoint's state; fields it predates take their defaults."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in names})
+
+    @property
+    def where(self) -> str:
+        return f"stage {self.stage} epoch {self.epoch} step {self.step}"
+
+    def start_epoch(self) -> None:
+        """Reset what an epoch accumulates (the loss means of its log row)."""
+        self.step, self.loss_sum, self.aux_sum, self.loss_n = 0, 0.0, 0.0, 0
+
+    def start_stage(self, stage: int) -> None:
+        """Stage ``stage`` from its first epoch, early stopping reset."""
+        self.stage, self.epoch = stage, 0
+        self.best, self.best_epoch, self.bad = -math.inf, -1, 0
+        self.start_epoch()
 
 
 def _check_sizes(cfg: RunConfig, data: PreparedDataset) -> None:
@@ -244,11 +270,11 @@ class Trainer:
         self.data = run_dataset(cfg)
         _check_sizes(cfg, self.data)
         self.model = build_model(cfg, self.data).to(self.dist.device)
-        self.state = _fresh_state()
+        self.state = TrainState()
         self.optimizer = self._optimizer()
         self.train_model: torch.nn.Module = self.model
         self.writer = None
-        self.objective = Objective(cfg.train, self.data.num_items, self.data.train.item[:, 0])
+        self.loss = make_loss(cfg.train, self.data.num_items, self.data.train.item[:, 0])
 
     def _optimizer(self, kind: str | None = None) -> RunOptimizer:
         """The run's optimizer; ``kind`` overrides the item optimizer (a resumed run keeps
@@ -271,15 +297,15 @@ class Trainer:
         schedule: a resumed run draws the same negatives."""
         t, s, d = self.cfg.train, self.state, self.dist
         return torch.Generator().manual_seed(
-            hash((t.seed, s["stage"], s["epoch"], step, d.rank)) & 0x7FFF_FFFF_FFFF_FFFF
+            hash((t.seed, s.stage, s.epoch, step, d.rank)) & 0x7FFF_FFFF_FFFF_FFFF
         )
 
     def _batch_loss(
         self, hist: torch.Tensor, item: torch.Tensor, label: torch.Tensor, step: int
-    ) -> tuple[torch.Tensor, int, torch.Tensor]:
-        """(summed objective, terms it sums per history, aux loss) of one local batch:
-        histories (B, L) with their prepared candidates (B, C) and labels (B, C)."""
-        return self.objective(
+    ) -> LossTerms:
+        """The loss of one local batch: histories (B, L) with their prepared candidates
+        (B, C) and labels (B, C)."""
+        return self.loss(
             self.train_model, self.model, hist, item, label, lambda: self._step_generator(step)
         )
 
@@ -295,7 +321,7 @@ class Trainer:
                 "model": self.model.state_dict(),
                 **self.optimizer.state_dict(),
                 "rng": torch.get_rng_state(),
-                "state": self.state,
+                "state": self.state.to_dict(),
             },
             keep_previous=True,
         )
@@ -303,12 +329,12 @@ class Trainer:
     def _save_best(self) -> None:
         if self.dist.main:
             save_checkpoint(
-                self.paths.best(self.state["stage"]),
+                self.paths.best(self.state.stage),
                 {
                     "config": self.cfg.to_dict(),
                     "data_fingerprint": self.data.manifest.get("fingerprint", ""),
                     "model": self.model.state_dict(),
-                    "state": self.state,
+                    "state": self.state.to_dict(),
                 },
             )
 
@@ -357,15 +383,15 @@ class Trainer:
             )
         except (RuntimeError, ValueError, KeyError) as e:
             raise CheckpointError(f"{used}: weights do not fit this model: {e}") from e
-        self.state = {**_fresh_state(), **ck["state"]}
+        self.state = TrainState.from_dict(ck["state"])
         torch.set_rng_state(ck["rng"])
         return True, changed
 
     # -- logging -------------------------------------------------------------------
     def _write_log(self) -> None:
-        if not self.dist.main or not self.state["log"]:
+        if not self.dist.main or not self.state.log:
             return
-        rows = self.state["log"]
+        rows = self.state.log
         buf = io.StringIO(newline="")
         # Runs resumed from older versions have rows without the newer columns.
         names = list(dict.fromkeys(k for row in rows for k in row))
@@ -385,11 +411,11 @@ class Trainer:
                 self.writer = False
                 return
             self.writer = SummaryWriter(
-                str(self.paths.tensorboard), purge_step=self.state["global_step"]
+                str(self.paths.tensorboard), purge_step=self.state.global_step
             )
         if self.writer:
             for k, v in scalars.items():
-                self.writer.add_scalar(k, v, self.state["global_step"])
+                self.writer.add_scalar(k, v, self.state.global_step)
             if flush:
                 self.writer.flush()
 
@@ -414,14 +440,12 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------
     def _can_train(self) -> bool:
         """Whether the schedule leaves an epoch to train: this stage or a later one."""
-        return not self._stage_over() or self.state["stage"] < self.model.mode.stages
+        return not self._stage_over() or self.state.stage < self.model.mode.stages
 
     def _stage_over(self) -> bool:
         t, s = self.cfg.train, self.state
-        max_ep = (
-            t.stage2_max_epochs if s["stage"] == 2 and t.stage2_max_epochs > 0 else t.max_epochs
-        )
-        return s["epoch"] >= max_ep or s["bad"] >= t.patience
+        max_ep = t.stage2_max_epochs if s.stage == 2 and t.stage2_max_epochs > 0 else t.max_epochs
+        return s.epoch >= max_ep or s.bad >= t.patience
 
     def _next_stage(self) -> None:
         """Algorithm 1: best stage-1 weights, stage 2 (codebook ← metacode, by default),
@@ -429,18 +453,7 @@ class Trainer:
         self._load_best(1)
         self.model.set_stage(2, seed=self.cfg.train.seed)  # initialises the codebook
         self.optimizer = self._optimizer(self.optimizer.kind)  # the run keeps its kind
-        s = self.state
-        s.update(
-            stage=2,
-            epoch=0,
-            step=0,
-            best=-math.inf,
-            best_epoch=-1,
-            bad=0,
-            loss_sum=0.0,
-            aux_sum=0.0,
-            loss_n=0,
-        )
+        self.state.start_stage(2)
         self._save_last()
 
     def _train_epoch(self) -> None:
@@ -448,61 +461,61 @@ class Trainer:
         tr = self.data.train
         n, c = tr.item.shape
         per_step = self._histories_per_step()
-        order = _epoch_order(t.seed, s["stage"], s["epoch"], n)
+        order = _epoch_order(t.seed, s.stage, s.epoch, n)
         steps = self._steps()
         hist, item = torch.from_numpy(tr.hist), torch.from_numpy(tr.item)
         label = torch.from_numpy(tr.label).float()
         bar = tqdm(
             total=steps,
-            initial=s["step"],
+            initial=s.step,
             # A bar only on a terminal: piped, it would print one fragment per update.
             disable=not (t.progress and d.main and not self.quiet and sys.stderr.isatty()),
-            desc=f"stage {s['stage']} epoch {s['epoch']}",
+            desc=f"stage {s.stage} epoch {s.epoch}",
             leave=False,
         )
         t0 = time.perf_counter()
-        for step in range(s["step"], steps):
+        for step in range(s.step, steps):
             idx = order[step * per_step : (step + 1) * per_step]
             if len(idx) >= d.world:
                 local = idx.tensor_split(d.world)[d.rank]
-                main, per_history, aux = self._batch_loss(
+                summed, per_history, aux = self._batch_loss(
                     hist[local].to(d.device),
                     item[local].to(d.device),
                     label[local].to(d.device),
                     step,
                 )
-                # The global batch's count of what `main` sums (samples for BCE,
+                # The global batch's count of what `summed` sums (samples for BCE,
                 # histories for the softmax losses).
                 total = per_history * len(idx)
                 # Sum over the local slice / the global batch's count x world: DDP's
                 # average of these gradients is the gradient of the global batch's mean.
-                loss = main / total * d.world + aux
+                loss = summed / total * d.world + aux
                 self.optimizer.zero_grad()
                 loss.backward()
-                value, aux_value, finite = self._loss_value(loss, main, aux)
+                value, aux_value, finite = self._loss_value(loss, summed, aux)
                 if finite:
                     self.optimizer.step()
                     mean = value / total * d.world
-                    s["loss_sum"] += mean
-                    s["aux_sum"] += aux_value
-                    s["loss_n"] += 1
-                    s["nonfinite"] = 0
+                    s.loss_sum += mean
+                    s.aux_sum += aux_value
+                    s.loss_n += 1
+                    s.nonfinite = 0
                     scalars = {"train/loss": mean}
                     if self.model.codebook is not None:
                         scalars["train/codebook_loss"] = aux_value
                     self._tensorboard(scalars)
                 else:
                     self._nonfinite_step()
-            s["step"] = step + 1
-            s["global_step"] += 1
+            s.step = step + 1
+            s.global_step += 1
             bar.update(1)
             if self._stopping():
                 bar.close()
                 self._interrupt()
-            if t.ckpt_every_steps > 0 and s["step"] % t.ckpt_every_steps == 0 and s["step"] < steps:
+            if t.ckpt_every_steps > 0 and s.step % t.ckpt_every_steps == 0 and s.step < steps:
                 self._save_last()
         bar.close()
-        s["epoch_seconds"].append(time.perf_counter() - t0)
+        s.epoch_seconds.append(time.perf_counter() - t0)
 
     def _stopping(self, sync: bool = False) -> bool:
         """Whether a stop signal arrived (on any rank: every rank stops at the same
@@ -566,12 +579,12 @@ class Trainer:
                 signal.signal(n, h)
 
     def _loss_value(
-        self, loss: torch.Tensor, bce: torch.Tensor, aux: torch.Tensor
+        self, loss: torch.Tensor, summed: torch.Tensor, aux: torch.Tensor
     ) -> tuple[float, float, bool]:
-        """(local BCE sum, codebook loss, whether the loss is finite on every rank) in one
-        host sync."""
+        """(the local batch's summed objective, codebook loss, whether the loss is finite
+        on every rank) in one host sync."""
         flag = torch.isfinite(loss.detach()).to(torch.float64)
-        parts = [bce.detach(), aux.detach(), flag]
+        parts = [summed.detach(), aux.detach(), flag]
         if self.dist.world > 1:
             # Every rank must skip the same steps, and stop at the same one: the stop
             # signal rides the same reduction (MIN of its negation is MAX of it).
@@ -587,12 +600,12 @@ class Trainer:
         """Skip the update; stop once more consecutive steps than
         ``train.nonfinite_patience`` had a non-finite loss."""
         s, t = self.state, self.cfg.train
-        s["nonfinite"] += 1
-        if s["nonfinite"] > t.nonfinite_patience:
+        s.nonfinite += 1
+        if s.nonfinite > t.nonfinite_patience:
             where = " on at least one rank" if self.dist.world > 1 else ""
             raise TrainingDivergedError(
-                f"stage {s['stage']} epoch {s['epoch']} step {s['step']}: training loss is "
-                f"not finite{where} for {s['nonfinite']} step(s) in a row "
+                f"{s.where}: training loss is "
+                f"not finite{where} for {s.nonfinite} step(s) in a row "
                 f"(train.nonfinite_patience={t.nonfinite_patience}); stopped with "
                 f"train.lr={t.lr}. The last checkpoint before it, {self.paths.last}, "
                 "is kept; lower train.lr and train into a new --out"
@@ -619,22 +632,23 @@ class Trainer:
             self._seen("valid"),
         )
         score = float(val[t.select_metric])
-        if score > s["best"] + t.min_delta:
-            s.update(best=score, best_epoch=s["epoch"], bad=0)
+        if score > s.best + t.min_delta:
+            s.best, s.best_epoch, s.bad = score, s.epoch, 0
             self._save_best()
         else:
-            s["bad"] += 1
+            s.bad += 1
         row = {
-            "stage": s["stage"],
-            "epoch": s["epoch"],
-            "step": s["global_step"],
-            "train_loss": s["loss_sum"] / max(s["loss_n"], 1),
-            "train_codebook_loss": s["aux_sum"] / max(s["loss_n"], 1),
+            "stage": s.stage,
+            "epoch": s.epoch,
+            "step": s.global_step,
+            "train_loss": s.loss_sum / max(s.loss_n, 1),
+            "train_codebook_loss": s.aux_sum / max(s.loss_n, 1),
             **{f"valid_{k}": float(val[k]) for k in keys},
-            "seconds": s["epoch_seconds"][-1] if s["epoch_seconds"] else float("nan"),
+            "seconds": s.epoch_seconds[-1] if s.epoch_seconds else float("nan"),
         }
-        s["log"].append(row)
-        s.update(epoch=s["epoch"] + 1, step=0, loss_sum=0.0, aux_sum=0.0, loss_n=0)
+        s.log.append(row)
+        s.epoch += 1
+        s.start_epoch()
         self._save_last()
         self._write_log()
         scalars = {f"valid/{k}": float(val[k]) for k in keys}
@@ -706,19 +720,19 @@ class Trainer:
         self._barrier()
         resumed, changed = self._restore()
         schedule = {k: v for k, v in changed.items() if k in RESUME_SCHEDULE_KEYS}
-        if resumed and self.state["finished"] and self.paths.metrics.exists():
+        if resumed and self.state.finished and self.paths.metrics.exists():
             if schedule and self._can_train():
                 # An accepted longer schedule extends a finished run from its selected
                 # weights (what _finish left in last.pt).
-                self.state["finished"] = False
+                self.state.finished = False
             else:
                 if self.dist.main:
                     print(f"solidrec train: {self.out} is finished; nothing to do", file=sys.stderr)
                 return json.loads(self.paths.metrics.read_text())
         if resumed and schedule:
             # The run's record of what changed where: log.csv's steps say what it trained.
-            self.state["config_changes"].append(
-                {"global_step": self.state["global_step"], "changes": schedule}
+            self.state.config_changes.append(
+                {"global_step": self.state.global_step, "changes": schedule}
             )
             if self.dist.main:
                 what = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in schedule.items())
@@ -742,13 +756,13 @@ class Trainer:
         self.model.train()
         if not resumed:
             self._save_last()
-        while not self.state["finished"]:
+        while not self.state.finished:
             if self._stage_over():
-                if self.state["stage"] < self.model.mode.stages:
+                if self.state.stage < self.model.mode.stages:
                     self._next_stage()
                     continue
                 break
-            if self.state["step"] == 0 or self.state["step"] < self._steps():
+            if self.state.step == 0 or self.state.step < self._steps():
                 self._train_epoch()
             self._end_epoch()
             if self._stopping(sync=True):  # the signal came during validation: saved
@@ -771,7 +785,7 @@ class Trainer:
 
     def _finish(self) -> dict[str, Any]:
         s, t = self.state, self.cfg.train
-        self._load_best(s["stage"])
+        self._load_best(s.stage)
         test, test_cost, ranks = evaluate_with_cost(
             self.model,
             self.data.test,
@@ -791,18 +805,16 @@ class Trainer:
         metrics.update(
             split="test",
             protocols={p: PROTOCOLS[p] for p in protocols_of(t.eval_protocol)},
-            best_epoch=int(s["best_epoch"]),
-            stage=int(s["stage"]),
-            **{f"best_valid_{t.select_metric}": float(s["best"])},
+            best_epoch=int(s.best_epoch),
+            stage=int(s.stage),
+            **{f"best_valid_{t.select_metric}": float(s.best)},
         )
-        if s["config_changes"]:  # resumed with --allow-schedule-change
-            metrics["config_changes"] = s["config_changes"]
+        if s.config_changes:  # resumed with --allow-schedule-change
+            metrics["config_changes"] = s.config_changes
         cost = {
             **test_cost,
-            "s_per_epoch": float(np.mean(s["epoch_seconds"]))
-            if s["epoch_seconds"]
-            else float("nan"),
-            "epochs": len(s["epoch_seconds"]),
+            "s_per_epoch": float(np.mean(s.epoch_seconds)) if s.epoch_seconds else float("nan"),
+            "epochs": len(s.epoch_seconds),
             "world_size": self.dist.world,
             "measured": provenance(),  # commit, date, CPU: what solidrec report prints
         }
@@ -822,7 +834,7 @@ class Trainer:
             write_ranks(self.paths.ranks, self.data, self.data.test, ranks)
             write_json(self.paths.metrics, metrics)
             write_json(self.paths.cost, cost)
-            s["finished"] = True
+            s.finished = True
             self._save_last()
         self._barrier()
         return metrics

@@ -15,6 +15,7 @@ candidate's embedding), so each works with every backbone x generator x SOLID mo
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -25,11 +26,17 @@ from solid_ext import ops
 from solidrec.config import LOSSES, NEGATIVE_SAMPLERS, TrainConfig
 
 __all__ = [
+    "BCE",
     "LOSSES",
+    "LOSS_TYPES",
     "NEGATIVE_SAMPLERS",
+    "Loss",
+    "LossTerms",
     "NegativeSampler",
-    "Objective",
+    "SampledSoftmax",
+    "Softmax",
     "full_softmax",
+    "make_loss",
     "shared_candidates",
     "shared_layout",
     "softmax_cross_entropy",
@@ -154,19 +161,105 @@ def shared_candidates(
     return logits, valid, target
 
 
-class Objective:
-    """``train.loss`` (with its negatives) as one callable, for the trainer and the
-    benchmarks alike.
+class LossTerms(NamedTuple):
+    """What a loss gives the trainer for one local batch."""
+
+    value: Tensor  # the objective summed over the batch's terms
+    per_history: int  # terms it sums per history: candidates (BCE) or 1 (softmax losses)
+    aux: Tensor  # the model's auxiliary loss (SOLID's codebook loss; 0 without one)
+
+
+#: Called once, if the loss draws negatives: the step's generator (seeded by the step's
+#: place in the schedule, so a resumed run draws the same negatives).
+StepGenerator = Callable[[], torch.Generator]
+
+
+class Loss:
+    """One ``train.loss``: the interface the trainer (and the benchmarks) call. A new
+    loss is a subclass with its ``name`` (in :data:`~solidrec.config.LOSSES`) in
+    :data:`LOSS_TYPES`; nothing in the trainer changes.
 
     Args:
-        t: the training config (loss, negatives, label smoothing).
+        t: the training config (negatives, label smoothing).
         num_items: N; items are 1..N.
         positives: item ids of the training positives (popularity sampling and the
             in-batch negatives' proposal).
     """
 
+    name: ClassVar[str]
+
     def __init__(self, t: TrainConfig, num_items: int, positives: np.ndarray | None) -> None:
         self.t = t
+
+    def __call__(
+        self,
+        net: nn.Module,
+        model: nn.Module,
+        hist: Tensor,
+        item: Tensor,
+        label: Tensor,
+        generator: StepGenerator,
+    ) -> LossTerms:
+        """The loss of one batch.
+
+        Args:
+            net: what runs the forward (the model, or its DDP wrapper).
+            model: the :class:`~solidrec.models.SolidModel` itself (item vectors).
+            hist: (B, L) histories; item (B, C) their prepared candidates, positive
+                first; label (B, C).
+            generator: called once if the loss draws negatives.
+        """
+        raise NotImplementedError
+
+
+class BCE(Loss):
+    """The paper's objective: each history once, scored against all of its prepared
+    candidates (B, C), binary cross-entropy on their labels."""
+
+    name = "bce"
+
+    def __call__(
+        self,
+        net: nn.Module,
+        model: nn.Module,
+        hist: Tensor,
+        item: Tensor,
+        label: Tensor,
+        generator: StepGenerator,
+    ) -> LossTerms:
+        logits, aux = net(hist, item)
+        bce = F.binary_cross_entropy_with_logits(logits, label, reduction="sum")
+        return LossTerms(bce, logits.shape[1], aux)
+
+
+class Softmax(Loss):
+    """Cross-entropy over every item, through the fused op (no (B, N) logits)."""
+
+    name = "softmax"
+
+    def __call__(
+        self,
+        net: nn.Module,
+        model: nn.Module,
+        hist: Tensor,
+        item: Tensor,
+        label: Tensor,
+        generator: StepGenerator,
+    ) -> LossTerms:
+        user, aux = net(hist, None, return_user=True)
+        loss = full_softmax(user, model.item_table(), item[:, 0], self.t.label_smoothing)
+        return LossTerms(loss, 1, aux)
+
+
+class SampledSoftmax(Loss):
+    """Cross-entropy over the positive and sampled negatives, logQ-corrected: per
+    history (``train.num_negatives``, else the prepared candidates), or shared by the
+    step's histories (``train.shared_negatives``, ``train.in_batch_negatives``)."""
+
+    name = "sampled_softmax"
+
+    def __init__(self, t: TrainConfig, num_items: int, positives: np.ndarray | None) -> None:
+        super().__init__(t, num_items, positives)
         self.sampler = NegativeSampler(num_items, t.negative_sampling, positives)
         # In-batch negatives arrive as often as items are positives: their proposal.
         self.batch_sampler = (
@@ -180,31 +273,13 @@ class Objective:
         hist: Tensor,
         item: Tensor,
         label: Tensor,
-        generator: Callable[[], torch.Generator],
-    ) -> tuple[Tensor, int, Tensor]:
-        """(summed objective, terms it sums per history, aux loss) of one batch.
-
-        Args:
-            net: what runs the forward (the model, or its DDP wrapper).
-            model: the :class:`~solidrec.models.SolidModel` itself (item vectors).
-            hist: (B, L) histories; item (B, C) their prepared candidates, positive
-                first; label (B, C).
-            generator: called once if the loss draws negatives.
-        """
+        generator: StepGenerator,
+    ) -> LossTerms:
         t = self.t
-        if t.loss == "bce":
-            # Each history once, scored against all of its candidates (B, C).
-            logits, aux = net(hist, item)
-            bce = F.binary_cross_entropy_with_logits(logits, label, reduction="sum")
-            return bce, logits.shape[1], aux
         pos = item[:, 0]
-        if t.loss == "softmax":
-            # Every item, through the fused op: no (B, N) logits.
-            user, aux = net(hist, None, return_user=True)
-            return full_softmax(user, model.item_table(), pos, t.label_smoothing), 1, aux
         if t.shared_negatives or t.in_batch_negatives:
             loss, aux = self._shared(net, model, hist, pos, generator())
-            return loss, 1, aux
+            return LossTerms(loss, 1, aux)
         if t.num_negatives > 0:
             neg = self.sampler.draw(len(hist), t.num_negatives, generator()).to(hist.device)
         else:
@@ -215,7 +290,7 @@ class Objective:
         valid = torch.ones_like(cand, dtype=torch.bool)
         valid[:, 1:] = neg != pos.unsqueeze(1)  # an accidental hit is no negative
         target = torch.zeros(len(hist), dtype=torch.long, device=hist.device)
-        return softmax_cross_entropy(logits, target, valid, t.label_smoothing), 1, aux
+        return LossTerms(softmax_cross_entropy(logits, target, valid, t.label_smoothing), 1, aux)
 
     def _shared(
         self, net: nn.Module, model: nn.Module, hist: Tensor, pos: Tensor, g: torch.Generator
@@ -248,3 +323,18 @@ class Objective:
                 user, pos, vec[:b], neg, vec[b:], log_q, t.in_batch_negatives
             )
         return softmax_cross_entropy(logits, target, valid, t.label_smoothing), aux
+
+
+#: Every ``train.loss`` by name (the names: :data:`~solidrec.config.LOSSES`).
+LOSS_TYPES: dict[str, type[Loss]] = {c.name: c for c in (BCE, Softmax, SampledSoftmax)}
+
+
+def make_loss(t: TrainConfig, num_items: int, positives: np.ndarray | None) -> Loss:
+    """The :class:`Loss` ``t.loss`` names (arguments: :class:`Loss`)."""
+    try:
+        kind = LOSS_TYPES[t.loss]
+    except KeyError:
+        raise ValueError(
+            f"train.loss must be one of {sorted(LOSS_TYPES)}, got {t.loss!r}"
+        ) from None
+    return kind(t, num_items, positives)
