@@ -38,7 +38,7 @@ def test_two_stages_deterministic_and_learning(
 
     def spy(self: Trainer) -> None:
         original(self)
-        best1 = load_checkpoint(self.ckdir / "best_stage1.pt")["model"]
+        best1 = load_checkpoint(self.paths.best(1))["model"]
         seen["codebook"] = self.model.codebook.codebook.detach().clone()
         seen["metacode"] = best1["sem_emb.weight"][1:]
         seen["stage"] = int(self.model.stage)

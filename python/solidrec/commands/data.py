@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from solidrec.data.embeddings import ItemTableSource
 from solidrec.data.errors import DataFormatError
 from solidrec.data.readers import FORMATS, RATED_FORMATS, GenericColumns
 
@@ -127,7 +128,7 @@ def _pick(args: argparse.Namespace, *names: str) -> dict[str, Any]:
     return {name: getattr(args, name) for name in names}
 
 
-def _run_table(run: Path | None) -> Any:
+def _run_table(run: Path | None) -> ItemTableSource | None:
     """``--from-run RUN`` as an item-table source (imports torch only when given)."""
     if run is None:
         return None

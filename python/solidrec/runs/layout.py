@@ -19,7 +19,6 @@ directory each), trials.csv, best.json.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 CONFIG = "config.yaml"
@@ -53,26 +52,28 @@ def best_name(stage: int) -> str:
     return f"best_stage{stage}.pt"
 
 
-@dataclass(frozen=True)
+def _below(*parts: str) -> property:
+    """A :class:`RunDir` attribute: the path ``parts`` below the run's root."""
+    return property(lambda self: self.root.joinpath(*parts))
+
+
 class RunDir:
     """The paths of one run directory (nothing is created or checked here)."""
 
-    root: Path
-
     def __init__(self, root: str | Path) -> None:
-        object.__setattr__(self, "root", Path(root))
+        self.root = Path(root)
 
-    @property
-    def config(self) -> Path:
-        return self.root / CONFIG
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / CHECKPOINTS
-
-    @property
-    def last(self) -> Path:
-        return self.checkpoints / LAST
+    config = _below(CONFIG)
+    checkpoints = _below(CHECKPOINTS)
+    last = _below(CHECKPOINTS, LAST)
+    log_csv = _below(LOG_CSV)
+    text_log = _below(TEXT_LOG)
+    metrics = _below(METRICS)
+    cost = _below(COST)
+    ranks = _below(RANKS)
+    tensorboard = _below(TENSORBOARD)
+    model = _below(MODEL_DIR)
+    lock = _below(LOCK)
 
     def best(self, stage: int) -> Path:
         return self.checkpoints / best_name(stage)
@@ -80,35 +81,3 @@ class RunDir:
     def bests(self) -> list[Path]:
         """The best-weights files present, in stage order."""
         return sorted(self.checkpoints.glob(BEST_GLOB))
-
-    @property
-    def log_csv(self) -> Path:
-        return self.root / LOG_CSV
-
-    @property
-    def text_log(self) -> Path:
-        return self.root / TEXT_LOG
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / METRICS
-
-    @property
-    def cost(self) -> Path:
-        return self.root / COST
-
-    @property
-    def ranks(self) -> Path:
-        return self.root / RANKS
-
-    @property
-    def tensorboard(self) -> Path:
-        return self.root / TENSORBOARD
-
-    @property
-    def model(self) -> Path:
-        return self.root / MODEL_DIR
-
-    @property
-    def lock(self) -> Path:
-        return self.root / LOCK

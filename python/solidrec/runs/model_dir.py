@@ -259,24 +259,6 @@ def load_model_dir(path: Path) -> tuple[SolidModel, dict[str, Any], RunConfig, d
 RUN_ITEM_TABLE = "item_emb.weight"
 
 
-def run_model_dir(run: Path) -> Path:
-    """The model directory of a trained run: ``RUN/model``, or ``RUN`` when it is one."""
-    run = Path(run)
-    for d in (run, run / MODEL_DIR):
-        if (d / WEIGHTS).is_file() and (d / ITEMS).is_file():
-            return d
-    raise ValueError(
-        f"--from-run {run}: no trained model there (expected {run / MODEL_DIR}/{WEIGHTS} "
-        f"and {ITEMS}, written when `solidrec train` finishes)"
-    )
-
-
-def run_model_files(run: Path) -> list[Path]:
-    """The files of ``run``'s model whose contents decide its item table."""
-    d = run_model_dir(run)
-    return [d / WEIGHTS, d / ITEMS]
-
-
 def _check_model_manifest(d: Path) -> None:
     """Refuse files that differ from the hashes in the model manifest (a half-copied or
     edited model would give silently wrong ids)."""
@@ -293,40 +275,6 @@ def _check_model_manifest(d: Path) -> None:
             )
 
 
-def load_run_embeddings(run: Path, item_ids: Sequence[str], key: str | None = None) -> np.ndarray:
-    """(len(item_ids), D) rows of a trained run's item table (``key``, default
-    ``item_emb.weight``) matched to ``item_ids`` by original item id, as for a keyed
-    embeddings file: the run may number its items differently from the data."""
-    d = run_model_dir(run)
-    _check_model_manifest(d)
-    try:
-        ids = json.loads((d / ITEMS).read_text())["item_id"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"--from-run {d / ITEMS}: no item_id list ({e})") from None
-    if not isinstance(ids, list) or len(ids) < 2:
-        raise ValueError(f"--from-run {d / ITEMS}: item_id is not a list of item ids")
-    state = load_checkpoint(d / WEIGHTS)["model"]
-    name = key or RUN_ITEM_TABLE
-    table = state.get(name)
-    if table is None or getattr(table, "ndim", 0) != 2:
-        have = sorted(k for k, v in state.items() if getattr(v, "ndim", 0) == 2)
-        raise ValueError(
-            f"--from-run {d / WEIGHTS}: no 2-D tensor {name!r} (--embedding-key); have {have}"
-        )
-    table = table.detach().float().numpy()
-    if table.shape[0] != len(ids):
-        raise ValueError(
-            f"--from-run {d}: {name} has {table.shape[0]} rows but {ITEMS} names "
-            f"{len(ids)} items (padding included)"
-        )
-    if not np.isfinite(table).all():
-        raise ValueError(f"--from-run {d / WEIGHTS}: {name} holds NaN or infinite values")
-    # row 0 is the padding item (id "")
-    return align_embeddings(
-        [str(x) for x in ids[1:]], table[1:], item_ids, run, option="--from-run"
-    )
-
-
 @dataclass(frozen=True)
 class RunItemTable:
     """A trained run's item table (``run``: the run directory or its model directory)
@@ -338,11 +286,54 @@ class RunItemTable:
     def __post_init__(self) -> None:
         object.__setattr__(self, "run", Path(self.run))
 
+    def model_dir(self) -> Path:
+        """``RUN/model``, or ``RUN`` when it is one."""
+        for d in (self.run, self.run / MODEL_DIR):
+            if (d / WEIGHTS).is_file() and (d / ITEMS).is_file():
+                return d
+        raise ValueError(
+            f"--from-run {self.run}: no trained model there (expected "
+            f"{self.run / MODEL_DIR}/{WEIGHTS} and {ITEMS}, written when `solidrec train` "
+            "finishes)"
+        )
+
     def files(self) -> list[Path]:
-        return run_model_files(self.run)
+        """The files of the run's model whose contents decide its item table."""
+        d = self.model_dir()
+        return [d / WEIGHTS, d / ITEMS]
 
     def identity(self) -> str:
-        return str(run_model_dir(self.run).resolve())  # RUN and RUN/model: one table
+        return str(self.model_dir().resolve())  # RUN and RUN/model: one table
 
     def embeddings(self, item_ids: Sequence[str], key: str | None = None) -> np.ndarray:
-        return load_run_embeddings(self.run, item_ids, key)
+        """(len(item_ids), D) rows of the run's item table (``key``, default
+        ``item_emb.weight``) matched to ``item_ids`` by original item id, as for a keyed
+        embeddings file: the run may number its items differently from the data."""
+        d = self.model_dir()
+        _check_model_manifest(d)
+        try:
+            ids = json.loads((d / ITEMS).read_text())["item_id"]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"--from-run {d / ITEMS}: no item_id list ({e})") from None
+        if not isinstance(ids, list) or len(ids) < 2:
+            raise ValueError(f"--from-run {d / ITEMS}: item_id is not a list of item ids")
+        state = load_checkpoint(d / WEIGHTS)["model"]
+        name = key or RUN_ITEM_TABLE
+        table = state.get(name)
+        if table is None or getattr(table, "ndim", 0) != 2:
+            have = sorted(k for k, v in state.items() if getattr(v, "ndim", 0) == 2)
+            raise ValueError(
+                f"--from-run {d / WEIGHTS}: no 2-D tensor {name!r} (--embedding-key); have {have}"
+            )
+        table = table.detach().float().numpy()
+        if table.shape[0] != len(ids):
+            raise ValueError(
+                f"--from-run {d}: {name} has {table.shape[0]} rows but {ITEMS} names "
+                f"{len(ids)} items (padding included)"
+            )
+        if not np.isfinite(table).all():
+            raise ValueError(f"--from-run {d / WEIGHTS}: {name} holds NaN or infinite values")
+        # row 0 is the padding item (id "")
+        return align_embeddings(
+            [str(x) for x in ids[1:]], table[1:], item_ids, self.run, option="--from-run"
+        )

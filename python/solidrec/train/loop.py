@@ -266,7 +266,6 @@ class Trainer:
         cfg.data, cfg.out = str(Path(cfg.data).resolve()), str(Path(cfg.out).resolve())
         self.out = Path(cfg.out)
         self.paths = RunDir(self.out)
-        self.ckdir = self.paths.checkpoints
         self.data = run_dataset(cfg)
         _check_sizes(cfg, self.data)
         self.model = build_model(cfg, self.data).to(self.dist.device)
@@ -353,11 +352,14 @@ class Trainer:
         last = self.paths.last
         if not last.exists() and not previous_path(last).exists():
             if self.resume and self.dist.main and self.paths.config.exists():
-                print(f"solidrec train: no checkpoint in {self.ckdir}; starting from scratch")
+                print(
+                    f"solidrec train: no checkpoint in {self.paths.checkpoints}; starting from "
+                    "scratch"
+                )
             return False, {}
         if not self.resume:
             raise CheckpointError(
-                f"{self.out} already holds a run (checkpoints/last.pt); "
+                f"{self.out} already holds a run ({self.paths.last.relative_to(self.out)}); "
                 "pass --resume or a new --out"
             )
         found = load_latest(last)
@@ -712,7 +714,7 @@ class Trainer:
         cfg = self.cfg
         if self.dist.main:
             # Temporaries of a writer killed mid-write (it is not us: we hold the lock).
-            for d in (self.out, self.ckdir):
+            for d in (self.out, self.paths.checkpoints):
                 clean_stale_temps(d)
                 # Older versions' names (.last.pt.tmp.PID, .log.csv.tmp): garbage too.
                 for p in [*d.glob(".*.tmp"), *d.glob(".*.tmp.[0-9]*")]:

@@ -3,13 +3,9 @@ study's fixed name and settings attribute, and Optuna's optional import."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from solidrec.metrics import FULL_METRIC_KEYS, METRIC_KEYS
-
-if TYPE_CHECKING:
-    pass
-
 
 #: Metrics a study may maximise (either protocol).
 STUDY_METRICS = METRIC_KEYS + FULL_METRIC_KEYS

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     import optuna
 
 
-def _fmt(v: Any) -> str:
+def fmt_value(v: Any) -> str:
+    """A parameter value as tables and messages show it (floats to 4 digits)."""
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
@@ -107,7 +108,7 @@ def format_trials(study: optuna.Study) -> str:
         if len(note) > 70:
             note = note[:67] + "..."
         value = "" if t.value is None else f"{t.value:.4f}"
-        params = ["" if k not in t.params else _fmt(t.params[k]) for k in keys]
+        params = ["" if k not in t.params else fmt_value(t.params[k]) for k in keys]
         lines.append([str(t.number), t.state.name, *params, value, note])
     widths = [max(len(r[i]) for r in [head, *lines]) for i in range(len(head))]
     text = [
@@ -118,7 +119,7 @@ def format_trials(study: optuna.Study) -> str:
     if best is None:
         text.append("best: none (no trial completed)")
     else:
-        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items())
+        shown = ", ".join(f"{k}={fmt_value(v)}" for k, v in best.params.items())
         text.append(
             f"best: trial {best.number}, valid {metric} {best.value:.4f} ({shown}); "
             f"run {best.user_attrs.get('run_dir')}"

@@ -93,9 +93,9 @@ def load_space(
         try:
             raw = yaml.safe_load(path.read_text())
         except yaml.YAMLError as e:
-            raise ValueError(f"{where}: not valid YAML: {_one_line(e)}") from None
+            raise ValueError(f"{where}: not valid YAML: {one_line(e)}") from None
         except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"{where}: unreadable: {_one_line(e)}") from None
+            raise ValueError(f"{where}: unreadable: {one_line(e)}") from None
     if not isinstance(raw, Mapping) or not raw:
         raise ValueError(
             f"{where}: expected a mapping of config keys to specs, e.g. "
@@ -110,7 +110,8 @@ def load_space(
     return space
 
 
-def _one_line(e: BaseException | str) -> str:
+def one_line(e: BaseException | str) -> str:
+    """An error message on one line (YAML and Optuna errors span several)."""
     return " ".join(str(e).split())
 
 
@@ -165,7 +166,7 @@ def _param(where: str, key: str, spec: Any, base: RunConfig) -> Param:
         canonical, current = _field(base, key)
         return _parse_spec(canonical, current, spec, base)
     except ValueError as e:
-        raise ValueError(f"{where}: {key}: {_one_line(e)}") from None
+        raise ValueError(f"{where}: {key}: {one_line(e)}") from None
 
 
 def _parse_spec(key: str, current: Any, spec: Any, base: RunConfig) -> Param:

@@ -28,8 +28,8 @@ from solidrec.tune.common import (
     STUDY_NAME,
     import_optuna,
 )
-from solidrec.tune.output import _fmt, write_results
-from solidrec.tune.space import Param, _one_line, check_grid, grid_points, load_space
+from solidrec.tune.output import fmt_value, write_results
+from solidrec.tune.space import Param, check_grid, grid_points, load_space, one_line
 
 if TYPE_CHECKING:
     import optuna
@@ -294,7 +294,7 @@ def _optimize(
 
         values = {key: p.suggest(trial) for key, p in space.items()}
         retry_of = trial.user_attrs.get("retry_of")
-        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
+        shown = ", ".join(f"{k}={fmt_value(v)}" for k, v in values.items())
         again = f" (retry of {retry_of})" if retry_of is not None else ""
         say(f"solidrec tune: trial {trial.number}{again}: {shown} -> {run_dir}")
         cfg = copy.deepcopy(base)
@@ -338,7 +338,7 @@ def _optimize(
             trial.set_user_attr("error", "interrupted (KeyboardInterrupt)")
             raise
         except Exception as e:
-            message = _one_line(f"{type(e).__name__}: {e}")
+            message = one_line(f"{type(e).__name__}: {e}")
             trial.set_user_attr("error", message)
             say(f"solidrec tune: trial {trial.number} failed: {message}")
             raise
