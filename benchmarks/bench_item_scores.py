@@ -152,7 +152,7 @@ def topk_markdown(rows: list[dict], machine: str) -> str:
         "outside the timing). Floor = the multiply-adds (2BNd) at the variant's FMA peak "
         "measured in the same run; `x floor` = fused / floor (target: within 1.5). "
         "`fused MiB` = the process's peak RSS growth over its inputs while the fused op "
-        "ran (heaps, outputs, one packed chunk per thread).",
+        "ran (candidate buffers, outputs, one packed chunk per thread).",
         "",
         "| N | d | k | variant | fused ms | torch ms | faiss ms | torch / fused | "
         "faiss / fused | floor ms | x floor | fused MiB | matrix MiB |",

@@ -6,9 +6,9 @@
 // Work is split into tasks of (a block of query rows) x (a range of items). A task packs
 // its items once, a cost its rows share, so blocks are large and the items are split
 // over the threads; rows are split too only past kRowBlock of them. Each task keeps
-// a heap of k per row (the variant's register-tiled kernel, kernels_impl.h); the heaps
-// of a row's item ranges are merged and sorted here. Memory: O(B x k x ranges) besides
-// one packed chunk per thread, never O(B x N).
+// a reservoir of its best candidates per row (the variant's register-tiled kernel,
+// kernels_impl.h); the reservoirs of a row's item ranges are merged and sorted here.
+// Memory: O(B x k x ranges) besides one packed chunk per thread, never O(B x N).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -16,7 +16,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
-#include <utility>
 #include <vector>
 
 #include "../validate.h"
@@ -27,6 +26,9 @@ namespace solid_ext::cpu {
 namespace {
 
 constexpr int64_t kRowBlock = 4096;  // packing an item costs about 30 rows' multiply-adds
+
+// Reservoir entries per row: a compaction (O(cap)) every cap - k appends.
+inline int64_t reservoir_cap(int64_t k) { return 2 * k + 32; }
 
 // The task grid: row_blocks blocks of rb rows x splits ranges of per_split items.
 struct Plan {
@@ -61,13 +63,14 @@ bool run_grid(const Plan& p, int64_t B, int64_t N, int64_t D, F&& fn) {
   std::vector<char> finite(tasks, 1);
   at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
     std::vector<T> pack(p.Kc * D), thr(p.rb);
+    std::vector<int64_t> thi(p.rb);
     std::vector<char> zb(ops.cq_scratch_bytes(D) + 64);
     for (int64_t task = t0; task < t1; ++task) {
       const int64_t blk = task / p.splits, s = task % p.splits;
       const int64_t r0 = blk * p.rb, r1 = std::min(B, r0 + p.rb);
       const int64_t n0 = s * p.per_split, n1 = std::min(N, n0 + p.per_split);
       if (r0 >= r1 || n0 >= n1) continue;
-      finite[task] = fn(r0, r1, n0, n1, s, pack.data(), zb.data(), thr.data());
+      finite[task] = fn(r0, r1, n0, n1, s, pack.data(), zb.data(), thr.data(), thi.data());
     }
   });
   return std::all_of(finite.begin(), finite.end(), [](char f) { return f != 0; });
@@ -78,35 +81,36 @@ void topk_impl(const T* q, const T* t, const int64_t* excl, int64_t B, int64_t N
                int64_t E, int64_t k, T* out_v, int64_t* out_i) {
   const KernelOps<T>& ops = active_ops<T>();
   const Plan p = plan<T>(B, N, D);
-  const int64_t splits = p.splits;
-  std::vector<T> hv(splits * B * k);
-  std::vector<int64_t> hi(splits * B * k);
+  const int64_t splits = p.splits, cap = reservoir_cap(k);
+  std::vector<TKEntry<T>> res(splits * B * cap);
   std::vector<int64_t> cnt(splits * B, 0);
-  const TKArgs<T> a{q, t, excl, D, E, k, p.Kc};
-  const bool finite = run_grid<T>(
-      p, B, N, D,
-      [&](int64_t r0, int64_t r1, int64_t n0, int64_t n1, int64_t s, T* pack, void* zb, T* thr) {
-        const TKWork<T> w{pack, zb, thr, hv.data() + (s * B + r0) * k,
-                          hi.data() + (s * B + r0) * k, cnt.data() + s * B + r0};
-        return ops.tk_block(a, r0, r1, n0, n1, w);
-      });
+  const TKArgs<T> a{q, t, excl, D, E, k, p.Kc, cap};
+  const bool finite = run_grid<T>(p, B, N, D,
+                                  [&](int64_t r0, int64_t r1, int64_t n0, int64_t n1, int64_t s,
+                                      T* pack, void* zb, T* thr, int64_t* thi) {
+                                    const TKWork<T> w{pack, zb, thr, thi,
+                                                      res.data() + (s * B + r0) * cap,
+                                                      cnt.data() + s * B + r0};
+                                    return ops.tk_block(a, r0, r1, n0, n1, w);
+                                  });
   TORCH_CHECK(finite, "topk_scores: table holds NaN or infinity (no order of its scores is defined)");
-  // Merge each row's heaps and sort them best first.
+  // Merge each row's reservoirs and sort them best first.
   at::parallel_for(0, B, 16, [&](int64_t b0, int64_t b1) {
-    std::vector<std::pair<T, int64_t>> all;
+    std::vector<TKEntry<T>> all;
+    const auto better = [](const TKEntry<T>& x, const TKEntry<T>& y) {
+      return x.v > y.v || (x.v == y.v && x.i < y.i);
+    };
     for (int64_t b = b0; b < b1; ++b) {
       all.clear();
       for (int64_t s = 0; s < splits; ++s) {
-        const int64_t base = (s * B + b) * k;
-        for (int64_t j = 0; j < cnt[s * B + b]; ++j) all.emplace_back(hv[base + j], hi[base + j]);
+        const TKEntry<T>* r = res.data() + (s * B + b) * cap;
+        all.insert(all.end(), r, r + cnt[s * B + b]);
       }
       const int64_t m = std::min<int64_t>(k, int64_t(all.size()));
-      std::partial_sort(all.begin(), all.begin() + m, all.end(), [](const auto& x, const auto& y) {
-        return x.first > y.first || (x.first == y.first && x.second < y.second);
-      });
+      std::partial_sort(all.begin(), all.begin() + m, all.end(), better);
       for (int64_t j = 0; j < k; ++j) {
-        out_v[b * k + j] = j < m ? all[j].first : -std::numeric_limits<T>::infinity();
-        out_i[b * k + j] = j < m ? all[j].second : -1;
+        out_v[b * k + j] = j < m ? all[j].v : -std::numeric_limits<T>::infinity();
+        out_i[b * k + j] = j < m ? all[j].i : -1;
       }
     }
   });
@@ -153,7 +157,8 @@ void ranks_impl(const T* q, const T* t, const int64_t* target, const int64_t* ex
   });
   const bool finite = run_grid<T>(
       p, B, N, D,
-      [&](int64_t r0, int64_t r1, int64_t n0, int64_t n1, int64_t s, T* pack, void* zb, T*) {
+      [&](int64_t r0, int64_t r1, int64_t n0, int64_t n1, int64_t s, T* pack, void* zb, T*,
+          int64_t*) {
         const TKWork<T> w{pack, zb, nullptr, nullptr, nullptr, cnt.data() + s * B + r0};
         return ops.rk_block(a, r0, r1, n0, n1, w);
       });

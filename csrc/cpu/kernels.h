@@ -90,7 +90,13 @@ struct SUArgs {
 };
 
 // topk_scores (see kernels_impl.h): the k largest q_b . t_n of query rows [r0, r1)
-// over items [n0, n1), each row's kept entries in a min-heap (worst at the root).
+// over items [n0, n1), each row's candidates in a reservoir of cap entries.
+template <typename T>
+struct TKEntry {
+  T v;
+  int64_t i;
+};
+
 template <typename T>
 struct TKArgs {
   const T* q;           // (B, D) queries
@@ -98,17 +104,18 @@ struct TKArgs {
   const int64_t* excl;  // (B, E) items excluded per row, each row ascending; or null
   int64_t D, E, k;
   int64_t Kc;           // items per packed chunk (a multiple of cq_tile)
+  int64_t cap;          // reservoir entries per row (> k)
 };
 
 // One task's buffers; rows are counted from the task's first row r0.
 template <typename T>
 struct TKWork {
-  T* pack;       // (Kc * D) the chunk of items packed in panels of cq_tile
-  void* zb;      // cq_scratch_bytes(D) bytes (the baseline's broadcast rows)
-  T* thr;        // (r1 - r0) each row's threshold: its heap's root, or -inf
-  T* hv;         // (r1 - r0, k) heap values
-  int64_t* hi;   // (r1 - r0, k) heap item indices
-  int64_t* cnt;  // (r1 - r0) heap sizes, zero on entry
+  T* pack;           // (Kc * D) the chunk of items packed in panels of cq_tile
+  void* zb;          // cq_scratch_bytes(D) bytes (the baseline's broadcast rows)
+  T* thr;            // (r1 - r0) each row's threshold value: its k-th best kept, or -inf
+  int64_t* thi;      // (r1 - r0) the threshold's item index
+  TKEntry<T>* res;   // (r1 - r0, cap) each row's reservoir
+  int64_t* cnt;      // (r1 - r0) reservoir fill, zero on entry
 };
 
 // score_ranks (see kernels_impl.h): how many items score at least the target's score.

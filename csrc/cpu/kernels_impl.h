@@ -126,6 +126,7 @@ inline typename VecOf<E, 16>::t fold16(typename VecOf<E, BYTES>::t v, Op op) {
 
 constexpr auto add_op = [](auto a, auto b) { return a + b; };
 constexpr auto min_op = [](auto a, auto b) { return b < a ? b : a; };
+constexpr auto or_op = [](auto a, auto b) { return a | b; };
 
 template <typename T>
 inline typename VT<T>::h16 to16(Vec<T> v) {
@@ -625,15 +626,19 @@ int64_t cq_scratch_bytes(int64_t D) {
 //
 // The k largest q_b . t_n of each query row, never storing a score matrix. A chunk of
 // items is packed into panels of one tile (the codebook search's layout and register
-// tile: CQ_ROWS rows x one panel of codes, accumulated in registers from zero); each
-// row keeps its best k in a min-heap whose root, the worst entry kept, is the row's
-// threshold. A tile's scores are compared with the thresholds in vectors, and only a
-// lane at or above its row's threshold takes the scalar path (exclusion lookup, heap
-// insertion). On data without structure that is O(k log(N / k)) insertions per row,
-// so the multiply-adds are the cost.
+// tile: CQ_ROWS rows x one panel of codes, accumulated in registers from zero). Each
+// row keeps its candidates in a reservoir of cap > k entries and a threshold, the k-th
+// best entry at its last compaction (-inf before the first): an item better than the
+// threshold is appended; a full reservoir is cut back to its best k (quickselect, O(cap))
+// and the threshold rises to the k-th. An append is O(1), amortized over cap - k of them,
+// where a heap's insertion costs log k sift steps, which made k = 100 several times
+// slower than k = 10. A tile's scores are compared with the thresholds in vectors; a row
+// with a lane at or above its threshold gathers those lanes' positions without branches
+// (the pass lanes) and offers only them (exclusion lookup, append). On data without
+// structure that is O(k log(N / k)) appends per row, so the multiply-adds are the cost.
 //
 // The order is (value descending, index ascending), and tk_worse is its converse, so
-// what a heap keeps does not depend on the order items are visited in (how the items
+// what a row keeps does not depend on the order items are visited in (how the items
 // are split over threads): ties go to the lowest index.
 
 template <typename T>
@@ -642,36 +647,54 @@ inline bool tk_worse(T av, int64_t ai, T bv, int64_t bi) {
 }
 
 template <typename T>
-inline void tk_sift_down(T* hv, int64_t* hi, int64_t n) {
-  const T v = hv[0];
-  const int64_t i = hi[0];
-  int64_t j = 0;
-  for (;;) {
-    int64_t c = 2 * j + 1;
-    if (c >= n) break;
-    if (c + 1 < n && tk_worse(hv[c + 1], hi[c + 1], hv[c], hi[c])) ++c;
-    if (!tk_worse(hv[c], hi[c], v, i)) break;
-    hv[j] = hv[c];
-    hi[j] = hi[c];
-    j = c;
-  }
-  hv[j] = v;
-  hi[j] = i;
+inline bool tk_better(const TKEntry<T>& x, const TKEntry<T>& y) {
+  return tk_worse(y.v, y.i, x.v, x.i);
 }
 
 template <typename T>
-inline void tk_sift_up(T* hv, int64_t* hi, int64_t j) {
-  const T v = hv[j];
-  const int64_t i = hi[j];
-  while (j > 0) {
-    const int64_t p = (j - 1) / 2;
-    if (!tk_worse(v, i, hv[p], hi[p])) break;
-    hv[j] = hv[p];
-    hi[j] = hi[p];
-    j = p;
+inline void tk_swap(TKEntry<T>& x, TKEntry<T>& y) {
+  const TKEntry<T> z = x;
+  x = y;
+  y = z;
+}
+
+// Reorders e[0, n) so that e[m] is the entry a best-first sort would put there, the
+// better ones before it and the worse after: quickselect with a median-of-three pivot,
+// O(n) expected. Written out rather than std::nth_element: no standard-library template
+// is instantiated here (see the top of this file). Entries are distinct (one per item).
+template <typename T>
+inline void tk_select(TKEntry<T>* e, int64_t n, int64_t m) {
+  int64_t lo = 0, hi = n - 1;
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (tk_better(e[mid], e[lo])) tk_swap(e[mid], e[lo]);
+    if (tk_better(e[hi], e[lo])) tk_swap(e[hi], e[lo]);
+    if (tk_better(e[hi], e[mid])) tk_swap(e[hi], e[mid]);
+    const TKEntry<T> pivot = e[mid];
+    int64_t i = lo, j = hi;
+    while (i <= j) {
+      while (tk_better(e[i], pivot)) ++i;
+      while (tk_better(pivot, e[j])) --j;
+      if (i <= j) tk_swap(e[i++], e[j--]);
+    }
+    if (m <= j) {
+      hi = j;
+    } else if (m >= i) {
+      lo = i;
+    } else {
+      return;  // j < m < i: e[m] is the pivot, in place
+    }
   }
-  hv[j] = v;
-  hi[j] = i;
+}
+
+// Cut a full reservoir back to its best k; its k-th best becomes the threshold.
+template <typename T>
+inline void tk_compact(const TKArgs<T>& a, const TKWork<T>& w, int64_t r) {
+  TKEntry<T>* res = w.res + r * a.cap;
+  tk_select(res, w.cnt[r], a.k - 1);
+  w.cnt[r] = a.k;
+  w.thr[r] = res[a.k - 1].v;
+  w.thi[r] = res[a.k - 1].i;
 }
 
 // n among the E ascending entries of ex (binary search).
@@ -690,22 +713,11 @@ inline bool tk_excluded(const int64_t* ex, int64_t E, int64_t n) {
 // Offer item n with score s to local row r (global row g).
 template <typename T>
 inline void tk_offer(const TKArgs<T>& a, const TKWork<T>& w, int64_t r, int64_t g, T s, int64_t n) {
-  T* hv = w.hv + r * a.k;
-  int64_t* hi = w.hi + r * a.k;
-  const int64_t c = w.cnt[r];
-  if (c == a.k && !tk_worse(hv[0], hi[0], s, n)) return;
+  if (tk_worse(s, n, w.thr[r], w.thi[r])) return;
   if (a.excl && tk_excluded(a.excl + g * a.E, a.E, n)) return;
-  if (c < a.k) {
-    hv[c] = s;
-    hi[c] = n;
-    tk_sift_up(hv, hi, c);
-    w.cnt[r] = c + 1;
-  } else {
-    hv[0] = s;
-    hi[0] = n;
-    tk_sift_down(hv, hi, a.k);
-  }
-  w.thr[r] = w.cnt[r] == a.k ? hv[0] : -inf<T>();
+  TKEntry<T>* res = w.res + r * a.cap;
+  res[w.cnt[r]++] = TKEntry<T>{s, n};
+  if (w.cnt[r] == a.cap) tk_compact(a, w, r);
 }
 
 // Pack items [c0, c0 + cn) as panels (D, NR), zero-padded to whole panels; false if
@@ -761,13 +773,32 @@ inline void tk_acc(int64_t D, const T* const* zr, const T* zb, const T* cp,
   }
 }
 
+// A comparison's lanes (-1 or 0 each) as bits, lane i at bit i: each lane's own bit
+// kept and the vector folded with OR in log2 steps (the bits are distinct), which a
+// compiler may turn into the ISA's move-mask.
+template <typename T>
+inline uint64_t lane_bits(IVec<T> hit) {
+  constexpr int V = lanes<T>();
+  static_assert(V <= 32, "a lane's bit must fit in its element");
+  IVec<T> bit;
+  SOLID_UNROLL
+  for (int i = 0; i < V; ++i) bit[i] = static_cast<IElem<T>>(IElem<T>(1) << i);
+  const auto f = fold16<IElem<T>, SOLID_VBYTES>(hit & bit, or_op);
+  uint64_t m = 0;
+  for (int i = 0; i < int(16 / sizeof(IElem<T>)); ++i) m |= static_cast<uint64_t>(f[i]);
+  return m;
+}
+
 // One micro-tile: rows [m0, m0 + rows) (zr / zb) x the panel cp of items first...,
-// then each row's lanes at or above its threshold offered to its heap.
+// then each row's pass lanes (at or above its threshold, below valid) offered to its
+// reservoir, visited by their bits (count-trailing-zeros) rather than a test per lane.
 template <typename T>
 inline void tk_tile(const TKArgs<T>& a, const TKWork<T>& w, const T* const* zr, const T* zb,
                     const T* cp, int64_t m0, int64_t rows, int64_t r0, int64_t first,
                     int64_t valid) {
   constexpr int V = lanes<T>(), NR = cq_tile_codes<T>();
+  static_assert(NR <= 64, "a panel's lanes must fit in 64 bits");
+  const uint64_t in_panel = valid >= 64 ? ~uint64_t(0) : (uint64_t(1) << valid) - 1;
   Vec<T> acc[CQ_ROWS][CQ_VECS];
   tk_acc(a.D, zr, zb, cp, acc);
   T buf[NR];
@@ -776,14 +807,24 @@ inline void tk_tile(const TKArgs<T>& a, const TKWork<T>& w, const T* const* zr, 
     if (r >= rows) break;
     const int64_t lr = m0 - r0 + r;
     const Vec<T> th = splat<T>(w.thr[lr]);
-    IVec<T> hit = acc[r][0] >= th;
+    IVec<T> hit[CQ_VECS];
+    IVec<T> any = hit[0] = acc[r][0] >= th;
     SOLID_UNROLL
-    for (int v = 1; v < CQ_VECS; ++v) hit |= acc[r][v] >= th;
-    if (hmin<IElem<T>>(hit) == 0) continue;  // no lane reaches the threshold
+    for (int v = 1; v < CQ_VECS; ++v) {
+      hit[v] = acc[r][v] >= th;
+      any |= hit[v];
+    }
+    if (hmin<IElem<T>>(any) == 0) continue;  // no lane reaches the threshold
+    uint64_t bits = 0;
     SOLID_UNROLL
-    for (int v = 0; v < CQ_VECS; ++v) store(buf + v * V, acc[r][v]);
-    for (int64_t j = 0; j < valid; ++j)
-      if (buf[j] >= w.thr[lr]) tk_offer(a, w, lr, m0 + r, buf[j], first + j);
+    for (int v = 0; v < CQ_VECS; ++v) {
+      bits |= lane_bits<T>(hit[v]) << (v * V);
+      store(buf + v * V, acc[r][v]);
+    }
+    for (bits &= in_panel; bits; bits &= bits - 1) {
+      const int j = __builtin_ctzll(bits);
+      tk_offer(a, w, lr, m0 + r, buf[j], first + j);
+    }
   }
 }
 
@@ -802,7 +843,10 @@ bool tk_block(const TKArgs<T>& a, int64_t r0, int64_t r1, int64_t n0, int64_t n1
   T* zb = static_cast<T*>(w.zb);
   (void)zb;
   bool finite = true;
-  for (int64_t r = 0; r < r1 - r0; ++r) w.thr[r] = -inf<T>();
+  for (int64_t r = 0; r < r1 - r0; ++r) {
+    w.thr[r] = -inf<T>();
+    w.thi[r] = INT64_MAX;  // scores are finite: every item beats (-inf, any index)
+  }
   for (int64_t c0 = n0; c0 < n1; c0 += a.Kc) {
     const int64_t cn = min64(a.Kc, n1 - c0);
     finite &= tk_pack(a.t, c0, cn, D, w.pack);
@@ -942,7 +986,7 @@ bool rk_block(const RKArgs<T>& a, int64_t r0, int64_t r1, int64_t n0, int64_t n1
   const int64_t D = a.D;
   T* zb = static_cast<T*>(w.zb);
   (void)zb;
-  const TKArgs<T> ra{a.q, a.t, nullptr, D, 0, 1, a.Kc};
+  const TKArgs<T> ra{a.q, a.t, nullptr, D, 0, 1, a.Kc, 2};
   bool finite = true;
   for (int64_t c0 = n0; c0 < n1; c0 += a.Kc) {
     const int64_t cn = min64(a.Kc, n1 - c0);
