@@ -87,6 +87,7 @@ RESUME_FREE_KEYS = frozenset(
         "train.progress",
         "train.ckpt_every_steps",
         "train.device",
+        "train.test_protocol",  # read once, after training
         # its effect is in the keys it set, which are compared
         "train.recipe",
     }
@@ -186,6 +187,11 @@ class TrainConfig:
     # What validation and the test split report (metrics.PROTOCOL_CHOICES): sampled (the
     # paper's 1 + 99 candidates) | full (rank among all items, seen ones left out) | both.
     eval_protocol: str = "sampled"
+    # What the test split reports, when it should differ from validation: "" (the same
+    # as eval_protocol) or a PROTOCOL_CHOICES value. Selecting on the sampled protocol
+    # and testing under both keeps a target-dependent backbone (DIN, whose full ranking
+    # costs users x items pair evaluations) from paying full ranking every epoch.
+    test_protocol: str = ""
     stage2_max_epochs: int = 0  # 0 = same as max_epochs
     min_delta: float = 1e-4
     seed: int = 2024
@@ -240,6 +246,11 @@ class TrainConfig:
         if self.eval_protocol not in PROTOCOL_CHOICES:
             raise ValueError(
                 f"train.eval_protocol must be one of {PROTOCOL_CHOICES}, got {self.eval_protocol!r}"
+            )
+        if self.test_protocol not in ("",) + tuple(PROTOCOL_CHOICES):
+            raise ValueError(
+                f"train.test_protocol must be empty (as train.eval_protocol) or one of "
+                f"{PROTOCOL_CHOICES}, got {self.test_protocol!r}"
             )
         keys = metric_keys(self.eval_protocol)
         if self.select_metric not in keys:

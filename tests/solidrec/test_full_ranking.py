@@ -13,7 +13,7 @@ import pytest
 import torch
 from solidrec.config import RunConfig
 from solidrec.data.prepared import load_prepared
-from solidrec.evaluate import full_ranks, no_items, seen_items
+from solidrec.evaluate import full_ranks, load_run, no_items, seen_items
 from solidrec.metrics import FULL_METRIC_KEYS, METRIC_KEYS, full_ranking_metrics, metric_keys
 from solidrec.models import build_model
 from solidrec.runs.layout import RANKS as RANKS_FILE
@@ -173,3 +173,35 @@ def test_select_metric_must_belong_to_the_protocol() -> None:
     cfg.train.eval_protocol = "everything"
     with pytest.raises(ValueError, match="train.eval_protocol"):
         cfg.train.validate()
+
+
+def test_test_protocol_ranks_the_test_split_only(tiny: Path, tmp_path: Path) -> None:
+    """train.test_protocol=both with sampled validation: validation pays no full ranking
+    (no valid_full_* column in the log), the test split reports both protocols, and its
+    full metrics equal a later `evaluate --protocol full` of the same model."""
+    cfg = RunConfig(data=str(tiny), out=str(tmp_path / "run"))
+    cfg.model.solid = "off"
+    cfg.train.max_epochs, cfg.train.batch_size, cfg.train.progress = 2, 64, False
+    cfg.train.test_protocol = "both"
+    metrics = train(cfg)
+    assert set(metrics["protocols"]) == {"sampled", "full"}
+    assert set(METRIC_KEYS + FULL_METRIC_KEYS) <= set(metrics)
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()[0]
+    assert "valid_auc" in log and "full" not in log
+    ranks = np.load(tmp_path / "run" / RANKS_FILE)
+    assert set(ranks.files) == {"user", "item", "sampled", "full"}
+    _, model, data = load_run(tmp_path / "run")
+    again = full_ranks(model, data.test, 16, torch.device("cpu"), seen_items(data, "test"))
+    assert np.array_equal(again, ranks["full"])
+
+
+def test_test_protocol_is_checked_and_free_on_resume() -> None:
+    from solidrec.config import RESUME_FREE_KEYS
+
+    cfg = RunConfig()
+    cfg.train.test_protocol = "all"
+    with pytest.raises(ValueError, match="train.test_protocol"):
+        cfg.train.validate()
+    cfg.train.test_protocol = "full"
+    cfg.train.validate()
+    assert "train.test_protocol" in RESUME_FREE_KEYS

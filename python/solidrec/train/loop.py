@@ -432,10 +432,7 @@ class Trainer:
         }
         self.writer.add_hparams(
             hp,
-            {
-                f"hparam/test_{k}": float(metrics[k])
-                for k in metric_keys(self.cfg.train.eval_protocol)
-            },
+            {f"hparam/test_{k}": float(metrics[k]) for k in metric_keys(self._test_protocol)},
             run_name=".",
         )
 
@@ -613,10 +610,16 @@ class Trainer:
                 "is kept; lower train.lr and train into a new --out"
             )
 
+    @property
+    def _test_protocol(self) -> str:
+        t = self.cfg.train
+        return t.test_protocol or t.eval_protocol
+
     def _seen(self, split: str) -> tuple[np.ndarray, np.ndarray] | None:
         """What full ranking leaves out on ``split`` (computed once), or None when the
-        run evaluates the sampled protocol only."""
-        if "full" not in protocols_of(self.cfg.train.eval_protocol):
+        split is evaluated under the sampled protocol only."""
+        protocol = self._test_protocol if split == "test" else self.cfg.train.eval_protocol
+        if "full" not in protocols_of(protocol):
             return None
         if split not in self._seen_cache:
             self._seen_cache[split] = seen_items(self.data, split)
@@ -793,10 +796,10 @@ class Trainer:
             self.data.test,
             t.eval_batch_size,
             self.dist.device,
-            t.eval_protocol,
+            self._test_protocol,
             self._seen("test"),
         )
-        metrics: dict[str, Any] = {k: float(test[k]) for k in metric_keys(t.eval_protocol)}
+        metrics: dict[str, Any] = {k: float(test[k]) for k in metric_keys(self._test_protocol)}
         metrics.update(
             {
                 f"{k}_users": int(test[f"{k}_users"])
@@ -806,7 +809,7 @@ class Trainer:
         )
         metrics.update(
             split="test",
-            protocols={p: PROTOCOLS[p] for p in protocols_of(t.eval_protocol)},
+            protocols={p: PROTOCOLS[p] for p in protocols_of(self._test_protocol)},
             best_epoch=int(s.best_epoch),
             stage=int(s.stage),
             **{f"best_valid_{t.select_metric}": float(s.best)},
