@@ -56,6 +56,13 @@ def resolve_item_optimizer(name: str, num_items: int) -> str:
 
 
 ITEM_FEATURES = ("id", "id+category", "id+embedding", "id+category+embedding")
+#: ``model.block``: where the transformer blocks (SASRec, BERT4Rec) normalise. pre_ln:
+#: LayerNorm before attention and feed-forward, one more after the last block (ours);
+#: post_ln: after each residual sum (the SASRec paper's and RecBole's).
+BLOCKS = ("pre_ln", "post_ln")
+#: ``model.embed``: how a transformer's input is formed. scale: item x sqrt(dim) +
+#: position (ours); norm: LayerNorm(item + position), then dropout (RecBole's SASRec).
+EMBEDS = ("scale", "norm")
 
 
 #: ``train.recipe`` values: settings a run takes for every key of the recipe the user did
@@ -127,6 +134,13 @@ class ModelConfig:
     # Most recent history items the model reads (0: all the dataset was prepared with);
     # a tunable setting without preparing the data again (PreparedDataset.with_history).
     history_len: int = 0
+    # Architecture variants, for comparing with other libraries' SASRec (docs/RESULTS.md,
+    # "Where the gap to RecBole's SASRec comes from"); the defaults are the model every
+    # result before them used.
+    head_layers: int = 2  # layers of the head; 0 (generator none, not DIN): no head
+    block: str = "pre_ln"  # BLOCKS
+    embed: str = "scale"  # EMBEDS
+    init_std: float = 0.1  # std of the id tables' N(0, std^2) initialisation
 
     def validate(self) -> None:
         """Raise ValueError on an unknown choice or an impossible combination."""
@@ -136,6 +150,8 @@ class ModelConfig:
             ("solid", SOLID_MODES),
             ("codebook_init", CODEBOOK_INITS),
             ("item_features", ITEM_FEATURES),
+            ("block", BLOCKS),
+            ("embed", EMBEDS),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -143,8 +159,16 @@ class ModelConfig:
             self,
             "model",
             positive=("dim", "hidden", "cond_dim", "apg_rank", "layers", "heads"),
-            nonnegative=("lam", "tau", "history_len"),  # tau = 0 clips the branch away: an ablation
+            nonnegative=("lam", "tau", "history_len", "head_layers"),  # tau = 0: an ablation
         )
+        if not 0.0 < self.init_std <= 1.0:
+            raise ValueError(f"model.init_std must be in (0, 1], got {self.init_std!r}")
+        if self.head_layers == 0 and (self.generator != "none" or self.backbone == "din"):
+            raise ValueError(
+                "model.head_layers=0 (no head) needs generator none and a backbone scored "
+                f"by a dot product, got generator {self.generator!r}, backbone "
+                f"{self.backbone!r}: the generators' weights and DIN's logit live in the head"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
         if self.backbone in ("sasrec", "bert4rec") and self.dim % self.heads:

@@ -427,3 +427,71 @@ def test_din_generates_head_weights_once_per_history(generator: str, solid: str)
     for n, p in m.named_parameters():
         if p.grad is not None:
             torch.testing.assert_close(g_got[n], p.grad, msg=n)
+
+
+@pytest.mark.parametrize("backbone", ["sasrec", "bert4rec"])
+@pytest.mark.parametrize(
+    ("block", "embed"), [("post_ln", "scale"), ("pre_ln", "norm"), ("post_ln", "norm")]
+)
+def test_transformer_variants_train_every_parameter(backbone: str, block: str, embed: str) -> None:
+    m = _model(backbone, "duet", "full", block=block, embed=embed, dropout=0.1)
+    assert isinstance(m.backbone.ln, torch.nn.Identity) == (block == "post_ln")
+    assert (m.backbone.embed_norm is None) == (embed == "scale")
+    m.set_stage(2)
+    for name, g in _grads_after_steps(m).items():
+        assert g is not None and g.abs().sum() > 0, f"{name} got no gradient"
+
+
+def test_post_ln_blocks_end_normalised() -> None:
+    m = _model("sasrec", "none", "off", block="post_ln", layers=1)
+    m.eval()
+    _, hist, _ = _data()
+    x = m.item_emb(hist)
+    out = m.backbone.blocks[0](x, torch.ones(8, L, L, dtype=torch.bool))
+    torch.testing.assert_close(out.mean(-1), torch.zeros(8, L), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.var(-1, unbiased=False), torch.ones(8, L), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("layers", [0, 1, 3])
+def test_head_layers(layers: int) -> None:
+    m = _model("sasrec", "none", "off", head_layers=layers)
+    assert len(m.head) == layers
+    _, hist, items = _data()
+    user, _ = m(hist, None, return_user=True)
+    if layers == 0:  # the backbone's output is the user vector
+        torch.testing.assert_close(user, m.backbone.encode(m.item_emb(hist), hist > 0, None))
+    logits, _ = m(hist, items)
+    assert logits.shape == (8, 3) and torch.isfinite(logits).all()
+
+
+def test_init_std_sets_the_id_tables() -> None:
+    for std in (0.02, 0.3):
+        m = _model("sasrec", "none", "off", init_std=std, item_features="id+category")
+        for table in (m.item_emb.weight[1:], m.cat_feat.weight[1:]):
+            assert abs(table.std().item() - std) < 0.25 * std
+
+
+def test_architecture_keys_reject_bad_values() -> None:
+    for kw, key in (
+        ({"block": "sandwich"}, "block"),
+        ({"embed": "sum"}, "embed"),
+        ({"init_std": 0.0}, "init_std"),
+        ({"head_layers": -1}, "head_layers"),
+        ({"head_layers": 0, "generator": "duet"}, "head_layers"),
+        ({"head_layers": 0, "generator": "none", "backbone": "din"}, "head_layers"),
+    ):
+        with pytest.raises(ValueError, match=key):
+            ModelConfig(**kw).validate()
+
+
+def test_default_architecture_is_the_model_of_older_versions() -> None:
+    """A config saved before the architecture keys existed compares equal to today's
+    defaults, which build the model of before: the same parameters, a 2-layer head."""
+    old = RunConfig(model=ModelConfig(backbone="sasrec")).to_dict()
+    for key in ("head_layers", "block", "embed", "init_std"):
+        del old["model"][key]
+    assert config_differences(old, RunConfig(model=ModelConfig(backbone="sasrec"))) == {}
+    m = _model("sasrec", "duet", "full")
+    names = [n for n, _ in m.named_parameters()]
+    assert "backbone.ln.weight" in names and not any("embed_norm" in n for n in names)
+    assert [tuple(layer.weight.shape) for layer in m.head] == [(32, 32), (32, 32)]

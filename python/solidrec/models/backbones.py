@@ -27,11 +27,12 @@ class Backbone(nn.Module):
 
 
 class _Block(nn.Module):
-    """Pre-LN transformer block with a boolean attention mask (True = may attend)."""
+    """Transformer block with a boolean attention mask (True = may attend); LayerNorm
+    before each sublayer (``post=False``) or after each residual sum (``post=True``)."""
 
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float, post: bool = False) -> None:
         super().__init__()
-        self.heads = heads
+        self.heads, self.post = heads, post
         self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
@@ -40,10 +41,14 @@ class _Block(nn.Module):
 
     def forward(self, x: Tensor, allow: Tensor) -> Tensor:
         b, n, d = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(b, n, 3, self.heads, d // self.heads).unbind(2)
+        h = x if self.post else self.ln1(x)
+        q, k, v = self.qkv(h).view(b, n, 3, self.heads, d // self.heads).unbind(2)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
         att = F.scaled_dot_product_attention(q, k, v, attn_mask=allow.unsqueeze(1))
         x = x + self.drop(self.proj(att.transpose(1, 2).reshape(b, n, d)))
+        if self.post:
+            x = self.ln1(x)
+            return self.ln2(x + self.drop(self.ff(x)))
         return x + self.drop(self.ff(self.ln2(x)))
 
 
@@ -60,16 +65,35 @@ def _allow(mask: Tensor, causal: bool) -> Tensor:
 class SASRec(Backbone):
     """Causal self-attention; the representation is the most recent position's output."""
 
-    def __init__(self, dim: int, max_len: int, layers: int, heads: int, dropout: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        max_len: int,
+        layers: int,
+        heads: int,
+        dropout: float,
+        block: str = "pre_ln",
+        embed: str = "scale",
+    ) -> None:
         super().__init__()
         self.feat_dim = self.out_dim = dim
         self.pos = nn.Embedding(max_len, dim)
-        self.blocks = nn.ModuleList(_Block(dim, heads, dropout) for _ in range(layers))
-        self.ln = nn.LayerNorm(dim)
+        post = block == "post_ln"
+        self.blocks = nn.ModuleList(_Block(dim, heads, dropout, post) for _ in range(layers))
+        # Post-LN blocks end normalised; a pre-LN stack needs a last LayerNorm.
+        self.ln = nn.Identity() if post else nn.LayerNorm(dim)
+        # embed "norm": LayerNorm + dropout on item + position (see config.EMBEDS).
+        self.embed_norm = (
+            nn.Sequential(nn.LayerNorm(dim), nn.Dropout(dropout)) if embed == "norm" else None
+        )
         self.causal = True
 
     def _run(self, x: Tensor, mask: Tensor) -> Tensor:
-        x = x * math.sqrt(x.shape[-1]) + self.pos.weight[-x.shape[1] :]
+        pos = self.pos.weight[-x.shape[1] :]
+        if self.embed_norm is None:
+            x = x * math.sqrt(x.shape[-1]) + pos
+        else:
+            x = self.embed_norm(x + pos)
         allow = _allow(mask, self.causal)
         for blk in self.blocks:
             x = blk(x, allow)
@@ -83,8 +107,17 @@ class BERT4Rec(SASRec):
     """Bidirectional self-attention over the history plus an appended [MASK] token whose
     output (BERT4Rec's next-item prediction slot) is the representation."""
 
-    def __init__(self, dim: int, max_len: int, layers: int, heads: int, dropout: float) -> None:
-        super().__init__(dim, max_len + 1, layers, heads, dropout)
+    def __init__(
+        self,
+        dim: int,
+        max_len: int,
+        layers: int,
+        heads: int,
+        dropout: float,
+        block: str = "pre_ln",
+        embed: str = "scale",
+    ) -> None:
+        super().__init__(dim, max_len + 1, layers, heads, dropout, block, embed)
         self.causal = False
         self.mask_token = nn.Parameter(torch.randn(dim) * 0.1)
 
@@ -131,13 +164,21 @@ class DIN(Backbone):
 
 
 def make_backbone(
-    name: str, dim: int, max_len: int, layers: int, heads: int, dropout: float
+    name: str,
+    dim: int,
+    max_len: int,
+    layers: int,
+    heads: int,
+    dropout: float,
+    block: str = "pre_ln",
+    embed: str = "scale",
 ) -> Backbone:
-    """Build a backbone by name (din, gru4rec, sasrec, bert4rec)."""
+    """Build a backbone by name (din, gru4rec, sasrec, bert4rec); ``block`` and
+    ``embed`` (config.BLOCKS, config.EMBEDS) shape the transformers only."""
     if name == "sasrec":
-        return SASRec(dim, max_len, layers, heads, dropout)
+        return SASRec(dim, max_len, layers, heads, dropout, block, embed)
     if name == "bert4rec":
-        return BERT4Rec(dim, max_len, layers, heads, dropout)
+        return BERT4Rec(dim, max_len, layers, heads, dropout, block, embed)
     if name == "gru4rec":
         return GRU4Rec(dim)
     if name == "din":

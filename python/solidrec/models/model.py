@@ -13,6 +13,7 @@ carried by its state_dict (key ``stage``).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,10 +31,10 @@ from solidrec.modes import CODE, ITEM, SEMANTIC
 _LEGACY_GENERATORS = {"trunk_gen": "weight_head", "branch_gen": "branch_head"}
 
 
-def _embedding(num: int, dim: int) -> nn.Embedding:
-    """An id table drawn from N(0, 0.1^2) whose row 0 (padding) is zero and gets no grad."""
+def _embedding(num: int, dim: int, std: float = 0.1) -> nn.Embedding:
+    """An id table drawn from N(0, std^2) whose row 0 (padding) is zero and gets no grad."""
     emb = nn.Embedding(num, dim, padding_idx=0)
-    nn.init.normal_(emb.weight, std=0.1)
+    nn.init.normal_(emb.weight, std=std)
     with torch.no_grad():
         emb.weight[0].zero_()
     return emb
@@ -80,20 +81,21 @@ class SolidModel(nn.Module):
         num_items = int(semantic_id.shape[0]) - 1
         # Persistent: a checkpoint alone can serve (older ones without it load too).
         self.register_buffer("semantic_id", semantic_id.long().clone())
-        self.item_emb = _embedding(num_items + 1, d)
+        std = cfg.init_std
+        self.item_emb = _embedding(num_items + 1, d, std)
         self.backbone = make_backbone(
-            cfg.backbone, d, history_len, cfg.layers, cfg.heads, cfg.dropout
+            cfg.backbone, d, history_len, cfg.layers, cfg.heads, cfg.dropout, cfg.block, cfg.embed
         )
         kind = ENCODER_KINDS.get(cfg.generator)
         self.trunk_encoder = SeqEncoder(kind, d, c) if kind else None
         self.branch_encoder = SeqEncoder(kind, d, c) if kind and mode.has_branch else None
         # E_c: the semantic embedding table; after stage 1 it is the metacode.
-        self.sem_emb = _embedding(num_semantic + 1, d) if mode.trunk == SEMANTIC else None
+        self.sem_emb = _embedding(num_semantic + 1, d, std) if mode.trunk == SEMANTIC else None
         # Static category feature of every item for the backbone (not E_c: the semantic
         # table of SPG stays the generator's own, so its metacode keeps its meaning).
         self.cat_feat = None
         if "category" in cfg.item_features:
-            self.cat_feat = _embedding(num_semantic + 1, d)
+            self.cat_feat = _embedding(num_semantic + 1, d, std)
         # Pretrained item embeddings (N + 1, E), frozen, through a learned projection.
         self.pretrained_proj = None
         if "embedding" in cfg.item_features:
@@ -111,7 +113,9 @@ class SolidModel(nn.Module):
             self.codebook = SemanticCodebook(
                 max(num_semantic, 1), d, init="random", init_std=0.1, lam=cfg.lam
             )
-        sizes = [(self.backbone.feat_dim, cfg.hidden), (cfg.hidden, self.backbone.out_dim)]
+        h = cfg.head_layers
+        dims = [self.backbone.feat_dim, *[cfg.hidden] * (h - 1), self.backbone.out_dim]
+        sizes = list(itertools.pairwise(dims)) if h else []
         self.head = dynamic_head(
             cfg.generator,
             sizes,
