@@ -88,9 +88,10 @@ void topk_impl(const T* q, const T* t, const int64_t* excl, int64_t B, int64_t N
   const bool finite = run_grid<T>(p, B, N, D,
                                   [&](int64_t r0, int64_t r1, int64_t n0, int64_t n1, int64_t s,
                                       T* pack, void* zb, T* thr, int64_t* thi) {
+                                    std::vector<T> sel(2 * cap);
                                     const TKWork<T> w{pack, zb, thr, thi,
                                                       res.data() + (s * B + r0) * cap,
-                                                      cnt.data() + s * B + r0};
+                                                      cnt.data() + s * B + r0, sel.data()};
                                     return ops.tk_block(a, r0, r1, n0, n1, w);
                                   });
   TORCH_CHECK(finite, "topk_scores: table holds NaN or infinity (no order of its scores is defined)");
@@ -107,7 +108,8 @@ void topk_impl(const T* q, const T* t, const int64_t* excl, int64_t B, int64_t N
         all.insert(all.end(), r, r + cnt[s * B + b]);
       }
       const int64_t m = std::min<int64_t>(k, int64_t(all.size()));
-      std::partial_sort(all.begin(), all.begin() + m, all.end(), better);
+      if (m < int64_t(all.size())) std::nth_element(all.begin(), all.begin() + m, all.end(), better);
+      std::sort(all.begin(), all.begin() + m, better);
       for (int64_t j = 0; j < k; ++j) {
         out_v[b * k + j] = j < m ? all[j].v : -std::numeric_limits<T>::infinity();
         out_i[b * k + j] = j < m ? all[j].i : -1;
@@ -159,7 +161,8 @@ void ranks_impl(const T* q, const T* t, const int64_t* target, const int64_t* ex
       p, B, N, D,
       [&](int64_t r0, int64_t r1, int64_t n0, int64_t n1, int64_t s, T* pack, void* zb, T*,
           int64_t*) {
-        const TKWork<T> w{pack, zb, nullptr, nullptr, nullptr, cnt.data() + s * B + r0};
+        const TKWork<T> w{pack, zb, nullptr, nullptr, nullptr, cnt.data() + s * B + r0,
+                          nullptr};
         return ops.rk_block(a, r0, r1, n0, n1, w);
       });
   TORCH_CHECK(finite, "score_ranks: table holds NaN or infinity (no order of its scores is defined)");

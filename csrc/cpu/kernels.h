@@ -116,6 +116,7 @@ struct TKWork {
   int64_t* thi;      // (r1 - r0) the threshold's item index
   TKEntry<T>* res;   // (r1 - r0, cap) each row's reservoir
   int64_t* cnt;      // (r1 - r0) reservoir fill, zero on entry
+  T* sel;            // (2 * cap) a compaction's scratch
 };
 
 // score_ranks (see kernels_impl.h): how many items score at least the target's score.

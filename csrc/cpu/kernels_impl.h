@@ -629,8 +629,8 @@ int64_t cq_scratch_bytes(int64_t D) {
 // tile: CQ_ROWS rows x one panel of codes, accumulated in registers from zero). Each
 // row keeps its candidates in a reservoir of cap > k entries and a threshold, the k-th
 // best entry at its last compaction (-inf before the first): an item better than the
-// threshold is appended; a full reservoir is cut back to its best k (quickselect, O(cap))
-// and the threshold rises to the k-th. An append is O(1), amortized over cap - k of them,
+// threshold is appended; a full reservoir is cut back to its best k (a branch-free
+// selection on its values, O(cap): tk_compact) and the threshold rises to the k-th. An append is O(1), amortized over cap - k of them,
 // where a heap's insertion costs log k sift steps, which made k = 100 several times
 // slower than k = 10. A tile's scores are compared with the thresholds in vectors; a row
 // with a lane at or above its threshold gathers those lanes' positions without branches
@@ -687,14 +687,75 @@ inline void tk_select(TKEntry<T>* e, int64_t n, int64_t m) {
   }
 }
 
-// Cut a full reservoir back to its best k; its k-th best becomes the threshold.
+// The m-th largest (from 0) of the n values x, reading x and y (n each) as scratch:
+// three-way partitions around a median-of-three pivot, each element written to both
+// ends of the other buffer and the ends advanced by its comparisons, so no branch
+// depends on the data (a quickselect over (value, index) entries mispredicted about
+// every other comparison and was most of a k = 100 scan). Values are not NaN (a NaN
+// score fails the threshold test and never enters a reservoir).
+template <typename T>
+inline T tk_kth_value(T* x, T* y, int64_t n, int64_t m) {
+  while (n > 16) {
+    const T a = x[0], b = x[n / 2], c = x[n - 1];
+    const T lo_ab = a < b ? a : b, hi_ab = a < b ? b : a;
+    const T hc = hi_ab < c ? hi_ab : c;
+    const T p = lo_ab < hc ? hc : lo_ab;  // the median of a, b, c
+    int64_t gt = 0, lt = n;  // y[0, gt) > p, y[lt, n) < p
+    for (int64_t i = 0; i < n; ++i) {
+      const T v = x[i];
+      y[gt] = v;  // lt - 1 >= gt: neither write lands on a kept element
+      y[lt - 1] = v;
+      gt += v > p;
+      lt -= v < p;
+    }
+    if (m < gt) {
+      n = gt;
+    } else if (m < lt) {
+      return p;
+    } else {
+      m -= lt;
+      n -= lt;
+      y += lt;
+    }
+    T* z = x;
+    x = y;
+    y = z;
+  }
+  // Insertion sort, descending, of the last few.
+  for (int64_t i = 1; i < n; ++i) {
+    const T v = x[i];
+    int64_t j = i;
+    for (; j > 0 && x[j - 1] < v; --j) x[j] = x[j - 1];
+    x[j] = v;
+  }
+  return x[m];
+}
+
+// Cut a full reservoir back to its best k; its k-th best becomes the threshold. The k-th
+// largest value v is found on the values alone; the entries at or above v move to the
+// front in order, without branches. Only when several entries tie at v and not all of
+// them fit does the (value, index) quickselect decide which (the lowest indices) stay.
 template <typename T>
 inline void tk_compact(const TKArgs<T>& a, const TKWork<T>& w, int64_t r) {
   TKEntry<T>* res = w.res + r * a.cap;
-  tk_select(res, w.cnt[r], a.k - 1);
-  w.cnt[r] = a.k;
-  w.thr[r] = res[a.k - 1].v;
-  w.thi[r] = res[a.k - 1].i;
+  const int64_t n = w.cnt[r], k = a.k;
+  T* x = w.sel;
+  for (int64_t j = 0; j < n; ++j) x[j] = res[j].v;
+  const T v = tk_kth_value(x, x + a.cap, n, k - 1);
+  int64_t kept = 0, last = -1;
+  for (int64_t j = 0; j < n; ++j) {
+    const TKEntry<T> e = res[j];
+    res[kept] = e;  // kept <= j
+    kept += e.v >= v;
+    last = e.v == v && e.i > last ? e.i : last;
+  }
+  if (kept > k) {
+    tk_select(res, kept, k - 1);
+    last = res[k - 1].i;
+  }
+  w.cnt[r] = k;
+  w.thr[r] = v;
+  w.thi[r] = last;
 }
 
 // n among the E ascending entries of ex (binary search).

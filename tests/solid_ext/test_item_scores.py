@@ -108,6 +108,27 @@ def test_many_compactions_with_ties_and_exclusions(backend, k):
     assert torch.equal(v.double(), bv)
 
 
+@pytest.mark.parametrize("k", [1, 7, 64, 300])
+def test_compactions_when_scores_rise_fall_or_shuffle(backend, k):
+    """Distinct scores in ascending item order (every item beats the threshold, so the
+    buffer is cut back as often as it can be), descending (never after the first cut)
+    and shuffled, plus one value repeated around the k-th place of a shuffled row."""
+    n = 3000
+    g = torch.Generator().manual_seed(11)
+    score = torch.linspace(-2.0, 2.0, n, dtype=torch.float64)
+    t = torch.zeros(n, 3, dtype=torch.float64)
+    t[:, 0] = score
+    t[:, 1] = score[torch.randperm(n, generator=g)]
+    t[:, 2] = t[:, 1]
+    t[torch.randperm(n, generator=g)[: 2 * k], 2] = t[:, 1].sort(descending=True).values[k - 1]
+    q = torch.tensor([[1.0, 0, 0], [-1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]], dtype=torch.float64)
+    for dtype in (torch.float64, torch.float32):
+        v, i = ops.topk_scores(q.to(dtype), t.to(dtype), k)
+        bv, bi = brute(q.to(dtype), t.to(dtype), k)
+        assert torch.equal(i, bi), dtype
+        assert torch.equal(v.double(), bv), dtype
+
+
 def test_reference_chunks_agree_with_brute_force():
     """The oracle's chunked merge (ties across chunk borders) equals a plain sort."""
     q, t = int_case(9, 333, 6, torch.float64, span=2)
