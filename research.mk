@@ -204,9 +204,13 @@ full-ranking-ml: setup
 
 # Where the gap to RecBole's SASRec comes from (docs/RESULTS.md): plain SASRec with the
 # full-ranking rows' settings, one architecture key at a time set as RecBole has it, then
-# all four (docs/TRAINING.md, the model.head_layers/block/embed/init_std keys); three
-# seeds, both protocols. About 1 hour on 2 cores. Resumable.
-ARCH_VARIANTS = ours head0 init002 postln embednorm recbole
+# all four (docs/TRAINING.md, the model.head_layers/block/embed/init_std keys); and none /
+# DUET / Ours(DUET) with a one-layer head (head1: the generators need a head); three
+# seeds, both protocols. About 2 hours on 2 cores. Resumable.
+ARCH_VARIANTS = ours head0 init002 postln embednorm recbole head1
+ARCH_COMBOS = none:off
+ARCH_COMBOS_head1 = none:off duet:off duet:full
+ARCH_head1 = model.head_layers=1
 ARCH_ours =
 ARCH_head0 = model.head_layers=0
 ARCH_init002 = model.init_std=0.02
@@ -220,7 +224,8 @@ arch-sasrec: setup
 		--out $(RESULTS)/arch_sasrec.md
 arch-sasrec-%:
 	$(BIN)/solidrec reproduce --data $(SCI) --epochs 60 --patience 5 --workers 1 \
-		--out runs/arch-sci/$* --combos none:off --seeds 2024 2025 2026 --backbones sasrec \
+		--out runs/arch-sci/$* --combos $(or $(ARCH_COMBOS_$*),$(ARCH_COMBOS)) \
+		--seeds 2024 2025 2026 --backbones sasrec \
 		--set $(FULL_SET) train.lr=0.009697483955413217 model.dropout=0.0 \
 		train.batch_size=1024 $(ARCH_$*)
 
