@@ -245,12 +245,13 @@ recipe-check: setup
 	$(BIN)/solidrec report runs/recipe --no-paper --out $(RESULTS)/recipe.md
 # RecBole beside ours on the same split (benchmarks/recbole_compare.py, whose docstring
 # has every step, setting and remaining protocol difference): RecBole 1.2.1's SASRec and
-# GRU4Rec with full softmax, and ours with the strong settings, on Scientific's split
+# GRU4Rec with full softmax, and ours with the strong settings (again with no head,
+# model.head_layers=0: "Where the gap to RecBole's SASRec comes from"), on Scientific's split
 # exported to RecBole's atomic format (checked row by row from both sides); full and
 # sampled metrics, seconds per epoch. RecBole gets its own virtualenv (.venv-recbole:
 # the project's torch 2.13.0 CPU build, numpy<2, recbole --no-deps with only the
 # packages it imports for training and evaluation); it is never a dependency of the
-# package. About 30-40 minutes at one thread. Not in CI.
+# package. About 40-50 minutes at one thread. Not in CI.
 RB_VENV ?= .venv-recbole
 RB_BIN := $(RB_VENV)/bin
 RB_STAMP := $(RB_VENV)/.setup-stamp
@@ -266,4 +267,4 @@ $(RB_STAMP):
 recbole: setup $(RB_STAMP)
 	$(BIN)/solidrec prepare --format atomic --input ../shared/data/amazon-scientific --out $(SCI)
 	$(BIN)/python benchmarks/recbole_compare.py --data $(SCI) --recbole-python $(RB_BIN)/python \
-		--out benchmarks/results/recbole_scientific
+		--ours-set model.head_layers=0 --out benchmarks/results/recbole_scientific

@@ -11,7 +11,8 @@ Usage::
     make -f research.mk recbole   # creates .venv-recbole (RecBole's own virtualenv), runs this
     .venv/bin/python benchmarks/recbole_compare.py --data runs/data/scientific \\
         --out benchmarks/results/recbole_scientific [--backbones sasrec gru4rec] \\
-        [--epochs 60] [--work /tmp/recbole_compare] [--smoke] [--ours-select full_ndcg@10]
+        [--epochs 60] [--work /tmp/recbole_compare] [--smoke] [--ours-select full_ndcg@10] \
+        [--ours-set model.head_layers=0]   # ours once more with these keys: one more row
     .venv/bin/python benchmarks/recbole_compare.py --render PREFIX   # Markdown from JSON
 
 It runs in two interpreters: this file under the project's ``.venv`` (it reads the
@@ -164,6 +165,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -486,6 +488,7 @@ def run_ours(
     run_dir: Path,
     epochs: int,
     select: str = f"ndcg@{K}",
+    extra: Sequence[str] = (),
 ) -> dict[str, Any]:
     s = SETTINGS[backbone]
     cmd = [
@@ -517,6 +520,7 @@ def run_ours(
         f"model.dropout={s['dropout']}",
         f"train.weight_decay={s['weight_decay']}",
         f"train.batch_size={int(s['batch_size'])}",
+        *extra,
     ]
     log = run_dir.with_suffix(".log")
     _log(f"ours {backbone}: training (log: {log})")
@@ -688,6 +692,14 @@ def main(argv: list[str] | None = None) -> int:
         help="our train.select_metric: sampled (the strong baselines') or full NDCG@10",
     )
     ap.add_argument(
+        "--ours-set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="train ours once more per backbone with these keys set (one more row), e.g. "
+        "model.head_layers=0",
+    )
+    ap.add_argument(
         "--render",
         default=None,
         metavar="PREFIX",
@@ -765,6 +777,11 @@ def main(argv: list[str] | None = None) -> int:
             f"test full ndcg@10 {ours['full'][f'ndcg@{K}']:.4f}"
         )
         runs[b] = {"recbole": rb, "ours": ours}
+        if args.ours_set:
+            runs[b]["ours_set"] = run_ours(
+                solidrec, data_dir, b, run_root / f"ours-{b}-set", epochs, args.ours_select,
+                args.ours_set,
+            )  # fmt: skip
         settings[b] = {
             **SETTINGS[b],
             "histories_per_step": cfg["train_batch_size"],
@@ -773,6 +790,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(_row("RecBole", b, "RecBole's own", rb["recbole"], rb))
         rows.append(_row("RecBole", b, "ours on RecBole's model", rb["our_protocol"], rb))
         rows.append(_row("solidrec", b, "ours", ours, ours))
+        if args.ours_set:
+            extra = runs[b]["ours_set"]
+            rows.append(_row(f"solidrec, {' '.join(args.ours_set)}", b, "ours", extra, extra))
     first = next(iter(runs.values()))["recbole"] if runs else {}
     header = {
         "dataset": f"{name}, {data_dir}",
@@ -791,6 +811,7 @@ def main(argv: list[str] | None = None) -> int:
         "smoke": args.smoke,
         "epochs": epochs,
         "ours_select": args.ours_select,
+        "ours_set": args.ours_set,
         "split": split,
         "work": str(run_root),
     }
