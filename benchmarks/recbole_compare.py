@@ -735,7 +735,9 @@ def main(argv: list[str] | None = None) -> int:
     from solidrec.data.prepared import load_prepared
 
     epochs = 2 if args.smoke else args.epochs
-    py = Path(args.recbole_python)
+    # Absolute: the children run in other folders. Not resolve(): a venv's python is a
+    # symlink to the base interpreter, which would leave the venv.
+    py = Path(args.recbole_python).absolute()
     if not py.exists():
         raise SystemExit(
             f"{py} not found: run `make -f research.mk recbole` (it creates .venv-recbole)"
