@@ -9,6 +9,7 @@ attends with the target and its head outputs the logit directly.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -107,17 +108,9 @@ class BERT4Rec(SASRec):
     """Bidirectional self-attention over the history plus an appended [MASK] token whose
     output (BERT4Rec's next-item prediction slot) is the representation."""
 
-    def __init__(
-        self,
-        dim: int,
-        max_len: int,
-        layers: int,
-        heads: int,
-        dropout: float,
-        block: str = "pre_ln",
-        embed: str = "scale",
-    ) -> None:
-        super().__init__(dim, max_len + 1, layers, heads, dropout, block, embed)
+    def __init__(self, dim: int, max_len: int, *args: Any, **kwargs: Any) -> None:
+        # SASRec's arguments, with one more position: the [MASK] token's.
+        super().__init__(dim, max_len + 1, *args, **kwargs)
         self.causal = False
         self.mask_token = nn.Parameter(torch.randn(dim) * 0.1)
 
